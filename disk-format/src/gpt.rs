@@ -1,0 +1,387 @@
+//! Reading and writing the partition table. Writes go through [`DiskTable::write`], which puts
+//! the backup copy down first and the primary last, each synced, so a power cut leaves at least
+//! one valid, self-consistent table (GRUB's gptprio and Flatcar's cgpt do the same).
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use gptman::{GPTPartitionEntry, PartitionName, GPT};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::attrs::SlotAttrs;
+use crate::layout::{self, Role, SECTOR};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GptError {
+    #[error("no valid GUID partition table (primary and backup both unreadable): {0}")]
+    Read(#[source] gptman::Error),
+    #[error("partition table is inconsistent: {0}")]
+    Invalid(#[source] gptman::Error),
+    #[error("I/O error on the partition table: {0}")]
+    Io(#[from] io::Error),
+    #[error("partition {0} does not exist")]
+    NoSuchPartition(u32),
+    #[error("partition {number} ({label}) does not fit: {why}")]
+    DoesNotFit {
+        number: u32,
+        label: String,
+        why: String,
+    },
+}
+
+/// A partition as the rest of Keel sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Partition {
+    pub number: u32,
+    pub label: String,
+    pub type_guid: Uuid,
+    pub unique_guid: Uuid,
+    pub first_lba: u64,
+    pub last_lba: u64,
+    pub attribute_bits: u64,
+}
+
+impl Partition {
+    pub fn offset(&self) -> u64 {
+        self.first_lba * SECTOR
+    }
+    pub fn size(&self) -> u64 {
+        (self.last_lba + 1 - self.first_lba) * SECTOR
+    }
+    pub fn is_usr(&self) -> bool {
+        self.type_guid == layout::USR_TYPE
+    }
+    pub fn slot_attrs(&self) -> SlotAttrs {
+        SlotAttrs::from_bits(self.attribute_bits)
+    }
+}
+
+/// The GPT of one disk (or disk image).
+pub struct DiskTable {
+    gpt: GPT,
+}
+
+fn guid_to_gpt(u: Uuid) -> [u8; 16] {
+    u.to_bytes_le()
+}
+fn guid_from_gpt(b: [u8; 16]) -> Uuid {
+    Uuid::from_bytes_le(b)
+}
+
+impl DiskTable {
+    /// Read the table: the primary copy, or the backup where the primary is damaged.
+    pub fn read<R: Read + Seek + ?Sized>(r: &mut R) -> Result<Self, GptError> {
+        let gpt = GPT::read_from(r, SECTOR).map_err(GptError::Read)?;
+        Ok(DiskTable { gpt })
+    }
+
+    /// An empty table (128 entries) for a disk of `disk_bytes` bytes.
+    pub fn new(disk_bytes: u64, disk_guid: Uuid) -> Result<Self, GptError> {
+        let mut sizer = SizeOnly(disk_bytes);
+        let mut gpt =
+            GPT::new_from(&mut sizer, SECTOR, guid_to_gpt(disk_guid)).map_err(GptError::Invalid)?;
+        gpt.align = layout::ALIGN / SECTOR;
+        Ok(DiskTable { gpt })
+    }
+
+    pub fn disk_guid(&self) -> Uuid {
+        guid_from_gpt(self.gpt.header.disk_guid)
+    }
+
+    /// LBA of the backup header as recorded in the primary one.
+    pub fn backup_lba(&self) -> u64 {
+        self.gpt.header.backup_lba.max(self.gpt.header.primary_lba)
+    }
+
+    pub fn first_usable_lba(&self) -> u64 {
+        self.gpt.header.first_usable_lba
+    }
+
+    pub fn last_usable_lba(&self) -> u64 {
+        self.gpt.header.last_usable_lba
+    }
+
+    pub fn partitions(&self) -> Vec<Partition> {
+        self.gpt
+            .iter()
+            .filter(|(_, e)| e.is_used())
+            .map(|(n, e)| Partition {
+                number: n,
+                label: e.partition_name.as_str().to_string(),
+                type_guid: guid_from_gpt(e.partition_type_guid),
+                unique_guid: guid_from_gpt(e.unique_partition_guid),
+                first_lba: e.starting_lba,
+                last_lba: e.ending_lba,
+                attribute_bits: e.attribute_bits,
+            })
+            .collect()
+    }
+
+    pub fn partition(&self, number: u32) -> Result<Partition, GptError> {
+        self.partitions()
+            .into_iter()
+            .find(|p| p.number == number)
+            .ok_or(GptError::NoSuchPartition(number))
+    }
+
+    pub fn by_label(&self, label: &str) -> Option<Partition> {
+        self.partitions().into_iter().find(|p| p.label == label)
+    }
+
+    /// The USR partitions, in table order.
+    pub fn usr_slots(&self) -> Vec<Partition> {
+        self.partitions()
+            .into_iter()
+            .filter(|p| p.is_usr())
+            .collect()
+    }
+
+    /// Add partition `role` at `first_lba` with `sectors` sectors.
+    pub fn add(
+        &mut self,
+        role: Role,
+        first_lba: u64,
+        sectors: u64,
+        attribute_bits: u64,
+    ) -> Result<(), GptError> {
+        let last = first_lba + sectors - 1;
+        if first_lba < self.gpt.header.first_usable_lba || last > self.gpt.header.last_usable_lba {
+            return Err(GptError::DoesNotFit {
+                number: role.number,
+                label: role.label.into(),
+                why: format!(
+                    "sectors {first_lba}..={last} lie outside the usable area {}..={}",
+                    self.gpt.header.first_usable_lba, self.gpt.header.last_usable_lba
+                ),
+            });
+        }
+        self.gpt[role.number] = GPTPartitionEntry {
+            partition_type_guid: guid_to_gpt(role.type_guid),
+            unique_partition_guid: guid_to_gpt(role.build_guid(self.disk_guid())),
+            starting_lba: first_lba,
+            ending_lba: last,
+            attribute_bits,
+            partition_name: PartitionName::from(role.label),
+        };
+        Ok(())
+    }
+
+    pub fn set_attribute_bits(&mut self, number: u32, bits: u64) -> Result<(), GptError> {
+        let e = self.entry_mut(number)?;
+        e.attribute_bits = bits;
+        Ok(())
+    }
+
+    pub fn set_slot_attrs(&mut self, number: u32, attrs: SlotAttrs) -> Result<(), GptError> {
+        let e = self.entry_mut(number)?;
+        e.attribute_bits = attrs.apply_to(e.attribute_bits);
+        Ok(())
+    }
+
+    /// Move the backup header to the end of a disk of `disk_bytes` (a larger disk than the image
+    /// was built for) and extend the usable area to match.
+    pub fn relocate_backup(&mut self, disk_bytes: u64) -> Result<(), GptError> {
+        let mut sizer = SizeOnly(disk_bytes);
+        self.gpt
+            .header
+            .update_from(&mut sizer, SECTOR)
+            .map_err(GptError::Invalid)?;
+        Ok(())
+    }
+
+    /// Grow partition `number` to the end of the usable area. Returns whether it changed.
+    pub fn grow_to_end(&mut self, number: u32) -> Result<bool, GptError> {
+        let last_usable = self.gpt.header.last_usable_lba;
+        let align = layout::ALIGN / SECTOR;
+        let others_after = self
+            .partitions()
+            .iter()
+            .any(|p| p.number != number && p.first_lba > self.gpt[number].starting_lba);
+        let e = self.entry_mut(number)?;
+        if others_after {
+            return Ok(false);
+        }
+        // Keep the end aligned, as partitioning tools do.
+        let new_last = ((last_usable + 1) / align) * align - 1;
+        if new_last <= e.ending_lba {
+            return Ok(false);
+        }
+        e.ending_lba = new_last;
+        Ok(true)
+    }
+
+    fn entry_mut(&mut self, number: u32) -> Result<&mut GPTPartitionEntry, GptError> {
+        if number == 0
+            || number > self.gpt.header.number_of_partition_entries
+            || self.gpt[number].is_unused()
+        {
+            return Err(GptError::NoSuchPartition(number));
+        }
+        Ok(&mut self.gpt[number])
+    }
+
+    /// Write both copies of the table: backup first, then primary, syncing after each, so that an
+    /// interruption leaves one intact copy (the old primary or the new backup).
+    pub fn write<W: Write + Seek + SyncAll + ?Sized>(&mut self, w: &mut W) -> Result<(), GptError> {
+        let mut rec = Recorder::default();
+        self.gpt.write_into(&mut rec).map_err(GptError::Invalid)?;
+        let boundary = self.gpt.header.first_usable_lba * SECTOR;
+        for backup_pass in [true, false] {
+            for (offset, bytes) in rec.coalesced() {
+                if (offset >= boundary) == backup_pass {
+                    w.seek(SeekFrom::Start(offset))?;
+                    w.write_all(&bytes)?;
+                }
+            }
+            w.flush()?;
+            w.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Write the protective MBR that every GPT disk carries in sector 0.
+    pub fn write_protective_mbr<W: Write + Seek + ?Sized>(w: &mut W) -> Result<(), GptError> {
+        GPT::write_protective_mbr_into(w, SECTOR).map_err(GptError::Invalid)
+    }
+}
+
+/// Files and block devices can be synced; in-memory buffers trivially are.
+pub trait SyncAll {
+    fn sync_all(&mut self) -> io::Result<()>;
+}
+impl SyncAll for std::fs::File {
+    fn sync_all(&mut self) -> io::Result<()> {
+        std::fs::File::sync_all(self)
+    }
+}
+impl<T> SyncAll for io::Cursor<T> {
+    fn sync_all(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A seekable sink that only knows its length: lets gptman size a table without a device.
+struct SizeOnly(u64);
+impl Seek for SizeOnly {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        Ok(match pos {
+            SeekFrom::End(d) => (self.0 as i64 + d) as u64,
+            SeekFrom::Start(s) => s,
+            SeekFrom::Current(_) => 0,
+        })
+    }
+}
+impl Read for SizeOnly {
+    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+        Err(io::Error::other("size-only device"))
+    }
+}
+
+/// Records gptman's many small writes so they can be replayed as a few large ones, in order.
+#[derive(Default)]
+struct Recorder {
+    pos: u64,
+    writes: Vec<(u64, Vec<u8>)>,
+}
+impl Recorder {
+    fn coalesced(&self) -> Vec<(u64, Vec<u8>)> {
+        let mut sorted = self.writes.clone();
+        sorted.sort_by_key(|(o, _)| *o);
+        let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+        for (o, b) in sorted {
+            if let Some((lo, lb)) = out.last_mut() {
+                if *lo + lb.len() as u64 == o {
+                    lb.extend_from_slice(&b);
+                    continue;
+                }
+            }
+            out.push((o, b));
+        }
+        out
+    }
+}
+impl Write for Recorder {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writes.push((self.pos, buf.to_vec()));
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+impl Seek for Recorder {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        match pos {
+            SeekFrom::Start(s) => self.pos = s,
+            _ => return Err(io::Error::other("recorder seeks absolutely only")),
+        }
+        Ok(self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::*;
+    use std::io::Cursor;
+
+    fn sample(disk: u64) -> (DiskTable, Cursor<Vec<u8>>) {
+        let mut t = DiskTable::new(disk, DISK_GUID).unwrap();
+        let mib = 1024 * 1024 / SECTOR;
+        t.add(EFI_SYSTEM, 2 * mib, 8 * mib, 0).unwrap();
+        t.add(
+            USR_A,
+            10 * mib,
+            4 * mib,
+            SlotAttrs::new(1, 0, true).apply_to(0),
+        )
+        .unwrap();
+        t.add(USR_B, 14 * mib, 4 * mib, 0).unwrap();
+        t.add(ROOT, 18 * mib, 4 * mib, 0).unwrap();
+        let mut c = Cursor::new(vec![0u8; disk as usize]);
+        DiskTable::write_protective_mbr(&mut c).unwrap();
+        t.write(&mut c).unwrap();
+        (t, c)
+    }
+
+    #[test]
+    fn slots_keep_their_numbers_across_rewrites() {
+        let (_, mut c) = sample(32 << 20);
+        let mut t = DiskTable::read(&mut c).unwrap();
+        t.set_slot_attrs(4, SlotAttrs::new(2, 1, false)).unwrap();
+        t.write(&mut c).unwrap();
+        let t = DiskTable::read(&mut c).unwrap();
+        let nums: Vec<u32> = t.partitions().iter().map(|p| p.number).collect();
+        assert_eq!(nums, vec![1, 3, 4, 9]);
+        assert_eq!(
+            t.partition(4).unwrap().slot_attrs(),
+            SlotAttrs::new(2, 1, false)
+        );
+        assert_eq!(t.partition(3).unwrap().unique_guid, USR_A_GUID);
+        assert_eq!(t.partition(9).unwrap().label, "ROOT");
+    }
+
+    #[test]
+    fn damaged_primary_falls_back_to_backup() {
+        let (_, mut c) = sample(32 << 20);
+        c.get_mut()[512 + 100] ^= 0xff; // inside the primary header
+        let t = DiskTable::read(&mut c).unwrap();
+        assert_eq!(t.partition(3).unwrap().label, "USR-A");
+    }
+
+    #[test]
+    fn relocate_and_grow_on_a_larger_disk() {
+        let (_, c) = sample(32 << 20);
+        let mut bytes = c.into_inner();
+        bytes.resize(64 << 20, 0);
+        let mut c = Cursor::new(bytes);
+        let mut t = DiskTable::read(&mut c).unwrap();
+        t.relocate_backup(64 << 20).unwrap();
+        assert!(t.grow_to_end(9).unwrap());
+        t.write(&mut c).unwrap();
+        let t = DiskTable::read(&mut c).unwrap();
+        assert_eq!(t.backup_lba(), (64 << 20) / SECTOR - 1);
+        assert!(t.partition(9).unwrap().last_lba > (60 << 20) / SECTOR);
+    }
+}

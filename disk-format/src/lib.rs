@@ -1,0 +1,19 @@
+//! Keel's on-disk contract, shared by the builder (`keel`), the PID 1 (`keel-init`) and the
+//! updater. Everything that two of them must agree on lives here and nowhere else:
+//!
+//! * [`layout`]: partition numbers, labels, type and unique GUIDs (Flatcar-compatible).
+//! * [`attrs`]: the ChromeOS/CoreOS priority / tries / successful bits and their transitions.
+//! * [`gpt`]: reading and crash-safely writing the partition table.
+//! * [`verity`]: the dm-verity hash tree (veritysetup-compatible, format 1, SHA-256).
+//! * [`metadata`]: the signed 4 KiB block that describes a USR slot, and the keys that sign it.
+//! * [`slot`]: where that block and the verity area sit in a partition and in a payload file.
+//!
+//! `README.md` beside this crate is the five-minute tour of the format.
+
+pub mod attrs;
+pub mod gpt;
+pub mod keys;
+pub mod layout;
+pub mod metadata;
+pub mod slot;
+pub mod verity;
