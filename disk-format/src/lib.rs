@@ -12,6 +12,7 @@
 
 pub mod attrs;
 pub mod gpt;
+pub mod initramfs;
 pub mod keys;
 pub mod layout;
 pub mod metadata;

@@ -1,0 +1,52 @@
+//! What the builder puts into the Keel initramfs for keel-init, and where. The builder writes
+//! [`InitConfig`] as JSON at [`CONFIG_PATH`]; keel-init reads it at start.
+//!
+//! | path in the initramfs | what |
+//! |---|---|
+//! | `/init` | keel-init (static) |
+//! | `/etc/keel/init.json` | [`InitConfig`] |
+//! | `/etc/keel/keys/*.pem` | trusted Ed25519 public keys (SPKI PEM) |
+//! | `/lib/modules/<release>/…` | the modules of [`InitConfig::modules`], uncompressed |
+//! | `/dev/console`, `/dev/null` | device nodes the kernel needs before devtmpfs is mounted |
+//! | `/usr.img` (PXE/ISO only) | a whole signed USR payload, booted from RAM |
+
+use serde::{Deserialize, Serialize};
+
+pub const CONFIG_PATH: &str = "/etc/keel/init.json";
+pub const KEYS_DIR: &str = "/etc/keel/keys";
+/// A signed payload carried inside the initramfs (diskless PXE/ISO boots).
+pub const EMBEDDED_PAYLOAD: &str = "/usr.img";
+
+/// Paths inside a USR slot's filesystem (relative to /usr).
+pub mod usr {
+    /// Factory /etc: the lower layer of the /etc overlay.
+    pub const FACTORY_ETC: &str = "share/keel/etc";
+    /// Factory /var: copied to ROOT's /var on first boot.
+    pub const FACTORY_VAR: &str = "share/keel/var";
+    /// Release facts (KEY=value) read by keel-update.
+    pub const RELEASE: &str = "share/keel/release";
+}
+
+/// Where keel-init keeps its own state on ROOT.
+pub mod root {
+    pub const ETC_UPPER: &str = ".keel/etc-upper";
+    pub const ETC_WORK: &str = ".keel/etc-work";
+    /// Exists once ROOT's /var has been populated from the factory copy.
+    pub const VAR_POPULATED: &str = ".keel/var-populated";
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    /// `uname -r` of the kernel these modules belong to.
+    pub kernel_release: String,
+    /// Modules to load, in load order (dependencies first), as paths below
+    /// `/lib/modules/<kernel_release>/`.
+    pub modules: Vec<String>,
+    /// Disk GUID of the boot disk as built; `keel.disk=` on the command line overrides it.
+    pub disk_guid: String,
+    /// Program to hand off to as PID 1; `keel.init=` overrides it.
+    pub hand_off: String,
+    /// Keel release that built this initramfs.
+    pub keel_version: String,
+}
