@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds the host CLI (`keel`) and the static binaries that go into images (`keel-init`).
+# Prints nothing but cargo's own progress; the binaries land in target/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --locked -p keel-builder
+# keel-init runs as PID 1 before any library exists: a static glibc binary.
+CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
+  cargo build --locked --profile init --target x86_64-unknown-linux-gnu -p keel-init

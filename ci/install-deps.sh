@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything Keel's build and tests need on a Debian 12 machine (run as root).
+# Idempotent: quick when everything is already there.
+set -euo pipefail
+
+packages=(
+  # building images
+  mmdebstrap debian-archive-keyring dpkg-dev e2fsprogs erofs-utils dosfstools mtools
+  binutils systemd-boot-efi cpio zstd xz-utils kmod
+  # independent checkers used by the tests
+  gdisk fdisk cryptsetup-bin openssl
+  # booting images
+  qemu-system-x86 qemu-utils ovmf
+  # building the static PID 1 and crates with C parts
+  build-essential pkg-config
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "ci/install-deps.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  # Debian 12's rustc is too old for the workspace; rustup is the upstream toolchain installer.
+  echo "ci/install-deps.sh: no cargo found; installing the stable Rust toolchain with rustup" >&2
+  apt-get install -y -qq --no-install-recommends curl ca-certificates >/dev/null
+  curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+  # shellcheck disable=SC1091
+  . "$HOME/.cargo/env"
+fi
