@@ -1,0 +1,1 @@
+//! Keel updater library.
