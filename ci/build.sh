@@ -3,7 +3,7 @@
 # Prints nothing but cargo's own progress; the binaries land in target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked -p keel-builder
+cargo build --release -p keel-builder
 # keel-init runs as PID 1 before any library exists: a static glibc binary.
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --locked --profile init --target x86_64-unknown-linux-gnu -p keel-init
+  cargo build --profile init --target x86_64-unknown-linux-gnu -p keel-init

@@ -7,4 +7,4 @@ ci/install-deps.sh
 ci/build.sh
 export KEEL_BIN="$PWD/target/release/keel"
 export KEEL_INIT="$PWD/target/x86_64-unknown-linux-gnu/init/keel-init"
-cargo test --release --locked --workspace -- --test-threads="${KEEL_TEST_THREADS:-2}"
+cargo test --release --workspace -- --test-threads="${KEEL_TEST_THREADS:-2}"
