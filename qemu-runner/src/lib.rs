@@ -1,1 +1,23 @@
-//! QEMU runner.
+//! QEMU runner: boots Keel images in qemu-system-x86_64, captures the serial
+//! console and waits for text on it. Every boot, update and rollback test goes
+//! through [`Session`]; the `keel boot` command is [`boot_command`].
+
+mod accel;
+mod cli;
+mod console;
+mod disk;
+mod error;
+mod firmware;
+mod options;
+mod qemu_command;
+mod qmp;
+mod session;
+mod tool;
+
+pub use accel::ResolvedAccel;
+pub use cli::{boot_command, exit_code, AccelArg, BootArgs, FirmwareArg};
+pub use disk::{convert_to_raw, detect_format, DiskFormat};
+pub use error::{BootError, SessionError, StartError, ToolError};
+pub use firmware::{OVMF_CODE, OVMF_VARS_TEMPLATE};
+pub use options::{default_log_dir, Accel, BootOptions, Firmware, NetOptions};
+pub use session::{ConsoleInput, Session, TAIL_LINES};

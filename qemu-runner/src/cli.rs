@@ -1,0 +1,223 @@
+//! `keel boot`: boot an image in QEMU and watch its serial console.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::error::BootError;
+use crate::options::{Accel, BootOptions, Firmware, NetOptions};
+use crate::session::{ConsoleInput, Session};
+
+/// Exit codes of `keel boot`.
+pub mod exit_code {
+    /// The expected text appeared (or, without --expect, the guest powered off).
+    pub const SUCCESS: i32 = 0;
+    pub const TIMEOUT: i32 = 1;
+    /// Kernel panic, or the guest powered off / QEMU exited before the text.
+    pub const GUEST_FAILED: i32 = 2;
+    /// QEMU could not start (missing binary, firmware, image...).
+    pub const CANNOT_START: i32 = 3;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FirmwareArg {
+    Uefi,
+    Bios,
+    /// QEMU loads --kernel (and --initrd) itself.
+    Direct,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// Boot a disk image in QEMU, show and save its serial console.
+#[derive(Debug, Clone, Args)]
+pub struct BootArgs {
+    /// Disk image (raw or qcow2); booted through a throwaway overlay unless --persist.
+    pub image: PathBuf,
+    #[arg(long, value_enum, default_value = "uefi")]
+    pub firmware: FirmwareArg,
+    /// Kernel for --firmware direct.
+    #[arg(long, required_if_eq("firmware", "direct"))]
+    pub kernel: Option<PathBuf>,
+    /// Initramfs for --firmware direct.
+    #[arg(long, requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line for --firmware direct.
+    #[arg(long, default_value = "console=ttyS0", requires = "kernel")]
+    pub append: String,
+    /// Succeed as soon as this text appears on the console, then stop QEMU.
+    #[arg(long)]
+    pub expect: Option<String>,
+    /// Give up after this many seconds [default: 300 with --expect, none without].
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
+    /// Guest memory in MiB.
+    #[arg(long, value_name = "MB", default_value_t = 1024)]
+    pub mem: u32,
+    /// Number of guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    pub smp: u32,
+    /// Let the guest write to IMAGE itself instead of an overlay.
+    #[arg(long)]
+    pub persist: bool,
+    /// Save the console here [default: a new file in $KEEL_QEMU_LOG_DIR or
+    /// $TMPDIR/keel-qemu-logs].
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Stream the console to stdout (the default when stdout is a terminal).
+    #[arg(long)]
+    pub console: bool,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+    /// Attach another disk (raw or qcow2, written in place); repeatable.
+    #[arg(long = "disk", value_name = "FILE")]
+    pub extra_disks: Vec<PathBuf>,
+    /// Attach an ISO image as a CD-ROM (booted first).
+    #[arg(long, value_name = "ISO")]
+    pub cdrom: Option<PathBuf>,
+    /// Add a user-mode network card (isolated: no connections leave it).
+    #[arg(long)]
+    pub net: bool,
+    /// Serve this directory over the network's TFTP server (implies --net).
+    #[arg(long, value_name = "DIR")]
+    pub tftp: Option<PathBuf>,
+    /// Boot file announced by DHCP for PXE (implies --net).
+    #[arg(long, value_name = "NAME")]
+    pub bootfile: Option<String>,
+}
+
+const DEFAULT_EXPECT_TIMEOUT: Duration = Duration::from_secs(300);
+/// After the expected text with --persist, how long the guest may take to power
+/// off cleanly before QEMU is killed.
+const PERSIST_SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+
+impl BootArgs {
+    pub fn boot_options(&self) -> BootOptions {
+        let firmware = match self.firmware {
+            FirmwareArg::Uefi => Firmware::Uefi,
+            FirmwareArg::Bios => Firmware::Bios,
+            FirmwareArg::Direct => Firmware::Direct {
+                kernel: self.kernel.clone().unwrap_or_default(),
+                initrd: self.initrd.clone(),
+                append: self.append.clone(),
+            },
+        };
+        let net =
+            (self.net || self.tftp.is_some() || self.bootfile.is_some()).then(|| NetOptions {
+                tftp_dir: self.tftp.clone(),
+                bootfile: self.bootfile.clone(),
+                ..NetOptions::default()
+            });
+        BootOptions {
+            firmware,
+            mem_mb: self.mem,
+            smp: self.smp,
+            persist: self.persist,
+            extra_disks: self.extra_disks.clone(),
+            log_path: self.log.clone(),
+            accel: match self.accel {
+                AccelArg::Auto => Accel::Auto,
+                AccelArg::Kvm => Accel::Kvm,
+                AccelArg::Tcg => Accel::Tcg,
+            },
+            net,
+            cdrom: self.cdrom.clone(),
+            echo_console: self.console || std::io::stdout().is_terminal(),
+            ..BootOptions::new(&self.image)
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        match (self.timeout, &self.expect) {
+            (Some(seconds), _) => Duration::from_secs(seconds),
+            (None, Some(_)) => DEFAULT_EXPECT_TIMEOUT,
+            (None, None) => Duration::MAX,
+        }
+    }
+}
+
+/// Runs `keel boot`; returns the process exit code (see [`exit_code`]).
+pub fn boot_command(args: &BootArgs) -> anyhow::Result<i32> {
+    let options = args.boot_options();
+    let mut session = match Session::start(&options) {
+        Ok(session) => session,
+        Err(e) => {
+            eprintln!("keel boot: cannot start QEMU: {e}");
+            return Ok(exit_code::CANNOT_START);
+        }
+    };
+    eprintln!(
+        "keel boot: QEMU started ({:?}), console log {}",
+        session.accel(),
+        session.log_path().display()
+    );
+    if options.echo_console && std::io::stdin().is_terminal() {
+        forward_terminal_input(session.console_input())?;
+    }
+
+    let outcome = match &args.expect {
+        Some(text) => session.wait_for(text, args.timeout()),
+        None => session.wait_exit(args.timeout()).and_then(|status| {
+            if status.success() {
+                Ok(())
+            } else {
+                Err(BootError::Exited {
+                    pattern: None,
+                    status: Some(status),
+                    log_path: session.log_path().to_path_buf(),
+                    tail: String::new(),
+                    qemu_stderr: session.qemu_stderr(),
+                })
+            }
+        }),
+    };
+    let code = match &outcome {
+        Ok(()) => {
+            match &args.expect {
+                Some(text) => eprintln!("\nkeel boot: found {text:?}"),
+                None => eprintln!("\nkeel boot: guest powered off"),
+            }
+            exit_code::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("\nkeel boot: {error}");
+            match error {
+                BootError::Timeout { .. } => exit_code::TIMEOUT,
+                BootError::KernelPanic { .. } | BootError::Exited { .. } => exit_code::GUEST_FAILED,
+            }
+        }
+    };
+    if args.persist {
+        session.shutdown(PERSIST_SHUTDOWN_GRACE)?;
+    } else {
+        session.kill()?;
+    }
+    eprintln!(
+        "keel boot: console log saved to {}",
+        session.log_path().display()
+    );
+    Ok(code)
+}
+
+/// Forwards what the user types, line by line, to the guest's serial console.
+/// The thread ends with the process; reading the terminal cannot be interrupted.
+fn forward_terminal_input(input: ConsoleInput) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("console-input".into())
+        .spawn(move || {
+            for line in std::io::stdin().lines() {
+                let Ok(line) = line else { break };
+                if input.send_line(&line).is_err() {
+                    break;
+                }
+            }
+        })?;
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! What to boot and how: the plain description of one QEMU virtual machine.
+
+use std::path::PathBuf;
+
+/// How the virtual machine starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Firmware {
+    /// OVMF (Debian's `ovmf` package) on a q35 machine, with a private copy of the
+    /// UEFI variable store per session.
+    Uefi,
+    /// SeaBIOS, QEMU's default firmware.
+    Bios,
+    /// QEMU loads a kernel (and optionally an initramfs) itself, skipping firmware
+    /// boot loaders; the disk is still attached.
+    Direct {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        append: String,
+    },
+}
+
+/// Which QEMU accelerator runs the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Accel {
+    /// KVM when a probe guest actually runs under it, TCG otherwise.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// QEMU user-mode networking on a virtio-net NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetOptions {
+    /// Directory served by QEMU's built-in TFTP server.
+    pub tftp_dir: Option<PathBuf>,
+    /// File name that QEMU's DHCP server announces as the boot file (PXE).
+    pub bootfile: Option<String>,
+    /// Isolate the guest: no connections out of the user-mode network
+    /// (DHCP, DNS and TFTP inside it still work).
+    pub restrict: bool,
+}
+
+impl Default for NetOptions {
+    fn default() -> Self {
+        Self {
+            tftp_dir: None,
+            bootfile: None,
+            restrict: true,
+        }
+    }
+}
+
+/// Everything [`crate::Session::start`] needs to boot one virtual machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootOptions {
+    /// Disk image (raw or qcow2), attached as the first virtio-blk disk.
+    pub image: PathBuf,
+    pub firmware: Firmware,
+    pub mem_mb: u32,
+    pub smp: u32,
+    /// Boot the image itself, so the guest's writes land in it. When false the
+    /// guest writes to a throwaway qcow2 overlay and the image stays pristine.
+    pub persist: bool,
+    /// More disks (raw or qcow2), attached after the image as virtio-blk disks.
+    /// They are used directly: the guest's writes land in them.
+    pub extra_disks: Vec<PathBuf>,
+    /// Where the serial console is saved. `None`: a new file in
+    /// [`default_log_dir`], kept after the session ends.
+    pub log_path: Option<PathBuf>,
+    pub accel: Accel,
+    pub net: Option<NetOptions>,
+    /// ISO image attached read-only as a SATA CD-ROM.
+    pub cdrom: Option<PathBuf>,
+    /// Copy every console byte to this process's stdout as it arrives.
+    pub echo_console: bool,
+}
+
+impl BootOptions {
+    /// Defaults: UEFI, 1024 MiB, 2 CPUs, overlay, no network.
+    pub fn new(image: impl Into<PathBuf>) -> Self {
+        Self {
+            image: image.into(),
+            firmware: Firmware::Uefi,
+            mem_mb: 1024,
+            smp: 2,
+            persist: false,
+            extra_disks: Vec::new(),
+            log_path: None,
+            accel: Accel::Auto,
+            net: None,
+            cdrom: None,
+            echo_console: false,
+        }
+    }
+}
+
+/// Directory for console logs that nobody named: `$KEEL_QEMU_LOG_DIR`, or
+/// `keel-qemu-logs` in the system temp directory.
+pub fn default_log_dir() -> PathBuf {
+    match std::env::var_os("KEEL_QEMU_LOG_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => std::env::temp_dir().join("keel-qemu-logs"),
+    }
+}

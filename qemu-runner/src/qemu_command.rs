@@ -1,0 +1,242 @@
+//! The qemu-system-x86_64 command line for one session, built from resolved inputs.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+
+use crate::accel::{accel_args, ResolvedAccel};
+use crate::disk::DiskFormat;
+use crate::firmware::OvmfFiles;
+use crate::options::NetOptions;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlannedFirmware {
+    Uefi(OvmfFiles),
+    Bios,
+    Direct {
+        kernel: PathBuf,
+        initrd: Option<PathBuf>,
+        append: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedDisk {
+    pub path: PathBuf,
+    pub format: DiskFormat,
+}
+
+/// Every input of the command line, with files already prepared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchPlan {
+    pub accel: ResolvedAccel,
+    pub firmware: PlannedFirmware,
+    pub mem_mb: u32,
+    pub smp: u32,
+    /// The first disk is the boot disk.
+    pub disks: Vec<PlannedDisk>,
+    pub cdrom: Option<PathBuf>,
+    pub net: Option<NetOptions>,
+    pub qmp_socket: PathBuf,
+}
+
+/// Boot order: an installer CD first, then the boot disk, then the network.
+const CDROM_BOOTINDEX: u32 = 0;
+const BOOT_DISK_BOOTINDEX: u32 = 1;
+const NET_BOOTINDEX: u32 = 9;
+
+pub fn qemu_args(plan: &LaunchPlan) -> Vec<OsString> {
+    let mut args = Args::default();
+    args.push_all(["-machine", "q35", "-nodefaults", "-no-user-config"]);
+    args.push_all(["-display", "none"]);
+    args.push_all(accel_args(plan.accel));
+    args.push_all([
+        "-m",
+        &plan.mem_mb.to_string(),
+        "-smp",
+        &plan.smp.to_string(),
+    ]);
+    // signal=off: the guest, not QEMU, gets a Ctrl-C typed into the console.
+    args.push_all([
+        "-chardev",
+        "stdio,id=console,signal=off",
+        "-serial",
+        "chardev:console",
+    ]);
+    args.push("-qmp");
+    args.push_joined(&[
+        "unix:".as_ref(),
+        &escape(plan.qmp_socket.as_os_str()),
+        ",server=on,wait=off".as_ref(),
+    ]);
+    args.push_all([
+        "-object",
+        "rng-random,id=rng0,filename=/dev/urandom",
+        "-device",
+        "virtio-rng-pci,rng=rng0",
+    ]);
+
+    match &plan.firmware {
+        PlannedFirmware::Uefi(ovmf) => {
+            args.push("-drive");
+            args.push_joined(&[
+                "if=pflash,format=raw,unit=0,readonly=on,file=".as_ref(),
+                &escape(ovmf.code.as_os_str()),
+            ]);
+            args.push("-drive");
+            args.push_joined(&[
+                "if=pflash,format=raw,unit=1,file=".as_ref(),
+                &escape(ovmf.vars.as_os_str()),
+            ]);
+        }
+        PlannedFirmware::Bios => {}
+        PlannedFirmware::Direct {
+            kernel,
+            initrd,
+            append,
+        } => {
+            args.push("-kernel");
+            args.push(kernel.as_os_str());
+            if let Some(initrd) = initrd {
+                args.push("-initrd");
+                args.push(initrd.as_os_str());
+            }
+            args.push_all(["-append", append]);
+        }
+    }
+
+    for (index, disk) in plan.disks.iter().enumerate() {
+        let id = format!("disk{index}");
+        args.push("-drive");
+        args.push_joined(&[
+            format!("if=none,id={id},format={},file=", disk.format.as_str()).as_ref(),
+            &escape(disk.path.as_os_str()),
+        ]);
+        let bootindex = if index == 0 {
+            format!(",bootindex={BOOT_DISK_BOOTINDEX}")
+        } else {
+            String::new()
+        };
+        args.push_all(["-device", &format!("virtio-blk-pci,drive={id}{bootindex}")]);
+    }
+
+    if let Some(iso) = &plan.cdrom {
+        args.push("-drive");
+        args.push_joined(&[
+            "if=none,id=cdrom0,media=cdrom,readonly=on,format=raw,file=".as_ref(),
+            &escape(iso.as_os_str()),
+        ]);
+        args.push_all([
+            "-device",
+            &format!("ide-cd,drive=cdrom0,bus=ide.0,bootindex={CDROM_BOOTINDEX}"),
+        ]);
+    }
+
+    if let Some(net) = &plan.net {
+        let mut netdev: Vec<OsString> = vec!["user,id=net0".into()];
+        if net.restrict {
+            netdev.push(",restrict=on".into());
+        }
+        if let Some(dir) = &net.tftp_dir {
+            netdev.push(",tftp=".into());
+            netdev.push(escape(dir.as_os_str()));
+        }
+        if let Some(bootfile) = &net.bootfile {
+            netdev.push(",bootfile=".into());
+            netdev.push(escape(OsStr::new(bootfile)));
+        }
+        args.push("-netdev");
+        args.push_joined(&netdev.iter().map(OsString::as_os_str).collect::<Vec<_>>());
+        args.push_all([
+            "-device",
+            &format!("virtio-net-pci,netdev=net0,bootindex={NET_BOOTINDEX}"),
+        ]);
+    }
+    args.0
+}
+
+/// QEMU's option syntax separates key=value pairs with commas; a comma inside a
+/// value is written twice.
+fn escape(value: &OsStr) -> OsString {
+    let mut out = Vec::with_capacity(value.len());
+    for &byte in value.as_bytes() {
+        out.push(byte);
+        if byte == b',' {
+            out.push(b',');
+        }
+    }
+    OsString::from_vec(out)
+}
+
+#[derive(Default)]
+struct Args(Vec<OsString>);
+
+impl Args {
+    fn push(&mut self, arg: impl AsRef<OsStr>) {
+        self.0.push(arg.as_ref().to_os_string());
+    }
+
+    fn push_all<S: AsRef<OsStr>>(&mut self, args: impl IntoIterator<Item = S>) {
+        for arg in args {
+            self.push(arg);
+        }
+    }
+
+    fn push_joined(&mut self, parts: &[&OsStr]) {
+        let mut joined = OsString::new();
+        for part in parts {
+            joined.push(part);
+        }
+        self.0.push(joined);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> LaunchPlan {
+        LaunchPlan {
+            accel: ResolvedAccel::Tcg,
+            firmware: PlannedFirmware::Bios,
+            mem_mb: 512,
+            smp: 1,
+            disks: vec![PlannedDisk {
+                path: "/tmp/a,b/overlay.qcow2".into(),
+                format: DiskFormat::Qcow2,
+            }],
+            cdrom: None,
+            net: None,
+            qmp_socket: "/tmp/s/qmp.sock".into(),
+        }
+    }
+
+    fn strings(plan: &LaunchPlan) -> Vec<String> {
+        qemu_args(plan)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn commas_in_paths_are_doubled() {
+        let args = strings(&plan());
+        assert!(args
+            .contains(&"if=none,id=disk0,format=qcow2,file=/tmp/a,,b/overlay.qcow2".to_string()));
+        assert!(args.contains(&"virtio-blk-pci,drive=disk0,bootindex=1".to_string()));
+    }
+
+    #[test]
+    fn network_is_restricted_with_tftp_and_bootfile() {
+        let mut plan = plan();
+        plan.net = Some(NetOptions {
+            tftp_dir: Some("/srv/tftp".into()),
+            bootfile: Some("keel.efi".into()),
+            restrict: true,
+        });
+        let args = strings(&plan);
+        assert!(
+            args.contains(&"user,id=net0,restrict=on,tftp=/srv/tftp,bootfile=keel.efi".to_string())
+        );
+    }
+}

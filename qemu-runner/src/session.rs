@@ -1,0 +1,582 @@
+//! One running virtual machine and its serial console.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use tempfile::TempDir;
+
+use crate::accel::{self, ResolvedAccel};
+use crate::console::{self, find_after, Console};
+use crate::disk::{self, DiskFormat};
+use crate::error::{BootError, SessionError, StartError};
+use crate::firmware;
+use crate::options::{default_log_dir, BootOptions, Firmware};
+use crate::qemu_command::{qemu_args, LaunchPlan, PlannedDisk, PlannedFirmware};
+use crate::qmp::Qmp;
+use crate::tool::{self, QEMU_SYSTEM};
+
+/// Lines of console output carried by a [`BootError`].
+pub const TAIL_LINES: usize = 60;
+/// How long QEMU may take to open its devices and answer QMP.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// After "Kernel panic" shows up, the panic report (reason, trace) is collected
+/// until the console is quiet this long, for at most `PANIC_REPORT_CAP`.
+const PANIC_REPORT_QUIET: Duration = Duration::from_millis(300);
+const PANIC_REPORT_CAP: Duration = Duration::from_secs(3);
+const PANIC_MARKER: &[u8] = b"Kernel panic";
+const PANIC_END_MARKER: &[u8] = b"---[ end Kernel panic";
+
+/// A QEMU process booting one disk. Dropping it kills QEMU and removes the
+/// overlay; the console log file stays.
+pub struct Session {
+    child: Child,
+    exit_status: Option<ExitStatus>,
+    input: ConsoleInput,
+    console: Arc<Console>,
+    qemu_stderr: Arc<Mutex<Vec<u8>>>,
+    threads: Vec<JoinHandle<()>>,
+    qmp: Option<Qmp>,
+    cursor: usize,
+    accel: ResolvedAccel,
+    disk: PathBuf,
+    overlay: bool,
+    log_path: PathBuf,
+    // Declared last: removed only after QEMU is gone.
+    dir: TempDir,
+}
+
+/// Writes to the guest's serial console; cloneable, usable from any thread.
+#[derive(Clone)]
+pub struct ConsoleInput(Arc<Mutex<Option<ChildStdin>>>);
+
+impl ConsoleInput {
+    /// Types `text` and Enter. Enter is a carriage return, as a real terminal
+    /// sends it: Linux ttys map it to a newline (ICRNL) and UEFI's shell needs it.
+    pub fn send_line(&self, text: &str) -> Result<(), SessionError> {
+        let mut line = Vec::with_capacity(text.len() + 1);
+        line.extend_from_slice(text.as_bytes());
+        line.push(b'\r');
+        self.send(&line)
+    }
+
+    pub fn send(&self, bytes: &[u8]) -> Result<(), SessionError> {
+        let io = |source| SessionError::Io {
+            context: "write to the serial console".into(),
+            source,
+        };
+        let mut stdin = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let stdin = stdin.as_mut().ok_or_else(|| {
+            io(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "QEMU has exited",
+            ))
+        })?;
+        stdin.write_all(bytes).map_err(io)?;
+        stdin.flush().map_err(io)
+    }
+
+    fn close(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+enum Seen {
+    Match(usize),
+    Panic,
+    Closed,
+}
+
+impl Session {
+    /// Prepares the disk (overlay unless `persist`) and firmware, starts QEMU and
+    /// returns once QEMU has opened everything and answers on QMP.
+    pub fn start(options: &BootOptions) -> Result<Session, StartError> {
+        check_inputs(options)?;
+        let accel = accel::resolve(options.accel);
+        let dir = tempfile::Builder::new()
+            .prefix("keel-qemu-")
+            .tempdir()
+            .map_err(|source| StartError::Io {
+                context: "create session directory".into(),
+                source,
+            })?;
+
+        let image = std::path::absolute(&options.image).map_err(|source| StartError::Io {
+            context: format!("resolve {}", options.image.display()),
+            source,
+        })?;
+        let image_format = detect(&image)?;
+        let (boot_disk, overlay) = if options.persist {
+            (
+                PlannedDisk {
+                    path: image,
+                    format: image_format,
+                },
+                false,
+            )
+        } else {
+            let path = dir.path().join("overlay.qcow2");
+            disk::create_overlay(&image, image_format, &path)?;
+            (
+                PlannedDisk {
+                    path,
+                    format: DiskFormat::Qcow2,
+                },
+                true,
+            )
+        };
+        let disk_path = boot_disk.path.clone();
+        let mut disks = vec![boot_disk];
+        for extra in &options.extra_disks {
+            disks.push(PlannedDisk {
+                path: extra.clone(),
+                format: detect(extra)?,
+            });
+        }
+
+        let firmware = match &options.firmware {
+            Firmware::Uefi => PlannedFirmware::Uefi(firmware::prepare_ovmf(dir.path())?),
+            Firmware::Bios => PlannedFirmware::Bios,
+            Firmware::Direct {
+                kernel,
+                initrd,
+                append,
+            } => PlannedFirmware::Direct {
+                kernel: kernel.clone(),
+                initrd: initrd.clone(),
+                append: append.clone(),
+            },
+        };
+        let qmp_socket = dir.path().join("qmp.sock");
+        let plan = LaunchPlan {
+            accel,
+            firmware,
+            mem_mb: options.mem_mb,
+            smp: options.smp,
+            disks,
+            cdrom: options.cdrom.clone(),
+            net: options.net.clone(),
+            qmp_socket: qmp_socket.clone(),
+        };
+
+        let log_path = match &options.log_path {
+            Some(path) => path.clone(),
+            None => new_log_path(),
+        };
+        let log = create_log(&log_path)?;
+
+        let mut command = Command::new(QEMU_SYSTEM);
+        command
+            .args(qemu_args(&plan))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .map_err(|source| tool::spawn_error(&command, source))?;
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+
+        let console = Arc::new(Console::default());
+        let qemu_stderr = Arc::new(Mutex::new(Vec::new()));
+        let thread_error = |source| StartError::Io {
+            context: "start console reader thread".into(),
+            source,
+        };
+        let mut session = Session {
+            child,
+            exit_status: None,
+            input: ConsoleInput(Arc::new(Mutex::new(stdin))),
+            console: console.clone(),
+            qemu_stderr: qemu_stderr.clone(),
+            threads: Vec::new(),
+            qmp: None,
+            cursor: 0,
+            accel,
+            disk: disk_path,
+            overlay,
+            log_path,
+            dir,
+        };
+        session.threads.push(
+            console::spawn_reader(stdout, log, options.echo_console, console)
+                .map_err(thread_error)?,
+        );
+        session
+            .threads
+            .push(console::spawn_collector(stderr, qemu_stderr).map_err(thread_error)?);
+        session.connect_qmp(&qmp_socket)?;
+        Ok(session)
+    }
+
+    /// Waits until QEMU listens on QMP and its main loop answers `query-status`
+    /// (devices are opened by then), or until it exits.
+    fn connect_qmp(&mut self, socket: &Path) -> Result<(), StartError> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut last_error = String::from("socket not created");
+        loop {
+            if let Some(status) = self.poll_exit() {
+                return Err(StartError::QemuExited {
+                    status,
+                    stderr: self.collect_stderr_after_exit(),
+                });
+            }
+            if socket.exists() {
+                match Qmp::connect(socket) {
+                    Ok(mut qmp) => match qmp.execute("query-status", None) {
+                        Ok(_) => {
+                            self.qmp = Some(qmp);
+                            return Ok(());
+                        }
+                        Err(e) => last_error = e.to_string(),
+                    },
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(StartError::QemuNotReady {
+                    timeout: STARTUP_TIMEOUT,
+                    reason: last_error,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until `pattern` appears in the console output after the cursor, then
+    /// moves the cursor past it, so consecutive waits see consecutive output.
+    /// "Kernel panic" after the cursor, QEMU exiting, or the timeout end the wait
+    /// with an error holding the console's tail.
+    pub fn wait_for(&mut self, pattern: &str, timeout: Duration) -> Result<(), BootError> {
+        self.wait(Some(pattern), timeout).map(|_| ())
+    }
+
+    /// Waits until QEMU exits (the guest powered off, or QEMU was killed); a
+    /// kernel panic after the cursor or the timeout is an error.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, BootError> {
+        self.wait(None, timeout)?;
+        Ok(self.reap())
+    }
+
+    fn wait(&mut self, pattern: Option<&str>, timeout: Duration) -> Result<(), BootError> {
+        let deadline = Instant::now().checked_add(timeout);
+        let needle = pattern.map(str::as_bytes);
+        let cursor = self.cursor;
+        let mut scan_from = cursor;
+        let seen = self.console.wait_until(deadline, |state| {
+            let bytes = &state.bytes;
+            // Only the new bytes (plus an overlap for matches split across reads)
+            // need searching on each wake-up.
+            let overlap = needle.map_or(0, <[u8]>::len).max(PANIC_MARKER.len());
+            let from = scan_from.saturating_sub(overlap).max(cursor);
+            scan_from = bytes.len();
+            if let Some(end) = needle.and_then(|n| find_after(bytes, from, n)) {
+                return Some(Seen::Match(end));
+            }
+            if find_after(bytes, from, PANIC_MARKER).is_some() {
+                return Some(Seen::Panic);
+            }
+            state.closed.then_some(Seen::Closed)
+        });
+        match seen {
+            Some(Seen::Match(end)) => {
+                self.cursor = end;
+                Ok(())
+            }
+            Some(Seen::Closed) if pattern.is_none() => {
+                self.cursor = self.console.len();
+                Ok(())
+            }
+            Some(Seen::Closed) => {
+                let status = self.reap();
+                Err(BootError::Exited {
+                    pattern: pattern.map(String::from),
+                    status: Some(status),
+                    log_path: self.log_path.clone(),
+                    tail: self.tail(),
+                    qemu_stderr: self.qemu_stderr(),
+                })
+            }
+            Some(Seen::Panic) => {
+                self.collect_panic_report(cursor);
+                Err(BootError::KernelPanic {
+                    pattern: pattern.map(String::from),
+                    log_path: self.log_path.clone(),
+                    tail: self.tail(),
+                })
+            }
+            None => Err(BootError::Timeout {
+                pattern: pattern.map(String::from),
+                timeout,
+                log_path: self.log_path.clone(),
+                tail: self.tail(),
+            }),
+        }
+    }
+
+    /// Lets the rest of a panic report (reason, trace) reach the console before the
+    /// tail is taken: until the report's end line, QEMU exiting, a quiet spell
+    /// (with `panic=-1` the kernel resets without an end line), or a cap.
+    fn collect_panic_report(&self, from: usize) {
+        let cap = Instant::now() + PANIC_REPORT_CAP;
+        while Instant::now() < cap {
+            let seen_len = self.console.len();
+            let quiet_until = (Instant::now() + PANIC_REPORT_QUIET).min(cap);
+            let progressed = self.console.wait_until(Some(quiet_until), |state| {
+                (state.bytes.len() != seen_len || state.closed).then_some(())
+            });
+            let finished = self.console.wait_until(Some(Instant::now()), |state| {
+                (state.closed || find_after(&state.bytes, from, PANIC_END_MARKER).is_some())
+                    .then_some(())
+            });
+            if progressed.is_none() || finished.is_some() {
+                return;
+            }
+        }
+    }
+
+    /// Types `text` and Enter on the serial console.
+    pub fn send_line(&mut self, text: &str) -> Result<(), SessionError> {
+        self.input.send_line(text)
+    }
+
+    /// Writes raw bytes to the serial console.
+    pub fn send(&mut self, bytes: &[u8]) -> Result<(), SessionError> {
+        self.input.send(bytes)
+    }
+
+    /// A handle that writes to the serial console from another thread.
+    pub fn console_input(&self) -> ConsoleInput {
+        self.input.clone()
+    }
+
+    /// SIGKILLs QEMU: a power cut. Writes the guest had not flushed may be lost,
+    /// as on real hardware. Returns once QEMU is gone.
+    pub fn kill(&mut self) -> Result<ExitStatus, SessionError> {
+        if let Some(status) = self.exit_status {
+            return Ok(status);
+        }
+        match self.child.kill() {
+            Ok(()) => {}
+            // Already exited: reaping below picks up its status.
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {}
+            Err(source) => {
+                return Err(SessionError::Io {
+                    context: "kill QEMU".into(),
+                    source,
+                })
+            }
+        }
+        Ok(self.reap())
+    }
+
+    /// Presses the ACPI power button (QMP `system_powerdown`), waits up to
+    /// `grace` for the guest to power off, then kills QEMU.
+    pub fn shutdown(&mut self, grace: Duration) -> Result<ExitStatus, SessionError> {
+        if self.exit_status.is_none() && !self.console.is_closed() {
+            // A guest that already began powering off may close QMP under us.
+            let _ = self.qmp("system_powerdown", None);
+            let deadline = Instant::now() + grace;
+            while Instant::now() < deadline {
+                if let Some(status) = self.poll_exit() {
+                    return Ok(status);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.kill()
+    }
+
+    /// Runs a QMP command (e.g. `query-block`, `system_reset`) and returns its result.
+    pub fn qmp(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, SessionError> {
+        match self.qmp.as_mut() {
+            Some(qmp) => qmp.execute(command, arguments),
+            None => Err(SessionError::Qmp {
+                command: command.into(),
+                message: "no QMP connection".into(),
+            }),
+        }
+    }
+
+    /// QEMU's exit status once it has exited.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.poll_exit()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.poll_exit().is_none()
+    }
+
+    /// The whole console output so far.
+    pub fn log(&self) -> String {
+        self.console.text_from(0)
+    }
+
+    /// Console output from byte offset `start` (e.g. a saved [`Session::cursor`]).
+    pub fn output_since(&self, start: usize) -> String {
+        self.console.text_from(start)
+    }
+
+    /// Byte offset in the console output just past the last match.
+    pub fn cursor(&self) -> usize {
+        self.cursor
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// What QEMU printed on stderr (warnings, errors).
+    pub fn qemu_stderr(&self) -> String {
+        let bytes = self.qemu_stderr.lock().unwrap_or_else(|p| p.into_inner());
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    pub fn accel(&self) -> ResolvedAccel {
+        self.accel
+    }
+
+    /// The file QEMU writes the guest's disk to: the qcow2 overlay (backed by the
+    /// image) or, with `persist`, the image itself. Once QEMU has stopped it can be
+    /// read, converted, or used as the `image` of a following session.
+    pub fn disk_path(&self) -> &Path {
+        &self.disk
+    }
+
+    pub fn uses_overlay(&self) -> bool {
+        self.overlay
+    }
+
+    /// Writes the guest disk's final state as a raw image to `dest` (to inspect
+    /// its GPT with sfdisk, mount it...). QEMU must have stopped.
+    pub fn export_disk_raw(&mut self, dest: &Path) -> Result<(), SessionError> {
+        if self.is_running() {
+            return Err(SessionError::StillRunning);
+        }
+        disk::convert_to_raw(&self.disk, dest)?;
+        Ok(())
+    }
+
+    /// The session's private directory (overlay, OVMF variables, QMP socket).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn tail(&self) -> String {
+        let state_text = self.console.text_from(0);
+        console::tail(state_text.as_bytes(), TAIL_LINES)
+    }
+
+    fn poll_exit(&mut self) -> Option<ExitStatus> {
+        if self.exit_status.is_none() {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.exit_status = Some(status);
+            }
+        }
+        self.exit_status
+    }
+
+    /// Waits for QEMU to be gone (its console has closed or it was killed).
+    fn reap(&mut self) -> ExitStatus {
+        if let Some(status) = self.exit_status {
+            return status;
+        }
+        let status = self
+            .child
+            .wait()
+            .expect("waiting for our own QEMU child cannot fail");
+        self.exit_status = Some(status);
+        self.input.close();
+        self.qmp = None;
+        status
+    }
+
+    fn collect_stderr_after_exit(&mut self) -> String {
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        self.qemu_stderr().trim().to_string()
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn check_inputs(options: &BootOptions) -> Result<(), StartError> {
+    let missing = |what, path: &Path, hint| StartError::Missing {
+        what,
+        path: path.to_path_buf(),
+        hint,
+    };
+    if !options.image.exists() {
+        return Err(missing("disk image", &options.image, ""));
+    }
+    for extra in &options.extra_disks {
+        if !extra.exists() {
+            return Err(missing("extra disk", extra, ""));
+        }
+    }
+    if let Some(iso) = &options.cdrom {
+        if !iso.exists() {
+            return Err(missing("CD-ROM image", iso, ""));
+        }
+    }
+    if let Firmware::Direct { kernel, initrd, .. } = &options.firmware {
+        if !kernel.is_file() {
+            return Err(missing("kernel", kernel, ""));
+        }
+        if let Some(initrd) = initrd {
+            if !initrd.is_file() {
+                return Err(missing("initrd", initrd, ""));
+            }
+        }
+    }
+    if let Some(dir) = options.net.as_ref().and_then(|n| n.tftp_dir.as_ref()) {
+        if !dir.is_dir() {
+            return Err(missing("TFTP directory", dir, ""));
+        }
+    }
+    Ok(())
+}
+
+fn detect(path: &Path) -> Result<DiskFormat, StartError> {
+    disk::detect_format(path).map_err(|source| StartError::Io {
+        context: format!("read {}", path.display()),
+        source,
+    })
+}
+
+fn create_log(path: &Path) -> Result<File, StartError> {
+    let io = |source| StartError::Io {
+        context: format!("create console log {}", path.display()),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    File::create(path).map_err(io)
+}
+
+/// A fresh name in [`default_log_dir`]: time, process and a per-process counter,
+/// so parallel sessions never share a log.
+fn new_log_path() -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    default_log_dir().join(format!("console-{seconds}-{}-{n}.log", std::process::id()))
+}

@@ -1,0 +1,344 @@
+//! Real guests for the runner's tests: Debian's cloud kernel and a busybox
+//! initramfs with a root shell on ttyS0, fetched with apt-get the same way on a
+//! developer machine and in CI, and cached in `$KEEL_TEST_CACHE`
+//! (default `~/.cache/keel-test`). A missing tool or package fails the test with
+//! a message saying what to install.
+
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::fs::{self, File};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use keel_qemu::{BootOptions, Firmware};
+
+/// Printed by the test initramfs once the shell is about to start.
+pub const SHELL_READY: &str = "keel-test-shell: ready";
+/// Generous: several TCG guests may share two host cores.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub fn cache_dir() -> PathBuf {
+    let dir = match std::env::var_os("KEEL_TEST_CACHE") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => {
+            let home = std::env::var_os("HOME").expect("HOME or KEEL_TEST_CACHE must be set");
+            PathBuf::from(home).join(".cache/keel-test")
+        }
+    };
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create cache dir {}: {e}", dir.display()));
+    dir
+}
+
+fn run(command: &mut Command) -> Result<String, String> {
+    let shown = format!("{command:?}");
+    let output = command
+        .output()
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "{shown} failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs an apt command; when it fails (stale or missing package lists), runs
+/// `apt-get update` once and tries again.
+fn apt(make: impl Fn() -> Command) -> String {
+    match run(&mut make()) {
+        Ok(out) => out,
+        Err(first) => {
+            eprintln!("{first}; refreshing package lists with apt-get update");
+            run(Command::new("apt-get").args(["update", "-qq"]))
+                .unwrap_or_else(|e| panic!("apt-get update: {e}"));
+            run(&mut make()).unwrap_or_else(|e| {
+                panic!("{e}\n(these tests fetch Debian packages with apt-get; see qemu-runner/README.md)")
+            })
+        }
+    }
+}
+
+/// Serialises fixture creation across threads and test processes.
+struct FileLock(File);
+
+impl FileLock {
+    fn acquire(path: &Path) -> FileLock {
+        let file = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        // SAFETY: flock on a file descriptor we own.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock {}", path.display());
+        FileLock(file)
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+/// Downloads a Debian package (`apt-get download`) and unpacks it
+/// (`dpkg-deb -x`) into the cache; returns the unpacked root.
+pub fn debian_package(name: &str) -> PathBuf {
+    let debs = cache_dir().join("deb");
+    fs::create_dir_all(&debs).unwrap();
+    let root = debs.join(name);
+    let done = debs.join(format!("{name}.complete"));
+    let _lock = FileLock::acquire(&debs.join(format!("{name}.lock")));
+    if done.exists() {
+        return root;
+    }
+    let work = tempfile::tempdir_in(&debs).unwrap();
+    apt(|| {
+        let mut c = Command::new("apt-get");
+        c.args(["download", "-qq", name]).current_dir(work.path());
+        c
+    });
+    let deb = fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .unwrap_or_else(|| panic!("apt-get download {name} produced no .deb"));
+    let unpacked = work.path().join("root");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _ = fs::remove_dir_all(&root);
+    fs::rename(&unpacked, &root).unwrap();
+    File::create(&done).unwrap();
+    root
+}
+
+/// Debian's cloud kernel, unpacked from the package that
+/// `linux-image-cloud-amd64` currently depends on.
+pub struct TestKernel {
+    pub vmlinuz: PathBuf,
+    pub modules: PathBuf,
+}
+
+pub fn test_kernel() -> TestKernel {
+    let depends = apt(|| {
+        let mut c = Command::new("apt-cache");
+        c.args([
+            "depends",
+            "--no-recommends",
+            "--no-suggests",
+            "linux-image-cloud-amd64",
+        ]);
+        c
+    });
+    let package = depends
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .find(|p| p.starts_with("linux-image-"))
+        .unwrap_or_else(|| panic!("no linux-image dependency in:\n{depends}"))
+        .trim()
+        .to_string();
+    let root = debian_package(&package);
+    let release = package.trim_start_matches("linux-image-");
+    let kernel = TestKernel {
+        vmlinuz: root.join(format!("boot/vmlinuz-{release}")),
+        modules: root.join(format!("lib/modules/{release}")),
+    };
+    assert!(
+        kernel.vmlinuz.is_file(),
+        "{} missing",
+        kernel.vmlinuz.display()
+    );
+    kernel
+}
+
+/// Direct-kernel options for `kernel` with no initramfs: the kernel boots, finds
+/// no root file system and panics.
+pub fn panicking_kernel_options(image: &Path, kernel: &TestKernel) -> BootOptions {
+    BootOptions {
+        firmware: Firmware::Direct {
+            kernel: kernel.vmlinuz.clone(),
+            initrd: None,
+            append: "console=ttyS0 panic=-1".into(),
+        },
+        mem_mb: 512,
+        ..BootOptions::new(image)
+    }
+}
+
+/// Direct-kernel options booting into the busybox shell of [`shell_initramfs`].
+pub fn shell_options(image: &Path, kernel: &TestKernel, initramfs: &Path) -> BootOptions {
+    BootOptions {
+        firmware: Firmware::Direct {
+            kernel: kernel.vmlinuz.clone(),
+            initrd: Some(initramfs.to_path_buf()),
+            append: "console=ttyS0 panic=-1 quiet".into(),
+        },
+        mem_mb: 512,
+        ..BootOptions::new(image)
+    }
+}
+
+/// A zero-filled raw disk of `mib` MiB.
+pub fn blank_disk(dir: &Path, name: &str, mib: u64) -> PathBuf {
+    let path = dir.join(name);
+    let file = File::create(&path).unwrap();
+    file.set_len(mib << 20).unwrap();
+    path
+}
+
+const INIT_SCRIPT: &str = r#"#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev /tmp
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+for module in $(cat /lib/modules/load-order); do
+    insmod /lib/modules/$module.ko || echo "keel-test-shell: insmod $module failed"
+done
+for i in $(seq 50); do [ -b /dev/vda ] && break; sleep 0.1; done
+echo "keel-test-shell: ready"
+exec sh
+"#;
+
+/// Prints what QEMU's DHCP server offered (udhcpc calls it with the lease in
+/// its environment).
+const DHCP_SCRIPT: &str = "#!/bin/sh\n[ \"$1\" = bound ] && echo \"keel-test-dhcp: ip=$ip boot_file=$boot_file\"\nexit 0\n";
+
+/// Modules the shell needs for virtio disks and the virtio NIC.
+const WANTED_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net"];
+
+/// A gzip-free newc initramfs: busybox-static, the virtio modules of `kernel`
+/// (dependencies first), and an /init that starts a root shell on the console.
+pub fn shell_initramfs(dir: &Path, kernel: &TestKernel) -> PathBuf {
+    let busybox = debian_package("busybox-static").join("bin/busybox");
+    assert!(busybox.is_file(), "{} missing", busybox.display());
+    let modules = resolve_modules(&kernel.modules, WANTED_MODULES);
+
+    let mut cpio = Newc::default();
+    for dir in ["bin", "dev", "lib", "lib/modules", "proc", "sys", "tmp"] {
+        cpio.dir(dir);
+    }
+    cpio.char_device("dev/console", 5, 1);
+    cpio.file("bin/busybox", 0o755, &fs::read(&busybox).unwrap());
+    cpio.file("init", 0o755, INIT_SCRIPT.as_bytes());
+    cpio.file("bin/dhcp-report", 0o755, DHCP_SCRIPT.as_bytes());
+    let mut order = String::new();
+    for (name, path) in &modules {
+        cpio.file(
+            &format!("lib/modules/{name}.ko"),
+            0o644,
+            &fs::read(path).unwrap(),
+        );
+        order.push_str(name);
+        order.push('\n');
+    }
+    cpio.file("lib/modules/load-order", 0o644, order.as_bytes());
+    let path = dir.join("shell-initramfs.cpio");
+    fs::write(&path, cpio.finish()).unwrap();
+    path
+}
+
+/// `wanted` and their dependencies (per `modinfo -F depends`), dependencies
+/// first, as (name, file) pairs.
+fn resolve_modules(modules_dir: &Path, wanted: &[&str]) -> Vec<(String, PathBuf)> {
+    let mut files = std::collections::HashMap::new();
+    index_modules(&modules_dir.join("kernel"), &mut files);
+    let mut ordered: Vec<(String, PathBuf)> = Vec::new();
+    fn visit(
+        name: &str,
+        files: &std::collections::HashMap<String, PathBuf>,
+        ordered: &mut Vec<(String, PathBuf)>,
+    ) {
+        if ordered.iter().any(|(n, _)| n == name) {
+            return;
+        }
+        let path = files
+            .get(name)
+            .unwrap_or_else(|| panic!("kernel module {name} not found"));
+        let depends = run(Command::new("modinfo").args(["-F", "depends"]).arg(path))
+            .unwrap_or_else(|e| panic!("{e} (install Debian's kmod package)"));
+        for dep in depends.trim().split(',').filter(|d| !d.is_empty()) {
+            visit(&dep.replace('-', "_"), files, ordered);
+        }
+        ordered.push((name.to_string(), path.clone()));
+    }
+    for name in wanted {
+        visit(name, &files, &mut ordered);
+    }
+    ordered
+}
+
+fn index_modules(dir: &Path, files: &mut std::collections::HashMap<String, PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            index_modules(&path, files);
+        } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+            if let Some(stem) = name.strip_suffix(".ko") {
+                files.insert(stem.replace('-', "_"), path.clone());
+            }
+        }
+    }
+}
+
+/// Just enough of the cpio "newc" format for an initramfs.
+#[derive(Default)]
+struct Newc {
+    out: Vec<u8>,
+    ino: u32,
+}
+
+impl Newc {
+    fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
+        self.ino += 1;
+        let fields = [
+            self.ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() as u32 + 1,
+            0,
+        ];
+        self.out.extend_from_slice(b"070701");
+        for field in fields {
+            self.out
+                .extend_from_slice(format!("{field:08X}").as_bytes());
+        }
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.pad();
+        self.out.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while !self.out.len().is_multiple_of(4) {
+            self.out.push(0);
+        }
+    }
+
+    fn dir(&mut self, name: &str) {
+        self.entry(name, 0o040755, (0, 0), &[]);
+    }
+
+    fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
+        self.entry(name, 0o100000 | perm, (0, 0), data);
+    }
+
+    fn char_device(&mut self, name: &str, major: u32, minor: u32) {
+        self.entry(name, 0o020600, (major, minor), &[]);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, (0, 0), &[]);
+        self.out
+    }
+}

@@ -1,0 +1,142 @@
+//! Boots Debian's cloud kernel directly (no firmware) to prove the console
+//! capture, waiting, panic detection, typing and disk handling against a real guest.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use keel_qemu::{BootError, Session};
+
+#[test]
+fn kernel_banner_is_seen_then_its_panic_is_reported() {
+    let kernel = test_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let image = blank_disk(dir.path(), "disk.raw", 8);
+    let started = Instant::now();
+    let mut vm = Session::start(&panicking_kernel_options(&image, &kernel)).unwrap();
+    vm.wait_for("Linux version", BOOT_TIMEOUT).unwrap();
+    let banner_at = started.elapsed();
+    assert!(vm.output_since(0).contains("Linux version"));
+
+    // No root file system: the kernel panics well before this (minute-long) wait ends.
+    let error = vm
+        .wait_for("text the guest never prints", Duration::from_secs(60))
+        .unwrap_err();
+    let panic_at = started.elapsed();
+    match &error {
+        BootError::KernelPanic { tail, log_path, .. } => {
+            assert!(
+                tail.contains("VFS: Unable to mount root fs"),
+                "tail:\n{tail}"
+            );
+            assert_eq!(log_path, vm.log_path());
+        }
+        other => panic!("expected KernelPanic, got {other}"),
+    }
+    assert!(
+        panic_at < Duration::from_secs(40),
+        "panic reported after {panic_at:?}"
+    );
+    let log = std::fs::read_to_string(vm.log_path()).unwrap();
+    assert!(
+        log.contains("Kernel panic - not syncing"),
+        "log file lacks the panic"
+    );
+    eprintln!("banner after {banner_at:?}, panic reported after {panic_at:?}");
+}
+
+#[test]
+fn shell_runs_typed_commands_and_powers_off() {
+    let kernel = test_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let initramfs = shell_initramfs(dir.path(), &kernel);
+    let image = blank_disk(dir.path(), "disk.raw", 8);
+    let started = Instant::now();
+    let mut vm = Session::start(&shell_options(&image, &kernel, &initramfs)).unwrap();
+    vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
+    let ready_at = started.elapsed();
+
+    // The typed line is echoed back; only running it prints "42-ok".
+    vm.send_line("echo $((6*7))-ok").unwrap();
+    vm.wait_for("42-ok", Duration::from_secs(30)).unwrap();
+    // The cursor moved past the match: the same text is not found twice.
+    let again = vm.wait_for("42-ok", Duration::from_secs(2)).unwrap_err();
+    assert!(matches!(again, BootError::Timeout { .. }), "{again}");
+
+    vm.send_line("poweroff -f").unwrap();
+    let status = vm.wait_exit(Duration::from_secs(60)).unwrap();
+    assert!(status.success(), "QEMU exit status {status}");
+    assert!(!vm.is_running());
+    eprintln!(
+        "shell ready after {ready_at:?}, powered off after {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_pattern_that_never_appears_times_out_with_the_tail() {
+    let kernel = test_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let initramfs = shell_initramfs(dir.path(), &kernel);
+    let image = blank_disk(dir.path(), "disk.raw", 8);
+    let mut vm = Session::start(&shell_options(&image, &kernel, &initramfs)).unwrap();
+    vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
+
+    let started = Instant::now();
+    let error = vm
+        .wait_for("never printed", Duration::from_secs(3))
+        .unwrap_err();
+    let waited = started.elapsed();
+    match &error {
+        BootError::Timeout { tail, timeout, .. } => {
+            assert_eq!(*timeout, Duration::from_secs(3));
+            assert!(tail.contains(SHELL_READY), "tail:\n{tail}");
+        }
+        other => panic!("expected Timeout, got {other}"),
+    }
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    assert!(error
+        .to_string()
+        .contains(&vm.log_path().display().to_string()));
+}
+
+#[test]
+fn power_off_before_the_pattern_is_reported_as_exited() {
+    let kernel = test_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let initramfs = shell_initramfs(dir.path(), &kernel);
+    let image = blank_disk(dir.path(), "disk.raw", 8);
+    let mut vm = Session::start(&shell_options(&image, &kernel, &initramfs)).unwrap();
+    vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
+    vm.send_line("poweroff -f").unwrap();
+    let error = vm
+        .wait_for("never printed", Duration::from_secs(60))
+        .unwrap_err();
+    match error {
+        BootError::Exited { status, .. } => assert!(status.unwrap().success()),
+        other => panic!("expected Exited, got {other}"),
+    }
+}
+
+#[test]
+fn kill_cuts_power_at_once() {
+    let kernel = test_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let initramfs = shell_initramfs(dir.path(), &kernel);
+    let image = blank_disk(dir.path(), "disk.raw", 8);
+    let mut vm = Session::start(&shell_options(&image, &kernel, &initramfs)).unwrap();
+    vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
+    let started = Instant::now();
+    let status = vm.kill().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    assert!(!vm.is_running());
+    assert!(vm.send_line("echo too late").is_err());
+    let error = vm.wait_for("anything", Duration::from_secs(5)).unwrap_err();
+    assert!(matches!(error, BootError::Exited { .. }), "{error}");
+}
