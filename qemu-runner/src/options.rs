@@ -70,7 +70,7 @@ pub struct BootOptions {
     pub log_path: Option<PathBuf>,
     pub accel: Accel,
     pub net: Option<NetOptions>,
-    /// ISO image attached read-only as a SATA CD-ROM.
+    /// ISO image attached read-only as a CD-ROM (virtio-scsi), first in boot order.
     pub cdrom: Option<PathBuf>,
     /// Copy every console byte to this process's stdout as it arrives.
     pub echo_console: bool,

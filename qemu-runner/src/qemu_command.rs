@@ -41,8 +41,9 @@ pub struct LaunchPlan {
 }
 
 /// Boot order: an installer CD first, then the boot disk, then the network.
-const CDROM_BOOTINDEX: u32 = 0;
-const BOOT_DISK_BOOTINDEX: u32 = 1;
+/// (Index 0 is taken by QEMU's own loader ROM when it loads a kernel directly.)
+const CDROM_BOOTINDEX: u32 = 1;
+const BOOT_DISK_BOOTINDEX: u32 = 2;
 const NET_BOOTINDEX: u32 = 9;
 
 pub fn qemu_args(plan: &LaunchPlan) -> Vec<OsString> {
@@ -126,9 +127,13 @@ pub fn qemu_args(plan: &LaunchPlan) -> Vec<OsString> {
             "if=none,id=cdrom0,media=cdrom,readonly=on,format=raw,file=".as_ref(),
             &escape(iso.as_os_str()),
         ]);
+        // virtio-scsi rather than q35's SATA: OVMF and SeaBIOS boot from it, and
+        // kernels without AHCI (Debian's cloud kernel) still see the disc.
         args.push_all([
             "-device",
-            &format!("ide-cd,drive=cdrom0,bus=ide.0,bootindex={CDROM_BOOTINDEX}"),
+            "virtio-scsi-pci,id=scsi0",
+            "-device",
+            &format!("scsi-cd,bus=scsi0.0,drive=cdrom0,bootindex={CDROM_BOOTINDEX}"),
         ]);
     }
 
@@ -223,7 +228,7 @@ mod tests {
         let args = strings(&plan());
         assert!(args
             .contains(&"if=none,id=disk0,format=qcow2,file=/tmp/a,,b/overlay.qcow2".to_string()));
-        assert!(args.contains(&"virtio-blk-pci,drive=disk0,bootindex=1".to_string()));
+        assert!(args.contains(&"virtio-blk-pci,drive=disk0,bootindex=2".to_string()));
     }
 
     #[test]

@@ -58,3 +58,35 @@ where
     }
     Ok(output)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_program_is_named_with_its_package() {
+        match run(
+            QEMU_IMG
+                .to_string()
+                .replace("qemu", "no-such-qemu")
+                .as_str(),
+            ["info"],
+        ) {
+            Err(ToolError::NotFound { program, .. }) => assert_eq!(program, "no-such-qemu-img"),
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn failing_command_carries_its_stderr() {
+        match run(QEMU_IMG, ["info", "/nonexistent/keel.img"]) {
+            Err(ToolError::Failed {
+                command, stderr, ..
+            }) => {
+                assert!(command.starts_with("qemu-img info"), "{command}");
+                assert!(stderr.contains("/nonexistent/keel.img"), "{stderr}");
+            }
+            other => panic!("expected Failed, got {other:?}"),
+        }
+    }
+}

@@ -198,6 +198,7 @@ for module in $(cat /lib/modules/load-order); do
 done
 for i in $(seq 50); do [ -b /dev/vda ] && break; sleep 0.1; done
 echo "keel-test-shell: ready"
+grep -q keel-test.poweroff /proc/cmdline && poweroff -f
 exec sh
 "#;
 
@@ -205,8 +206,14 @@ exec sh
 /// its environment).
 const DHCP_SCRIPT: &str = "#!/bin/sh\n[ \"$1\" = bound ] && echo \"keel-test-dhcp: ip=$ip boot_file=$boot_file\"\nexit 0\n";
 
-/// Modules the shell needs for virtio disks and the virtio NIC.
-const WANTED_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net"];
+/// Modules the shell needs for virtio disks, the virtio NIC and a virtio-scsi CD-ROM.
+const WANTED_MODULES: &[&str] = &[
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_scsi",
+    "sr_mod",
+];
 
 /// A gzip-free newc initramfs: busybox-static, the virtio modules of `kernel`
 /// (dependencies first), and an /init that starts a root shell on the console.
@@ -341,4 +348,96 @@ impl Newc {
         self.entry("TRAILER!!!", 0, (0, 0), &[]);
         self.out
     }
+}
+
+/// A raw GPT disk of 64 MiB whose EFI system partition holds
+/// `EFI/BOOT/BOOTX64.EFI`: a unified kernel image (systemd-stub from Debian's
+/// systemd-boot-efi + the test kernel + `initramfs` + `cmdline`), the way Keel
+/// images boot.
+pub fn uefi_disk(dir: &Path, kernel: &TestKernel, initramfs: &Path, cmdline: &str) -> PathBuf {
+    const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+    assert!(
+        Path::new(STUB).is_file(),
+        "{STUB} missing (install Debian's systemd-boot-efi package)"
+    );
+    let cmdline_file = dir.join("cmdline.txt");
+    fs::write(&cmdline_file, cmdline).unwrap();
+    let osrel = dir.join("os-release");
+    fs::write(&osrel, "NAME=keel-qemu-test\nID=keel-qemu-test\n").unwrap();
+    let uki = dir.join("BOOTX64.EFI");
+    // Section addresses above the stub's own (which end below 0x20000).
+    let section = |name: &str, file: &Path, vma: &str| {
+        vec![
+            "--add-section".to_string(),
+            format!("{name}={}", file.display()),
+            "--change-section-vma".to_string(),
+            format!("{name}={vma}"),
+        ]
+    };
+    let mut args = Vec::new();
+    args.extend(section(".osrel", &osrel, "0x20000"));
+    args.extend(section(".cmdline", &cmdline_file, "0x30000"));
+    args.extend(section(".linux", &kernel.vmlinuz, "0x2000000"));
+    args.extend(section(".initrd", initramfs, "0x3000000"));
+    run(Command::new("objcopy").args(&args).arg(STUB).arg(&uki))
+        .unwrap_or_else(|e| panic!("{e} (install Debian's binutils package)"));
+
+    let esp = dir.join("esp.fat");
+    run(Command::new("mkfs.vfat")
+        .args(["-F", "32", "-C"])
+        .arg(&esp)
+        .arg("61440"))
+    .unwrap_or_else(|e| panic!("{e} (install Debian's dosfstools package)"));
+    let mtools = |args: &[&str]| {
+        run(Command::new(args[0]).arg("-i").arg(&esp).args(&args[1..]))
+            .unwrap_or_else(|e| panic!("{e} (install Debian's mtools package)"));
+    };
+    mtools(&["mmd", "::/EFI", "::/EFI/BOOT"]);
+    mtools(&["mcopy", uki.to_str().unwrap(), "::/EFI/BOOT/BOOTX64.EFI"]);
+
+    let disk = blank_disk(dir, "uefi.raw", 64);
+    run(Command::new("sgdisk")
+        .args(["-n", "1:2048:+60M", "-t", "1:EF00", "-c", "1:EFI-SYSTEM"])
+        .arg(&disk))
+    .unwrap_or_else(|e| panic!("{e} (install Debian's gdisk package)"));
+    let esp_bytes = fs::read(&esp).unwrap();
+    use std::io::{Seek, SeekFrom, Write};
+    let mut file = fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    file.seek(SeekFrom::Start(2048 * 512)).unwrap();
+    file.write_all(&esp_bytes).unwrap();
+    disk
+}
+
+/// A raw disk whose MBR boot sector prints `KEEL-BIOS-BOOT` on COM1 and halts.
+pub fn bios_disk(dir: &Path) -> PathBuf {
+    #[rustfmt::skip]
+    let code: &[u8] = &[
+        0xfa,                   // cli
+        0x31, 0xc0,             // xor ax, ax
+        0x8e, 0xd8,             // mov ds, ax
+        0xbe, 0x16, 0x7c,       // mov si, 0x7c16 (message)
+        0xba, 0xf8, 0x03,       // mov dx, 0x3f8 (COM1)
+        0xac,                   // next: lodsb
+        0x84, 0xc0,             // test al, al
+        0x74, 0x03,             // jz done
+        0xee,                   // out dx, al
+        0xeb, 0xf8,             // jmp next
+        0xf4,                   // done: hlt
+        0xeb, 0xfd,             // jmp done
+    ];
+    let mut sector = vec![0u8; 512];
+    sector[..code.len()].copy_from_slice(code);
+    let message = b"KEEL-BIOS-BOOT\r\n\0";
+    sector[0x16..0x16 + message.len()].copy_from_slice(message);
+    sector[510] = 0x55;
+    sector[511] = 0xaa;
+    let disk = blank_disk(dir, "bios.raw", 1);
+    use std::io::Write;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&disk)
+        .unwrap()
+        .write_all(&sector)
+        .unwrap();
+    disk
 }
