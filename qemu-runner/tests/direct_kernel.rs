@@ -140,3 +140,36 @@ fn kill_cuts_power_at_once() {
     let error = vm.wait_for("anything", Duration::from_secs(5)).unwrap_err();
     assert!(matches!(error, BootError::Exited { .. }), "{error}");
 }
+
+#[test]
+fn shutdown_presses_the_power_button_and_kills_a_guest_that_ignores_it() {
+    let kernel = test_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let initramfs = shell_initramfs(dir.path(), &kernel);
+    let image = blank_disk(dir.path(), "disk.raw", 8);
+    let options = shell_options(&image, &kernel, &initramfs);
+
+    // The guest's acpid powers off on the ACPI power button.
+    let mut vm = Session::start(&options).unwrap();
+    vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
+    vm.send_line("pidof acpid && ls /dev/input && echo acpid-$((2*3))-up")
+        .unwrap();
+    vm.wait_for("acpid-6-up", Duration::from_secs(30)).unwrap();
+    let status = vm.shutdown(Duration::from_secs(60)).unwrap();
+    assert!(status.success(), "{status}\n{}", vm.log());
+    assert!(vm.log().contains("keel-test-shell: power button"));
+
+    // Without acpid nothing handles the button: killed after the grace period.
+    let mut vm = Session::start(&options).unwrap();
+    vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
+    vm.send_line("killall acpid; echo acpid-$((2*2))-gone")
+        .unwrap();
+    vm.wait_for("acpid-4-gone", Duration::from_secs(30))
+        .unwrap();
+    let started = Instant::now();
+    let status = vm.shutdown(Duration::from_secs(3)).unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    assert!(started.elapsed() >= Duration::from_secs(3));
+    assert!(!vm.log().contains("keel-test-shell: power button"));
+}

@@ -1,7 +1,7 @@
 //! Real guests for the runner's tests: Debian's cloud kernel and a busybox
 //! initramfs with a root shell on ttyS0, fetched with apt-get the same way on a
 //! developer machine and in CI, and cached in `$KEEL_TEST_CACHE`
-//! (default `~/.cache/keel-test`). A missing tool or package fails the test with
+//! (default `~/.cache/keel-test`, or `/var/tmp/keel-test-cache` without HOME). A missing tool or package fails the test with
 //! a message saying what to install.
 
 #![allow(dead_code)] // each test binary uses a different part
@@ -22,10 +22,10 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 pub fn cache_dir() -> PathBuf {
     let dir = match std::env::var_os("KEEL_TEST_CACHE") {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => {
-            let home = std::env::var_os("HOME").expect("HOME or KEEL_TEST_CACHE must be set");
-            PathBuf::from(home).join(".cache/keel-test")
-        }
+        _ => match std::env::var_os("HOME") {
+            Some(home) if !home.is_empty() => PathBuf::from(home).join(".cache/keel-test"),
+            _ => PathBuf::from("/var/tmp/keel-test-cache"),
+        },
     };
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create cache dir {}: {e}", dir.display()));
     dir
@@ -197,6 +197,14 @@ for module in $(cat /lib/modules/load-order); do
     insmod /lib/modules/$module.ko || echo "keel-test-shell: insmod $module failed"
 done
 for i in $(seq 50); do [ -b /dev/vda ] && break; sleep 0.1; done
+# acpid watches the input devices present when it starts: wait for their nodes.
+for i in $(seq 50); do
+    missing=0
+    for e in /sys/class/input/event*; do [ -e /dev/input/${e##*/} ] || missing=1; done
+    [ $missing = 0 ] && break
+    sleep 0.1
+done
+acpid -c /etc/acpi -l /tmp/acpid.log
 echo "keel-test-shell: ready"
 grep -q keel-test.poweroff /proc/cmdline && poweroff -f
 exec sh
@@ -206,13 +214,20 @@ exec sh
 /// its environment).
 const DHCP_SCRIPT: &str = "#!/bin/sh\n[ \"$1\" = bound ] && echo \"keel-test-dhcp: ip=$ip boot_file=$boot_file\"\nexit 0\n";
 
-/// Modules the shell needs for virtio disks, the virtio NIC and a virtio-scsi CD-ROM.
+/// Run by busybox acpid when the ACPI power button is pressed.
+const POWER_BUTTON_SCRIPT: &str =
+    "#!/bin/sh\necho 'keel-test-shell: power button' > /dev/console\npoweroff -f\n";
+
+/// Modules the shell needs: virtio disks, NIC and a virtio-scsi CD-ROM, and the
+/// ACPI power button as an input device for acpid.
 const WANTED_MODULES: &[&str] = &[
     "virtio_pci",
     "virtio_blk",
     "virtio_net",
     "virtio_scsi",
     "sr_mod",
+    "button",
+    "evdev",
 ];
 
 /// A gzip-free newc initramfs: busybox-static, the virtio modules of `kernel`
@@ -223,13 +238,29 @@ pub fn shell_initramfs(dir: &Path, kernel: &TestKernel) -> PathBuf {
     let modules = resolve_modules(&kernel.modules, WANTED_MODULES);
 
     let mut cpio = Newc::default();
-    for dir in ["bin", "dev", "lib", "lib/modules", "proc", "sys", "tmp"] {
+    for dir in [
+        "bin",
+        "dev",
+        "etc",
+        "etc/acpi",
+        "etc/acpi/PWRF",
+        "lib",
+        "lib/modules",
+        "proc",
+        "sys",
+        "tmp",
+    ] {
         cpio.dir(dir);
     }
     cpio.char_device("dev/console", 5, 1);
     cpio.file("bin/busybox", 0o755, &fs::read(&busybox).unwrap());
     cpio.file("init", 0o755, INIT_SCRIPT.as_bytes());
     cpio.file("bin/dhcp-report", 0o755, DHCP_SCRIPT.as_bytes());
+    cpio.file(
+        "etc/acpi/PWRF/00000080",
+        0o755,
+        POWER_BUTTON_SCRIPT.as_bytes(),
+    );
     let mut order = String::new();
     for (name, path) in &modules {
         cpio.file(
