@@ -1,0 +1,272 @@
+//! Applying a payload: each step is its own function, called in this order by [`apply`]:
+//!
+//! 1. [`payload::read_verified_metadata`]: signature and geometry, before anything is written;
+//! 2. [`check_target`]: running and passive slot by GUID, arch/board/version, size, busy;
+//! 3. [`invalidate_passive`]: the passive slot can no longer boot (GPT, then metadata zeroed);
+//! 4. [`write_body`]: stream the body onto the slot, hashing on the way;
+//! 5. [`verify_written`]: re-read the slot and check the verity tree, then write the metadata;
+//! 6. [`stage`]: only now the GPT makes the slot the next boot, on trial.
+
+use ed25519_dalek::VerifyingKey;
+use keel_format::attrs::{self, SlotAttrs};
+use keel_format::gpt::Partition;
+use keel_format::metadata::METADATA_SIZE;
+use keel_format::verity;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::compat;
+use crate::disk::{Disk, SlotDevice};
+use crate::error::{Result, UpdateError};
+use crate::payload::{self, OpenPayload, PayloadSource, VerifiedPayload};
+use crate::progress::Progress;
+use crate::slots::{find_slots, Slots};
+use crate::stream;
+use crate::target::Target;
+
+#[derive(Clone, Debug)]
+pub struct ApplyOptions {
+    /// Keys a payload's metadata may be signed with.
+    pub trusted_keys: Vec<VerifyingKey>,
+    /// Accept a version older than or equal to the running one.
+    pub allow_downgrade: bool,
+    /// Trial boots the new slot gets before keel-init falls back (1..=15).
+    pub tries: u8,
+    /// For a payload file: hash the body before touching the disk (one extra read of the file).
+    pub precheck_file: bool,
+}
+
+impl ApplyOptions {
+    pub fn new(trusted_keys: Vec<VerifyingKey>) -> ApplyOptions {
+        ApplyOptions {
+            trusted_keys,
+            allow_downgrade: false,
+            tries: 1,
+            precheck_file: true,
+        }
+    }
+}
+
+/// What an apply did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Applied {
+    pub payload: String,
+    pub version: String,
+    pub previous_version: String,
+    pub disk: String,
+    pub slot: String,
+    pub slot_guid: Uuid,
+    pub slot_attrs: SlotAttrs,
+    pub running_slot: String,
+    pub running_attrs: SlotAttrs,
+    /// Whether the body went down with O_DIRECT.
+    pub direct_io: bool,
+}
+
+/// Apply the payload from `source` to the passive slot of `target`.
+pub fn apply(
+    source: PayloadSource,
+    target: &Target,
+    opts: &ApplyOptions,
+    progress: &dyn Progress,
+) -> Result<Applied> {
+    let mut payload = source.open()?;
+    progress.phase("verifying payload metadata", 0);
+    let verified = payload::read_verified_metadata(&mut payload, &opts.trusted_keys)?;
+
+    let mut disk = Disk::open_write(&target.disk)?;
+    let checked = check_target(&mut disk, target, &verified, opts.allow_downgrade)?;
+    let mut passive = disk.slot(&checked.slots.passive, true)?;
+    if opts.precheck_file {
+        if let Some(path) = payload.file.clone() {
+            payload::precheck_file_body(&path, &verified, progress)?;
+        }
+    }
+
+    progress.phase(&format!("invalidating {}", checked.slots.passive.label), 0);
+    invalidate_passive(&mut disk, &checked.slots, &mut passive)?;
+    write_body(&mut payload, &verified, &mut passive, progress)?;
+    verify_written(&verified, &mut passive, progress)?;
+    passive.write_metadata(&verified.block)?;
+    let direct_io = passive.uses_direct_io();
+    drop(passive);
+
+    progress.phase(&format!("staging {}", checked.slots.passive.label), 0);
+    let (running_attrs, slot_attrs) = stage(&mut disk, &checked.slots, opts.tries)?;
+    Ok(Applied {
+        payload: verified.name.clone(),
+        version: verified.metadata.version.clone(),
+        previous_version: checked.running_version,
+        disk: target.disk.display().to_string(),
+        slot: checked.slots.passive.label.clone(),
+        slot_guid: checked.slots.passive.unique_guid,
+        slot_attrs,
+        running_slot: checked.slots.running.label.clone(),
+        running_attrs,
+        direct_io,
+    })
+}
+
+pub struct CheckedTarget {
+    pub slots: Slots,
+    pub running_version: String,
+}
+
+/// Step 2: find the slots, and refuse a payload that is not for this system or does not fit, and
+/// a running slot that has not proven itself (its partner may be the only good system left).
+pub fn check_target(
+    disk: &mut Disk,
+    target: &Target,
+    payload: &VerifiedPayload,
+    allow_downgrade: bool,
+) -> Result<CheckedTarget> {
+    let table = disk.table()?;
+    let slots = find_slots(&table, target.running, &disk.path)?;
+    let info = target.system_info(disk, &slots)?;
+    compat::check_compatible(&payload.name, &payload.metadata, &info, allow_downgrade)?;
+    let needed = payload.metadata.body_size() + METADATA_SIZE as u64;
+    if needed > slots.passive.size() {
+        return Err(UpdateError::NotApplicable {
+            payload: payload.name.clone(),
+            reason: format!(
+                "its body and metadata need {needed} bytes, slot {} has {}",
+                slots.passive.label,
+                slots.passive.size()
+            ),
+        });
+    }
+    let running = slots.running.slot_attrs();
+    if !running.successful {
+        return Err(UpdateError::Refused(format!(
+            "the running slot {} ({running}) has not been marked good yet; updating now would \
+             overwrite {}, the last known-good system (run `keel-update mark-good` once this boot is healthy)",
+            slots.running.label, slots.passive.label
+        )));
+    }
+    Ok(CheckedTarget {
+        slots,
+        running_version: info.version,
+    })
+}
+
+/// Re-read the table and find `part` in it again by GUID (the table may have changed since).
+fn refind(disk: &mut Disk, part: &Partition) -> Result<(keel_format::gpt::DiskTable, u32)> {
+    let table = disk.table()?;
+    let number = table
+        .usr_slots()
+        .iter()
+        .find(|p| p.unique_guid == part.unique_guid)
+        .map(|p| p.number)
+        .ok_or_else(|| UpdateError::Disk {
+            disk: disk.path.clone(),
+            reason: format!(
+                "slot {} (GUID {}) disappeared from the partition table",
+                part.label, part.unique_guid
+            ),
+        })?;
+    Ok((table, number))
+}
+
+/// Step 3: priority 0 in the GPT, then the metadata block zeroed, both synced: from here on a
+/// half-written slot can never be booted or mistaken for a complete one.
+pub fn invalidate_passive(disk: &mut Disk, slots: &Slots, passive: &mut SlotDevice) -> Result<()> {
+    let (mut table, number) = refind(disk, &slots.passive)?;
+    table
+        .set_slot_attrs(number, attrs::invalidate())
+        .map_err(|e| UpdateError::Disk {
+            disk: disk.path.clone(),
+            reason: e.to_string(),
+        })?;
+    disk.write_table(&mut table)?;
+    passive.write_metadata(&[0u8; METADATA_SIZE])
+}
+
+/// Step 4: stream the body onto the slot from offset 0 and check its SHA-256.
+pub fn write_body(
+    payload: &mut OpenPayload,
+    verified: &VerifiedPayload,
+    passive: &mut SlotDevice,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let size = verified.metadata.body_size();
+    progress.phase(&format!("writing {}", passive.label), size);
+    let disk = passive.disk.clone();
+    let label = passive.label.clone();
+    let digest = stream::copy_and_hash(
+        &mut payload.reader,
+        size,
+        Some(&mut passive.body_sink()),
+        progress,
+    )
+    .map_err(|e| e.into_update_error(&verified.name, Some((&disk, &label))))?;
+    progress.finish();
+    payload::check_body_hash(verified, &digest, &verified.body_sha256()?)?;
+    passive.sync_and_drop_cache()
+}
+
+/// Step 5: read the slot back from the disk and recompute its verity tree against the signed
+/// root hash.
+pub fn verify_written(
+    verified: &VerifiedPayload,
+    passive: &mut SlotDevice,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let v = &verified.metadata.verity;
+    let params =
+        payload::verity_params(&verified.metadata).map_err(|reason| UpdateError::Untrusted {
+            payload: verified.name.clone(),
+            reason,
+        })?;
+    progress.phase(&format!("verifying {}", passive.label), v.data_size);
+    let mut reader = passive
+        .buffered_reader()
+        .map_err(|source| UpdateError::SlotIo {
+            disk: passive.disk.clone(),
+            slot: passive.label.clone(),
+            what: "opening it to read it back failed".into(),
+            source,
+        })?;
+    let result = verity::verify(
+        &mut reader,
+        passive.base(),
+        v.data_size,
+        v.hash_offset,
+        &params.salt,
+        params.uuid,
+        &params.root_hash,
+        |n| progress.set(n),
+    );
+    progress.finish();
+    result.map_err(|e| UpdateError::Readback {
+        disk: passive.disk.clone(),
+        slot: passive.label.clone(),
+        payload: verified.name.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// Step 6: the written slot becomes the next boot, on trial with `tries` boots; the running slot
+/// keeps its attributes (lowered by one only at the priority ceiling). Returns the new
+/// (running, staged) attributes.
+pub fn stage(disk: &mut Disk, slots: &Slots, tries: u8) -> Result<(SlotAttrs, SlotAttrs)> {
+    let (mut table, passive_number) = refind(disk, &slots.passive)?;
+    let (_, running_number) = refind(disk, &slots.running)?;
+    let running = table
+        .partition(running_number)
+        .map_err(|e| UpdateError::Disk {
+            disk: disk.path.clone(),
+            reason: e.to_string(),
+        })?
+        .slot_attrs();
+    let (running, staged) = attrs::stage(running, tries);
+    let set = |table: &mut keel_format::gpt::DiskTable, n, a| {
+        table.set_slot_attrs(n, a).map_err(|e| UpdateError::Disk {
+            disk: disk.path.clone(),
+            reason: e.to_string(),
+        })
+    };
+    set(&mut table, running_number, running)?;
+    set(&mut table, passive_number, staged)?;
+    disk.write_table(&mut table)?;
+    Ok((running, staged))
+}

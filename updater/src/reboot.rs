@@ -1,0 +1,132 @@
+//! Rebooting into the next slot. A firmware reboot by default; `--kexec` loads the RUNNING
+//! kernel and Keel initramfs with kexec_file_load and the current command line minus any
+//! `keel.slot=`, so keel-init starts afresh, picks the staged slot and kexecs once more if that
+//! slot's kernel differs. (The passive slot's own kernel would have to be read from an
+//! unverified mount; keel-init reads it through dm-verity instead.)
+
+use std::ffi::CString;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Result, UpdateError};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RebootMode {
+    Firmware,
+    Kexec,
+}
+
+/// The command line for the kexec'd kernel: the current one without `keel.slot=`, which would
+/// pin keel-init to the old slot.
+pub fn kexec_cmdline(current: &str) -> String {
+    current
+        .split_whitespace()
+        .filter(|arg| !arg.starts_with("keel.slot="))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> Result<String> {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .map_err(|e| UpdateError::System(format!("cannot read the kernel release: {e}")))
+}
+
+/// Kernel and initramfs of the running release under `usr` (normally /usr).
+pub fn running_boot_files(usr: &Path, release: &str) -> (PathBuf, PathBuf) {
+    let dir = usr.join("lib/modules").join(release);
+    (dir.join("vmlinuz"), dir.join("keel-initramfs.img"))
+}
+
+/// Load a kernel for the next `reboot(RB_KEXEC)` / `systemctl kexec`.
+pub fn kexec_load(kernel: &Path, initramfs: &Path, cmdline: &str) -> Result<()> {
+    let open = |p: &Path| {
+        File::open(p).map_err(|e| UpdateError::System(format!("cannot open {}: {e}", p.display())))
+    };
+    let k = open(kernel)?;
+    let i = open(initramfs)?;
+    let c = CString::new(cmdline)
+        .map_err(|_| UpdateError::System("the kernel command line contains a NUL byte".into()))?;
+    let len = c.as_bytes_with_nul().len();
+    // SAFETY: kexec_file_load reads two open file descriptors and a NUL-terminated string of
+    // `len` bytes that outlives the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_kexec_file_load,
+            k.as_raw_fd(),
+            i.as_raw_fd(),
+            len,
+            c.as_ptr(),
+            0 as libc::c_ulong,
+        )
+    };
+    if rc != 0 {
+        return Err(UpdateError::System(format!(
+            "kexec_file_load of {} failed: {}",
+            kernel.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Reboot. Under systemd through `systemctl reboot|kexec` (units stop cleanly); without it
+/// (rescue shells) sync and call reboot(2) directly.
+pub fn reboot(mode: RebootMode) -> Result<()> {
+    if mode == RebootMode::Kexec {
+        let release = kernel_release()?;
+        let (kernel, initramfs) = running_boot_files(Path::new("/usr"), &release);
+        let current = std::fs::read_to_string("/proc/cmdline")
+            .map_err(|e| UpdateError::System(format!("cannot read /proc/cmdline: {e}")))?;
+        kexec_load(&kernel, &initramfs, &kexec_cmdline(&current))?;
+    }
+    if Path::new("/run/systemd/system").exists() {
+        let verb = match mode {
+            RebootMode::Firmware => "reboot",
+            RebootMode::Kexec => "kexec",
+        };
+        let status = Command::new("systemctl")
+            .arg(verb)
+            .status()
+            .map_err(|e| UpdateError::System(format!("cannot run systemctl {verb}: {e}")))?;
+        if !status.success() {
+            return Err(UpdateError::System(format!(
+                "systemctl {verb} failed: {status}"
+            )));
+        }
+        return Ok(());
+    }
+    let how = match mode {
+        RebootMode::Firmware => libc::RB_AUTOBOOT,
+        RebootMode::Kexec => libc::RB_KEXEC,
+    };
+    // SAFETY: sync and reboot take no pointers.
+    unsafe {
+        libc::sync();
+        libc::reboot(how);
+    }
+    Err(UpdateError::System(format!(
+        "reboot(2) failed: {}",
+        std::io::Error::last_os_error()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kexec_cmdline_drops_the_slot_pin_only() {
+        assert_eq!(
+            kexec_cmdline("console=ttyS0 keel.slot=USR-A keel.disk=00000000-0000-0000-0000-000000000001 keel.verify=first\n"),
+            "console=ttyS0 keel.disk=00000000-0000-0000-0000-000000000001 keel.verify=first"
+        );
+        assert_eq!(
+            running_boot_files(Path::new("/usr"), "6.1.0-28-cloud-amd64").1,
+            PathBuf::from("/usr/lib/modules/6.1.0-28-cloud-amd64/keel-initramfs.img")
+        );
+    }
+}
