@@ -87,6 +87,7 @@ impl ConsoleInput {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
 enum Seen {
     Match(usize),
     Panic,
@@ -277,13 +278,7 @@ impl Session {
             let overlap = needle.map_or(0, <[u8]>::len).max(PANIC_MARKER.len());
             let from = scan_from.saturating_sub(overlap).max(cursor);
             scan_from = bytes.len();
-            if let Some(end) = needle.and_then(|n| find_after(bytes, from, n)) {
-                return Some(Seen::Match(end));
-            }
-            if find_after(bytes, from, PANIC_MARKER).is_some() {
-                return Some(Seen::Panic);
-            }
-            state.closed.then_some(Seen::Closed)
+            scan(bytes, from, needle, state.closed)
         });
         match seen {
             Some(Seen::Match(end)) => {
@@ -515,6 +510,21 @@ impl Drop for Session {
     }
 }
 
+/// What `bytes[from..]` holds first: the pattern (end offset), a kernel panic, or
+/// neither (then whether the console has closed).
+fn scan(bytes: &[u8], from: usize, needle: Option<&[u8]>, closed: bool) -> Option<Seen> {
+    let matched = needle.and_then(|n| Some((find_after(bytes, from, n)?, n.len())));
+    let panicked = find_after(bytes, from, PANIC_MARKER);
+    match (matched, panicked) {
+        (Some((end, len)), Some(panic_end)) if panic_end - PANIC_MARKER.len() < end - len => {
+            Some(Seen::Panic)
+        }
+        (Some((end, _)), _) => Some(Seen::Match(end)),
+        (None, Some(_)) => Some(Seen::Panic),
+        (None, None) => closed.then_some(Seen::Closed),
+    }
+}
+
 fn check_inputs(options: &BootOptions) -> Result<(), StartError> {
     let missing = |what, path: &Path, hint| StartError::Missing {
         what,
@@ -579,4 +589,25 @@ fn new_log_path() -> PathBuf {
         .map_or(0, |d| d.as_secs());
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     default_log_dir().join(format!("console-{seconds}-{}-{n}.log", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn earliest_event_on_the_console_wins() {
+        let text = b"boot\nKernel panic - not syncing\nlogin: ";
+        assert_eq!(scan(text, 0, Some(b"login:"), false), Some(Seen::Panic));
+        assert_eq!(scan(text, 0, Some(b"boot"), false), Some(Seen::Match(4)));
+        assert_eq!(
+            scan(text, 0, Some(b"Kernel panic"), false),
+            Some(Seen::Match(17))
+        );
+        assert_eq!(scan(text, 5, Some(b"boot"), false), Some(Seen::Panic));
+        assert_eq!(scan(text, 6, Some(b"boot"), false), None);
+        assert_eq!(scan(b"quiet", 0, Some(b"login:"), false), None);
+        assert_eq!(scan(b"quiet", 0, Some(b"login:"), true), Some(Seen::Closed));
+        assert_eq!(scan(b"quiet", 0, None, true), Some(Seen::Closed));
+    }
 }
