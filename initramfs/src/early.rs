@@ -1,0 +1,55 @@
+//! Step 1: the kernel filesystems every later step needs.
+
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use anyhow::Result;
+use nix::mount::MsFlags;
+
+use crate::mounts::mount_fs;
+
+/// The early mounts, in order. They stay until the hand-off moves them into the new root.
+pub const EARLY: [(&str, &str, &str, &str); 4] = [
+    ("proc", "/proc", "proc", ""),
+    ("sysfs", "/sys", "sysfs", ""),
+    ("devtmpfs", "/dev", "devtmpfs", "mode=0755"),
+    ("tmpfs", "/run", "tmpfs", "mode=0755,nosuid,nodev"),
+];
+
+pub fn mount_kernel_filesystems() -> Result<()> {
+    for (source, target, fstype, data) in EARLY {
+        let flags = match fstype {
+            "proc" | "sysfs" => MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            "tmpfs" => MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            _ => MsFlags::MS_NOSUID,
+        };
+        mount_fs(
+            source,
+            Path::new(target),
+            fstype,
+            flags,
+            (!data.is_empty()).then_some(data),
+        )?;
+    }
+    Ok(())
+}
+
+/// If the kernel could not open /dev/console for us (no node in the initramfs), stdin/stdout/
+/// stderr are closed: attach them to the console now that devtmpfs provides it.
+pub fn attach_console() {
+    // SAFETY: F_GETFD only queries the descriptor.
+    let closed = unsafe { libc::fcntl(1, libc::F_GETFD) } < 0;
+    if !closed {
+        return;
+    }
+    if let Ok(console) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/console")
+    {
+        for fd in 0..3 {
+            // SAFETY: duplicating an open descriptor onto a standard one.
+            unsafe { libc::dup2(console.as_raw_fd(), fd) };
+        }
+    }
+}
