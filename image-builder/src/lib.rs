@@ -1,1 +1,33 @@
 //! Host-side image builder library; `main.rs` is the thin `keel` CLI over it.
+//!
+//! One module, one job: [`definition`] reads the YAML inputs, [`rootfs_cache`] runs mmdebstrap,
+//! [`usr_tree`] shapes /usr, [`initramfs`] packs keel-init and modules, [`mkfs`] makes the
+//! filesystems, [`uki`] the boot executable, [`usr_slot`] the verity-protected signed slot,
+//! [`disk`] the GPT image, and [`build`] runs them in order. [`inspect`] and [`verify`] read
+//! images back.
+
+pub mod build;
+pub mod bzimage;
+pub mod cpio;
+pub mod definition;
+pub mod digest;
+pub mod disk;
+pub mod error;
+pub mod initramfs;
+pub mod inspect;
+pub mod kernel;
+pub mod keys;
+pub mod manifest;
+pub mod mkfs;
+pub mod modules;
+pub mod progress;
+pub mod rootfs_cache;
+pub mod sparse;
+pub mod tool;
+pub mod uki;
+pub mod units;
+pub mod usr_slot;
+pub mod usr_tree;
+pub mod verify;
+
+pub use error::{Error, Result};

@@ -1,4 +1,267 @@
-fn main() {
-    eprintln!("keel: not built yet");
-    std::process::exit(70);
+//! `keel`: build, inspect and verify Keel OS images. Thin over the `keel_builder` library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use keel_builder::build::{self, BuildOptions};
+use keel_builder::error::{exit, Error};
+use keel_builder::inspect::{self, Trust};
+use keel_builder::progress::Reporter;
+use keel_builder::{keys, rootfs_cache, verify};
+
+#[derive(Parser)]
+#[command(name = "keel", version, about = "Build, inspect and verify Keel OS images", long_about = None)]
+struct Cli {
+    /// No progress bars and no chatter (also the case when stderr is not a terminal).
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a bootable disk image (disk.raw), its update payload (usr.img) and manifest.json.
+    Build(BuildArgs),
+    /// Show the partitions and USR slots of a disk image or a payload.
+    Inspect(InspectArgs),
+    /// Check signatures, geometry, the dm-verity tree and body hash of every USR slot.
+    Verify(VerifyArgs),
+    /// Make a new Ed25519 signing key pair.
+    Keygen(KeygenArgs),
+}
+
+#[derive(Args)]
+struct BuildArgs {
+    /// Board definition [default: boards/qemu-x86_64.yaml in the Keel repository]
+    #[arg(long)]
+    board: Option<PathBuf>,
+    /// Signing key: a private key file or a directory holding keel-signing.key
+    /// [default: the development key, made on first use]
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Release version written into the slot metadata
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    version: String,
+    /// Update channel [default: the board's default_channel]
+    #[arg(long)]
+    channel: Option<String>,
+    /// Output directory
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Where mmdebstrap trees are cached
+    #[arg(long, default_value = rootfs_cache::DEFAULT_CACHE)]
+    cache: PathBuf,
+    /// keel-init binary [default: $KEEL_INIT, or keel-init next to keel, or ../x86_64-unknown-linux-gnu/init/keel-init]
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Add a static binary to /usr/bin (repeatable): NAME=PATH
+    #[arg(long = "extra-bin", value_name = "NAME=PATH", value_parser = parse_extra_bin)]
+    extra_bins: Vec<(String, PathBuf)>,
+    /// Timestamp for every file and filesystem [default: $SOURCE_DATE_EPOCH, else the rootfs definition's]
+    #[arg(long)]
+    source_date_epoch: Option<u64>,
+    /// Print the manifest as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// disk.raw or usr.img
+    image: PathBuf,
+    /// Public key to check signatures with [default: the development key if there is one]
+    #[arg(long)]
+    pubkey: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    /// disk.raw or usr.img
+    image: PathBuf,
+    /// Trusted public key (SPKI PEM, or a key directory) [default: the development key]
+    #[arg(long)]
+    pubkey: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Directory for keel-signing.key (0600) and keel-signing.pub
+    #[arg(long)]
+    out: PathBuf,
+    /// Replace an existing key
+    #[arg(long)]
+    force: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_extra_bin(s: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = s.split_once('=').ok_or("expected NAME=PATH")?;
+    if name.is_empty() || name.contains('/') {
+        return Err(format!("{name:?} is not a file name"));
+    }
+    Ok((name.to_string(), PathBuf::from(path)))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let reporter = Reporter::new(cli.quiet);
+    let result = match cli.command {
+        Command::Build(a) => run_build(a, &reporter),
+        Command::Inspect(a) => run_inspect(a),
+        Command::Verify(a) => run_verify(a, &reporter),
+        Command::Keygen(a) => run_keygen(a),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("keel: error: {e:#}");
+            let code = e
+                .chain()
+                .find_map(|c| c.downcast_ref::<Error>())
+                .map_or(exit::BUILD_FAILED, Error::exit_code);
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn run_build(a: BuildArgs, reporter: &Reporter) -> anyhow::Result<i32> {
+    let board = match a.board {
+        Some(b) => b,
+        None => keys::default_board()?,
+    };
+    let opts = BuildOptions {
+        board,
+        key: a.key,
+        version: a.version,
+        channel: a.channel,
+        out: a.out,
+        cache: a.cache,
+        init: a.init,
+        extra_bins: a.extra_bins,
+        source_date_epoch: a.source_date_epoch,
+    };
+    let report = build::build(&opts, reporter)?;
+    let m = &report.manifest;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(m)?);
+    } else if !reporter_quiet(reporter) {
+        println!(
+            "built Keel {} ({}) for {} in {:.0}s{}",
+            m.image.version,
+            m.image.channel,
+            m.image.board,
+            report.seconds,
+            if report.rootfs_cache_hit {
+                " (rootfs from cache)"
+            } else {
+                ""
+            }
+        );
+        for o in &m.outputs {
+            println!(
+                "  {}/{}  {} MiB  sha256 {}",
+                report.out.display(),
+                o.name,
+                o.size >> 20,
+                o.sha256
+            );
+        }
+        println!("  {}/manifest.json", report.out.display());
+        println!(
+            "  kernel {}, initramfs {} KiB, USR root hash {}, key {}",
+            m.kernel.release,
+            m.initramfs.size / 1024,
+            m.usr.verity.root_hash,
+            m.inputs.key_id
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn reporter_quiet(r: &Reporter) -> bool {
+    // Output on stdout is the result, not chatter: only --quiet silences it.
+    !r.is_visible() && std::env::args().any(|a| a == "--quiet" || a == "-q")
+}
+
+fn trust_from(pubkey: Option<PathBuf>) -> anyhow::Result<Option<Trust>> {
+    if let Some(p) = pubkey {
+        let k = keys::public_key(&p)?;
+        return Ok(Some(Trust {
+            keys: vec![k],
+            source: p.display().to_string(),
+        }));
+    }
+    Ok(keys::dev_public_key().map(|(p, k)| Trust {
+        keys: vec![k],
+        source: format!("development key {}", p.display()),
+    }))
+}
+
+fn run_inspect(a: InspectArgs) -> anyhow::Result<i32> {
+    let trust = trust_from(a.pubkey)?;
+    let i = inspect::inspect(&a.image, trust.as_ref())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+    } else {
+        print!("{}", inspect::render(&i));
+    }
+    Ok(exit::OK)
+}
+
+fn run_verify(a: VerifyArgs, reporter: &Reporter) -> anyhow::Result<i32> {
+    let trust = trust_from(a.pubkey)?.ok_or_else(|| {
+        Error::input("no --pubkey given and no development key found to verify against")
+    })?;
+    let report = verify::verify(&a.image, &trust, reporter)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    if report.ok {
+        if !a.json && !reporter_quiet(reporter) {
+            for s in &report.slots {
+                println!("{}: ok ({})", s.slot, s.version.clone().unwrap_or_default());
+                for c in &s.checks {
+                    println!("  {}: {}", c.name, c.detail);
+                }
+            }
+            for e in &report.empty_slots {
+                println!("{e}: empty");
+            }
+        }
+        return Ok(exit::OK);
+    }
+    for f in report.failures() {
+        eprintln!("keel: verification failed: {f}");
+    }
+    Ok(exit::VERIFICATION_FAILED)
+}
+
+fn run_keygen(a: KeygenArgs) -> anyhow::Result<i32> {
+    let key = keel_signing::Key::generate().map_err(Error::from)?;
+    let (private, public) = key
+        .save(&a.out, a.force)
+        .map_err(Error::from)
+        .with_context(|| format!("keygen into {}", a.out.display()))?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"private_key": private, "public_key": public, "key_id": key.key_id()})
+        );
+    } else {
+        println!(
+            "key id {}\n  private {}\n  public  {}",
+            key.key_id(),
+            private.display(),
+            public.display()
+        );
+    }
+    Ok(exit::OK)
 }

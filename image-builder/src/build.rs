@@ -1,0 +1,439 @@
+//! `keel build`: every step in order, in a temporary directory inside the output directory,
+//! renamed into place only when all of it worked.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use keel_format::layout;
+use keel_format::metadata::KernelInfo;
+
+use crate::definition::board::{Firmware, KernelSource};
+use crate::definition::{Board, Rootfs};
+use crate::digest;
+use crate::disk;
+use crate::error::{io_at, Error, Result};
+use crate::initramfs;
+use crate::kernel::Kernel;
+use crate::keys;
+use crate::manifest::{self, Manifest};
+use crate::mkfs;
+use crate::progress::Reporter;
+use crate::rootfs_cache;
+use crate::tool;
+use crate::uki;
+use crate::usr_slot;
+use crate::usr_tree::{self, Release};
+
+pub struct BuildOptions {
+    pub board: PathBuf,
+    /// Private key file or directory; `None`: the development key.
+    pub key: Option<PathBuf>,
+    pub version: String,
+    /// `None`: the board's default channel.
+    pub channel: Option<String>,
+    pub out: PathBuf,
+    pub cache: PathBuf,
+    pub init: Option<PathBuf>,
+    pub extra_bins: Vec<(String, PathBuf)>,
+    /// `None`: $SOURCE_DATE_EPOCH, else the rootfs definition's.
+    pub source_date_epoch: Option<u64>,
+}
+
+pub struct BuildReport {
+    pub manifest: Manifest,
+    pub out: PathBuf,
+    pub rootfs_cache_hit: bool,
+    pub dev_key_created: Option<PathBuf>,
+    pub seconds: f64,
+}
+
+pub const OUTPUTS: [&str; 3] = ["disk.raw", "usr.img", "manifest.json"];
+const HAND_OFF: &str = "/usr/lib/systemd/systemd";
+
+fn word_ok(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+}
+
+/// Check everything that can be checked before any work: definitions, arguments, tools.
+struct Checked {
+    board: Board,
+    rootfs: Rootfs,
+    channel: String,
+    init: PathBuf,
+    epoch: u64,
+}
+
+fn check(opts: &BuildOptions) -> Result<Checked> {
+    let board = Board::load(&opts.board)?;
+    let rootfs = Rootfs::load(&board.rootfs)?;
+    if !word_ok(&opts.version) || !opts.version.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(Error::input(format!(
+            "--version {:?}: give a version like 1.2.3",
+            opts.version
+        )));
+    }
+    let channel = opts
+        .channel
+        .clone()
+        .unwrap_or_else(|| board.default_channel.clone());
+    if !word_ok(&channel) {
+        return Err(Error::input(format!(
+            "--channel {channel:?}: not a channel name"
+        )));
+    }
+    for (name, path) in &opts.extra_bins {
+        if !word_ok(name) {
+            return Err(Error::input(format!("--extra-bin {name}: not a file name")));
+        }
+        if !path.is_file() {
+            return Err(Error::input(format!(
+                "--extra-bin {name}={}: no such file",
+                path.display()
+            )));
+        }
+    }
+    if !board.firmware.contains(&Firmware::Uefi) {
+        return Err(Error::input(format!(
+            "{}: firmware lists no uefi; only UEFI boot (a unified kernel image) is implemented",
+            board.path.display()
+        )));
+    }
+    let init = initramfs::find_init(opts.init.as_deref())?;
+    let bytes = std::fs::read(&init).map_err(io_at(&init))?;
+    initramfs::check_init(&init, &bytes)?;
+    let mut tools = vec![
+        "cp",
+        "mkfs.erofs",
+        "mkfs.vfat",
+        "mmd",
+        "mcopy",
+        "mkfs.ext4",
+        "objcopy",
+    ];
+    if rootfs_cache::cache_key(&rootfs, &board.kernel)
+        .map(|k| !opts.cache.join(k).join("usr").is_dir())
+        .unwrap_or(true)
+    {
+        tools.push("mmdebstrap");
+    }
+    if matches!(board.kernel, KernelSource::Deb(_)) {
+        tools.push("dpkg-deb");
+    }
+    for t in tools {
+        tool::find(t)?;
+    }
+    if !Path::new(uki::STUB).is_file() {
+        return Err(Error::Environment(format!(
+            "{} is missing (Debian package systemd-boot-efi)",
+            uki::STUB
+        )));
+    }
+    let epoch = match opts.source_date_epoch {
+        Some(e) => e,
+        None => match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(s) => s.trim().parse().map_err(|_| {
+                Error::input(format!(
+                    "SOURCE_DATE_EPOCH={s:?} is not a number of seconds"
+                ))
+            })?,
+            Err(_) => rootfs.source_date_epoch,
+        },
+    };
+    Ok(Checked {
+        board,
+        rootfs,
+        channel,
+        init,
+        epoch,
+    })
+}
+
+pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
+    let started = Instant::now();
+    let Checked {
+        board,
+        rootfs,
+        channel,
+        init,
+        epoch,
+    } = check(opts)?;
+    let signing = keys::signing_key(opts.key.as_deref())?;
+    let key = &signing.key;
+    if signing.created {
+        reporter.warn(&format!(
+            "{}\n   new development key: {}",
+            keys::DEV_KEY_WARNING,
+            signing.path.display()
+        ));
+    }
+
+    std::fs::create_dir_all(&opts.out).map_err(io_at(&opts.out))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".keel-build-")
+        .tempdir_in(&opts.out)
+        .map_err(io_at(&opts.out))?;
+    let work = tmp.path();
+
+    // 1. The Debian tree.
+    let cached = rootfs_cache::ensure(&rootfs, &board.kernel, &opts.cache, epoch, reporter)?;
+    if cached.hit {
+        reporter.note(&format!("✓ rootfs from cache {}", cached.dir.display()));
+    }
+    let packages = rootfs_cache::installed_packages(&cached.dir)?;
+    let package_lines: String = packages.iter().map(|(p, v)| format!("{p} {v}\n")).collect();
+    let kernel_pkg_name = match &board.kernel {
+        KernelSource::Package(p) => Some(p.as_str()),
+        _ => None,
+    };
+    let kernel_pkg = match board.kernel {
+        KernelSource::Image { .. } => None,
+        _ => rootfs_cache::kernel_package_version(&packages, kernel_pkg_name),
+    };
+    let kernel = Kernel::locate(&cached.dir, &board.kernel)?;
+    let release = kernel.version.release.clone();
+
+    // 2. The initramfs (before the USR filesystem, which carries a copy for kexec).
+    let step = reporter.step("initramfs");
+    let trusted = [key.public()];
+    let ramfs = initramfs::build(&initramfs::Inputs {
+        init: &init,
+        keys: &trusted,
+        modules_dir: &kernel.modules_dir,
+        kernel_release: &release,
+        module_names: &board.boot_modules,
+        disk_guid: layout::DISK_GUID.to_string(),
+        hand_off: HAND_OFF.into(),
+        keel_version: opts.version.clone(),
+        mtime: epoch,
+    })?;
+    let initrd_path = work.join("initramfs.img");
+    std::fs::write(&initrd_path, &ramfs.bytes).map_err(io_at(&initrd_path))?;
+    step.done(&format!(
+        "{} KiB, {} modules",
+        ramfs.bytes.len() / 1024,
+        ramfs.config.modules.len()
+    ));
+
+    // 3. The USR tree and its filesystem.
+    let rel_info = Release {
+        version: opts.version.clone(),
+        channel: channel.clone(),
+        board: board.name.clone(),
+        arch: board.arch.as_str().into(),
+    };
+    let step = reporter.step("USR tree");
+    let stage = work.join("stage");
+    let usr = usr_tree::assemble(
+        &stage,
+        &usr_tree::Inputs {
+            tree: &cached.dir,
+            rootfs: &rootfs,
+            kernel: &kernel,
+            initramfs: &ramfs.bytes,
+            release: &rel_info,
+            extra_bins: &opts.extra_bins,
+        },
+    )?;
+    step.done("");
+    let step = reporter.step("mkfs.erofs");
+    let body = work.join("usr.body");
+    let fs_seed = format!("{}:{}:{}:{epoch}", board.name, opts.version, channel);
+    mkfs::erofs(
+        &usr,
+        &body,
+        epoch,
+        mkfs::derived_uuid("usr-fs", &fs_seed),
+        board.usr.compression,
+    )?;
+    std::fs::remove_dir_all(&stage).map_err(io_at(&stage))?;
+    let fs_size = std::fs::metadata(&body).map_err(io_at(&body))?.len();
+    step.done(&format!("{} MiB", fs_size >> 20));
+
+    // 4. Verity and the signed metadata.
+    let slot = usr_slot::seal(
+        &body,
+        usr_slot::Describe {
+            version: opts.version.clone(),
+            channel: channel.clone(),
+            arch: board.arch.as_str().into(),
+            board: board.name.clone(),
+            build_time: epoch,
+            kernel: KernelInfo {
+                release: release.clone(),
+                build: kernel.version.build.clone(),
+                image: usr_tree::kernel_image_path(&release),
+                initramfs: usr_tree::initramfs_path(&release),
+            },
+        },
+        key,
+        reporter,
+    )?;
+
+    // 5. The ESP with the unified kernel image.
+    let step = reporter.step("UKI and ESP");
+    let uki_path = work.join("BOOTX64.EFI");
+    let cmdline = board.cmdline_string();
+    uki::build(
+        &uki::Parts {
+            stub: Path::new(uki::STUB),
+            osrel: usr_tree::os_release(&rel_info).as_bytes(),
+            cmdline: &cmdline,
+            linux: &kernel.image,
+            initrd: &initrd_path,
+        },
+        work,
+        &uki_path,
+        epoch,
+    )?;
+    let uki_size = std::fs::metadata(&uki_path)
+        .map_err(io_at(&uki_path))?
+        .len();
+    let esp_size = board.partitions.esp_mib << 20;
+    if uki_size + (4 << 20) > esp_size {
+        return Err(Error::input(format!(
+            "{}: partitions.esp_mib: the unified kernel image is {} MiB, too big for a {} MiB ESP",
+            board.path.display(),
+            uki_size.div_ceil(1 << 20),
+            board.partitions.esp_mib
+        )));
+    }
+    let esp = work.join("esp.img");
+    mkfs::vfat(
+        &esp,
+        esp_size,
+        "EFI-SYSTEM",
+        epoch,
+        &[(&uki_path, "EFI/BOOT/BOOTX64.EFI")],
+    )?;
+    step.done(&format!("UKI {} MiB", uki_size >> 20));
+
+    // 6. OEM and ROOT.
+    let step = reporter.step("OEM and ROOT (ext4)");
+    let oem = work.join("oem.img");
+    let root = work.join("root.img");
+    for (img, label, mib) in [
+        (&oem, "OEM", board.partitions.oem_mib),
+        (&root, "ROOT", board.partitions.root_mib),
+    ] {
+        mkfs::ext4(
+            img,
+            mib << 20,
+            label,
+            mkfs::derived_uuid(&format!("{label}-fs"), &board.name),
+            mkfs::derived_uuid(&format!("{label}-hash-seed"), &board.name),
+            epoch,
+        )?;
+    }
+    step.done("");
+
+    // 7. The disk and the payload.
+    let plan = disk::plan(&board.partitions);
+    let disk_path = work.join("disk.raw");
+    disk::write(
+        &disk_path,
+        &plan,
+        &disk::Contents {
+            esp: &esp,
+            usr_a_body: &slot.body,
+            usr_a_metadata: &slot.block,
+            oem: &oem,
+            root: &root,
+        },
+        reporter,
+    )?;
+    let payload_path = work.join("usr.img");
+    usr_slot::write_payload(&slot, &payload_path)?;
+
+    // 8. The manifest, then everything into place.
+    let mut outputs = Vec::new();
+    for name in ["disk.raw", "usr.img"] {
+        let p = work.join(name);
+        let size = std::fs::metadata(&p).map_err(io_at(&p))?.len();
+        let bar = reporter.bytes(&format!("sha256 {name}"), size);
+        let sha256 = digest::file_sha256(&p, |n| bar.set(n))?;
+        bar.done("");
+        outputs.push(manifest::Output {
+            name: name.into(),
+            sha256,
+            size,
+        });
+    }
+    let file_input = |p: &Path| -> Result<manifest::FileInput> {
+        Ok(manifest::FileInput {
+            path: p.to_path_buf(),
+            sha256: digest::file_sha256(p, |_| {})?,
+        })
+    };
+    let files_tree = match &rootfs.files {
+        Some(f) => Some(manifest::FileInput {
+            path: f.clone(),
+            sha256: digest::tree_sha256(f)?,
+        }),
+        None => None,
+    };
+    let mut extra_bins = Vec::new();
+    for (name, path) in &opts.extra_bins {
+        extra_bins.push(manifest::ExtraBin {
+            name: name.clone(),
+            path: path.clone(),
+            sha256: digest::file_sha256(path, |_| {})?,
+        });
+    }
+    let manifest = Manifest {
+        keel_builder: env!("CARGO_PKG_VERSION").into(),
+        image: manifest::Image {
+            version: opts.version.clone(),
+            channel,
+            board: board.name.clone(),
+            arch: board.arch.as_str().into(),
+            source_date_epoch: epoch,
+            disk_bytes: plan.disk_bytes,
+        },
+        inputs: manifest::Inputs {
+            board: file_input(&board.path)?,
+            rootfs: file_input(&rootfs.path)?,
+            files_tree,
+            rootfs_cache_key: cached.key.clone(),
+            packages_sha256: digest::sha256_hex(package_lines.as_bytes()),
+            package_count: packages.len(),
+            kernel_source: board.kernel.clone(),
+            kernel_package: kernel_pkg.as_ref().map(|p| p.0.clone()),
+            kernel_package_version: kernel_pkg.as_ref().map(|p| p.1.clone()),
+            keel_init: file_input(&init)?,
+            key_id: key.key_id(),
+            extra_bins,
+        },
+        kernel: manifest::Kernel {
+            release: release.clone(),
+            build: kernel.version.build.clone(),
+            cmdline,
+        },
+        initramfs: manifest::Initramfs {
+            size: ramfs.bytes.len() as u64,
+            uncompressed_size: ramfs.uncompressed_size as u64,
+            modules: ramfs.config.modules.clone(),
+            builtin_modules: ramfs.builtin.clone(),
+        },
+        usr: slot.metadata.clone(),
+        outputs,
+    };
+    let mut json = serde_json::to_vec_pretty(&manifest).expect("serializable");
+    json.push(b'\n');
+    let mpath = work.join("manifest.json");
+    std::fs::write(&mpath, json).map_err(io_at(&mpath))?;
+
+    for name in OUTPUTS {
+        let dest = opts.out.join(name);
+        std::fs::rename(work.join(name), &dest).map_err(io_at(&dest))?;
+    }
+    drop(tmp);
+    Ok(BuildReport {
+        manifest,
+        out: opts.out.clone(),
+        rootfs_cache_hit: cached.hit,
+        dev_key_created: signing.created.then(|| signing.path.clone()),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}

@@ -1,0 +1,178 @@
+//! The Keel initramfs: keel-init as /init, its config, the trusted keys, the boot modules and
+//! two device nodes, as a reproducible gzip'd cpio (layout: `keel_format::initramfs`).
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::VerifyingKey;
+use keel_format::initramfs::{InitConfig, CONFIG_PATH, KEYS_DIR};
+use keel_format::keys;
+
+use crate::cpio::{self, Archive, Entry};
+use crate::error::{io_at, Error, Result};
+use crate::modules::{self, ModuleIndex};
+
+/// Where keel-init comes from, in order: `--init`, `$KEEL_INIT`, next to the running `keel`,
+/// and where `ci/build.sh` puts it relative to `target/release/keel`.
+pub fn find_init(explicit: Option<&Path>) -> Result<PathBuf> {
+    let mut tried = Vec::new();
+    if let Some(p) = explicit {
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        return Err(Error::input(format!(
+            "--init {}: no such file",
+            p.display()
+        )));
+    }
+    if let Some(p) = std::env::var_os("KEEL_INIT").map(PathBuf::from) {
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(Error::input(format!(
+            "KEEL_INIT={}: no such file",
+            p.display()
+        )));
+    }
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        for p in [
+            dir.join("keel-init"),
+            dir.join("../x86_64-unknown-linux-gnu/init/keel-init"),
+        ] {
+            if p.is_file() {
+                return Ok(p);
+            }
+            tried.push(p.display().to_string());
+        }
+    }
+    Err(Error::Environment(format!(
+        "no keel-init binary: pass --init PATH or set KEEL_INIT, or build it with ci/build.sh (looked at {})",
+        tried.join(", ")
+    )))
+}
+
+/// keel-init runs before any library exists: it must be a static ELF executable.
+pub fn check_init(path: &Path, bytes: &[u8]) -> Result<()> {
+    let elf = goblin::elf::Elf::parse(bytes).map_err(|e| {
+        Error::input(format!(
+            "{}: keel-init is not an ELF executable: {e}",
+            path.display()
+        ))
+    })?;
+    if let Some(interp) = elf.interpreter {
+        return Err(Error::input(format!(
+            "{}: keel-init is dynamically linked (interpreter {interp}); it must be static",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+pub struct Inputs<'a> {
+    pub init: &'a Path,
+    pub keys: &'a [VerifyingKey],
+    pub modules_dir: &'a Path,
+    pub kernel_release: &'a str,
+    pub module_names: &'a [String],
+    pub disk_guid: String,
+    pub hand_off: String,
+    pub keel_version: String,
+    pub mtime: u64,
+}
+
+pub struct Initramfs {
+    /// gzip'd cpio
+    pub bytes: Vec<u8>,
+    pub uncompressed_size: usize,
+    pub config: InitConfig,
+    /// Requested modules that are built into the kernel.
+    pub builtin: Vec<String>,
+}
+
+fn read_or_empty(p: &Path) -> Result<String> {
+    match std::fs::read_to_string(p) {
+        Ok(s) => Ok(s),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(io_at(p)(e)),
+    }
+}
+
+pub fn build(inp: &Inputs) -> Result<Initramfs> {
+    let init = std::fs::read(inp.init).map_err(io_at(inp.init))?;
+    check_init(inp.init, &init)?;
+
+    let dep = inp.modules_dir.join("modules.dep");
+    let index = ModuleIndex::parse(
+        &std::fs::read_to_string(&dep).map_err(io_at(&dep))?,
+        &read_or_empty(&inp.modules_dir.join("modules.builtin"))?,
+        &read_or_empty(&inp.modules_dir.join("modules.softdep"))?,
+    );
+    let resolved = index.resolve(inp.module_names).map_err(|e| {
+        Error::input(format!(
+            "board boot_modules: {e} (kernel {})",
+            inp.kernel_release
+        ))
+    })?;
+
+    let mut a = Archive::new();
+    a.file("init", 0o755, init);
+    let mut loaded = Vec::new();
+    for path in &resolved.load_order {
+        let src = inp.modules_dir.join(path);
+        let bytes = std::fs::read(&src).map_err(io_at(&src))?;
+        let plain = modules::decompress(path, &bytes).map_err(|e| Error::Format(e.to_string()))?;
+        let dest = modules::uncompressed_path(path);
+        a.file(
+            &format!("lib/modules/{}/{dest}", inp.kernel_release),
+            0o644,
+            plain,
+        );
+        loaded.push(dest);
+    }
+    for key in inp.keys {
+        a.file(
+            &format!("{KEYS_DIR}/{}.pem", keys::key_id(key)),
+            0o644,
+            keys::public_key_to_pem(key).into_bytes(),
+        );
+    }
+    let config = InitConfig {
+        kernel_release: inp.kernel_release.to_string(),
+        modules: loaded,
+        disk_guid: inp.disk_guid.clone(),
+        hand_off: inp.hand_off.clone(),
+        keel_version: inp.keel_version.clone(),
+    };
+    let mut json = serde_json::to_vec_pretty(&config).expect("serializable");
+    json.push(b'\n');
+    a.file(CONFIG_PATH, 0o644, json);
+    a.add(
+        "dev/console",
+        Entry::CharDev {
+            mode: 0o600,
+            major: 5,
+            minor: 1,
+        },
+    );
+    a.add(
+        "dev/null",
+        Entry::CharDev {
+            mode: 0o666,
+            major: 1,
+            minor: 3,
+        },
+    );
+    for d in ["proc", "sys", "run"] {
+        a.add(d, Entry::Dir { mode: 0o755 });
+    }
+
+    let raw = a.to_bytes(inp.mtime);
+    Ok(Initramfs {
+        bytes: cpio::gzip(&raw),
+        uncompressed_size: raw.len(),
+        config,
+        builtin: resolved.builtin,
+    })
+}

@@ -1,0 +1,255 @@
+//! Kernel modules for the initramfs: resolving the board's module names, with their
+//! dependencies (`modules.dep`) and `pre:` soft dependencies (`modules.softdep`), into a load
+//! order, and decompressing `.ko.xz` / `.ko.zst` / `.ko.gz` files.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ModulesError {
+    #[error("module {0:?} is neither in modules.dep nor built into the kernel (modules.builtin)")]
+    Unknown(String),
+    #[error("cannot decompress {path}: {why}")]
+    Decompress { path: String, why: String },
+}
+
+/// Module names compare with `-` and `_` equal, as modprobe does.
+pub fn normalize(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// `kernel/fs/erofs/erofs.ko.xz` → `erofs`.
+pub fn name_of(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    let stem = base.split(".ko").next().unwrap_or(base);
+    normalize(stem)
+}
+
+/// The path a module gets in the initramfs: its `modules.dep` path, uncompressed.
+pub fn uncompressed_path(path: &str) -> String {
+    for ext in [".xz", ".zst", ".gz"] {
+        if let Some(p) = path.strip_suffix(ext) {
+            return p.to_string();
+        }
+    }
+    path.to_string()
+}
+
+#[derive(Debug, Default)]
+pub struct ModuleIndex {
+    /// name → path, as listed in modules.dep
+    paths: HashMap<String, String>,
+    /// path → dependency paths
+    deps: HashMap<String, Vec<String>>,
+    builtin: HashSet<String>,
+    /// name → names to load first
+    softdep_pre: HashMap<String, Vec<String>>,
+}
+
+/// What the initramfs needs: modules in load order, and requested names that are built in.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Resolved {
+    pub load_order: Vec<String>,
+    pub builtin: Vec<String>,
+}
+
+impl ModuleIndex {
+    pub fn parse(modules_dep: &str, modules_builtin: &str, modules_softdep: &str) -> ModuleIndex {
+        let mut idx = ModuleIndex::default();
+        for line in modules_dep.lines() {
+            let Some((path, deps)) = line.split_once(':') else {
+                continue;
+            };
+            let path = path.trim().to_string();
+            idx.paths.insert(name_of(&path), path.clone());
+            idx.deps
+                .insert(path, deps.split_whitespace().map(str::to_string).collect());
+        }
+        for line in modules_builtin.lines() {
+            let line = line.trim();
+            if !line.is_empty() {
+                idx.builtin.insert(name_of(line));
+            }
+        }
+        for line in modules_softdep.lines() {
+            let mut words = line.split_whitespace();
+            if words.next() != Some("softdep") {
+                continue;
+            }
+            let Some(module) = words.next() else { continue };
+            let mut pre = Vec::new();
+            let mut in_pre = false;
+            for w in words {
+                match w {
+                    "pre:" => in_pre = true,
+                    "post:" => in_pre = false,
+                    w if in_pre => pre.push(normalize(w)),
+                    _ => {}
+                }
+            }
+            idx.softdep_pre
+                .entry(normalize(module))
+                .or_default()
+                .extend(pre);
+        }
+        idx
+    }
+
+    /// Resolve `names` to module paths, dependencies before the modules that need them.
+    /// Soft dependencies that are neither modules nor built in (aliases like `crypto-crc32c`)
+    /// are skipped: modprobe would resolve them through modules.alias, which is optional here.
+    pub fn resolve(&self, names: &[String]) -> Result<Resolved, ModulesError> {
+        let mut order = Vec::new();
+        let mut seen = HashSet::new();
+        let mut builtin = Vec::new();
+        for n in names {
+            let key = normalize(n);
+            if let Some(path) = self.paths.get(&key) {
+                self.visit(path, &mut seen, &mut order);
+            } else if self.builtin.contains(&key) {
+                builtin.push(n.clone());
+            } else {
+                return Err(ModulesError::Unknown(n.clone()));
+            }
+        }
+        Ok(Resolved {
+            load_order: order,
+            builtin,
+        })
+    }
+
+    fn visit(&self, path: &str, seen: &mut HashSet<String>, order: &mut Vec<String>) {
+        if !seen.insert(path.to_string()) {
+            return;
+        }
+        if let Some(pre) = self.softdep_pre.get(&name_of(path)) {
+            for p in pre {
+                if let Some(pp) = self.paths.get(p) {
+                    self.visit(pp, seen, order);
+                }
+            }
+        }
+        for d in self.deps.get(path).into_iter().flatten() {
+            self.visit(d, seen, order);
+        }
+        order.push(path.to_string());
+    }
+}
+
+/// The uncompressed contents of a module file.
+pub fn decompress(path: &str, bytes: &[u8]) -> Result<Vec<u8>, ModulesError> {
+    let fail = |why: String| ModulesError::Decompress {
+        path: path.to_string(),
+        why,
+    };
+    let mut out = Vec::new();
+    if path.ends_with(".xz") {
+        lzma_rs::xz_decompress(&mut &bytes[..], &mut out).map_err(|e| fail(e.to_string()))?;
+    } else if path.ends_with(".zst") {
+        let mut d =
+            ruzstd::decoding::StreamingDecoder::new(bytes).map_err(|e| fail(e.to_string()))?;
+        d.read_to_end(&mut out).map_err(|e| fail(e.to_string()))?;
+    } else if path.ends_with(".gz") {
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .map_err(|e| fail(e.to_string()))?;
+    } else {
+        out = bytes.to_vec();
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEP: &str = "\
+kernel/drivers/virtio/virtio.ko:
+kernel/drivers/virtio/virtio_ring.ko:
+kernel/drivers/virtio/virtio_pci.ko: kernel/drivers/virtio/virtio_pci_modern_dev.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/virtio/virtio_pci_modern_dev.ko:
+kernel/drivers/block/virtio_blk.ko: kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
+kernel/drivers/md/dm-mod.ko:
+kernel/drivers/md/dm-bufio.ko:
+kernel/drivers/md/dm-verity.ko.xz: kernel/drivers/md/dm-bufio.ko kernel/drivers/md/dm-mod.ko
+kernel/lib/libcrc32c.ko:
+kernel/crypto/crc32c-intel.ko:
+kernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko
+";
+    const BUILTIN: &str = "kernel/fs/ext4/ext4.ko\nkernel/crypto/crc32c_generic.ko\n";
+    const SOFTDEP: &str = "# comment\nsoftdep libcrc32c pre: crc32c-intel crypto-crc32c\n";
+
+    fn idx() -> ModuleIndex {
+        ModuleIndex::parse(DEP, BUILTIN, SOFTDEP)
+    }
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn dependencies_come_first_without_duplicates() {
+        let r = idx()
+            .resolve(&names(&["virtio_pci", "virtio-blk", "dm_verity"]))
+            .unwrap();
+        let pos = |p: &str| r.load_order.iter().position(|x| x.ends_with(p)).unwrap();
+        assert!(pos("/virtio.ko") < pos("/virtio_pci.ko"));
+        assert!(pos("/virtio_ring.ko") < pos("/virtio_blk.ko"));
+        assert!(pos("/dm-mod.ko") < pos("/dm-verity.ko.xz"));
+        assert_eq!(r.load_order.len(), 8);
+        let unique: HashSet<_> = r.load_order.iter().collect();
+        assert_eq!(unique.len(), r.load_order.len());
+    }
+
+    #[test]
+    fn soft_and_builtin_dependencies() {
+        let r = idx().resolve(&names(&["erofs", "ext4"])).unwrap();
+        assert_eq!(
+            r.load_order,
+            vec![
+                "kernel/crypto/crc32c-intel.ko",
+                "kernel/lib/libcrc32c.ko",
+                "kernel/fs/erofs/erofs.ko"
+            ]
+        );
+        assert_eq!(r.builtin, vec!["ext4"]);
+    }
+
+    #[test]
+    fn unknown_module_is_an_error() {
+        assert_eq!(
+            idx().resolve(&names(&["floppy"])),
+            Err(ModulesError::Unknown("floppy".into()))
+        );
+    }
+
+    #[test]
+    fn paths_and_names() {
+        assert_eq!(name_of("kernel/drivers/md/dm-verity.ko.zst"), "dm_verity");
+        assert_eq!(
+            uncompressed_path("kernel/drivers/md/dm-verity.ko.zst"),
+            "kernel/drivers/md/dm-verity.ko"
+        );
+    }
+
+    /// Real compressors (xz, zstd, gzip) produce files we read back.
+    #[test]
+    fn decompresses_what_the_real_tools_write() {
+        let d = tempfile::tempdir().unwrap();
+        let plain: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 97).to_le_bytes())
+            .collect();
+        let f = d.path().join("m.ko");
+        for (tool, ext) in [("xz", "xz"), ("zstd", "zst"), ("gzip", "gz")] {
+            std::fs::write(&f, &plain).unwrap();
+            let st = std::process::Command::new(tool)
+                .args(["-q", "-f", "-k"])
+                .arg(&f)
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let packed = std::fs::read(d.path().join(format!("m.ko.{ext}"))).unwrap();
+            assert_eq!(decompress(&format!("m.ko.{ext}"), &packed).unwrap(), plain);
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Shaping the USR tree: a copy of the cached Debian tree's /usr, with the kernel and the Keel
+//! initramfs under /usr/lib/modules/<release>/, factory /etc and /var under /usr/share/keel/,
+//! an empty machine-id (so systemd treats the first boot as one), os-release, the release file,
+//! the files overlay, enabled units and any extra binaries.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use keel_format::initramfs::usr as usr_paths;
+
+use crate::definition::Rootfs;
+use crate::error::{io_at, Error, Result};
+use crate::kernel::Kernel;
+use crate::tool::Tool;
+use crate::units;
+
+/// What the release file and os-release say.
+pub struct Release {
+    pub version: String,
+    pub channel: String,
+    pub board: String,
+    pub arch: String,
+}
+
+pub struct Inputs<'a> {
+    /// The cached Debian tree.
+    pub tree: &'a Path,
+    pub rootfs: &'a Rootfs,
+    pub kernel: &'a Kernel,
+    pub initramfs: &'a [u8],
+    pub release: &'a Release,
+    pub extra_bins: &'a [(String, PathBuf)],
+}
+
+/// Where the kernel and the initramfs land, relative to /usr.
+pub fn kernel_image_path(release: &str) -> String {
+    format!("lib/modules/{release}/vmlinuz")
+}
+pub fn initramfs_path(release: &str) -> String {
+    format!("lib/modules/{release}/keel-initramfs.img")
+}
+
+/// Build the tree under `staging` and return its /usr.
+pub fn assemble(staging: &Path, inp: &Inputs) -> Result<PathBuf> {
+    let root = staging.join("root");
+    std::fs::create_dir_all(&root).map_err(io_at(&root))?;
+    for top in ["usr", "etc", "var"] {
+        let src = inp.tree.join(top);
+        if src.is_dir() {
+            Tool::new("cp")?
+                .args(["-a", "--reflink=auto"])
+                .arg(&src)
+                .arg(root.join(top))
+                .run()?;
+        }
+    }
+    if let Some(files) = &inp.rootfs.files {
+        overlay(files, &root)?;
+    }
+    for unit in &inp.rootfs.enable_units {
+        units::enable(&root, unit)?;
+    }
+    first_boot_state(&root)?;
+    drop_build_leftovers(&root)?;
+
+    let usr = root.join("usr");
+    let rel = &inp.kernel.version.release;
+    let moddir = usr.join("lib/modules").join(rel);
+    if !moddir.is_dir() {
+        // A kernel given as image + modules directory is not in the Debian tree.
+        Tool::new("cp")?
+            .args(["-a", "--reflink=auto"])
+            .arg(&inp.kernel.modules_dir)
+            .arg(&moddir)
+            .run()?;
+    }
+    copy_file(&inp.kernel.image, &usr.join(kernel_image_path(rel)), 0o644)?;
+    write(&usr.join(initramfs_path(rel)), inp.initramfs, 0o644)?;
+    write(
+        &usr.join("lib/os-release"),
+        os_release(inp.release).as_bytes(),
+        0o644,
+    )?;
+    let etc_os_release = root.join("etc/os-release");
+    if etc_os_release.symlink_metadata().is_ok() {
+        std::fs::remove_file(&etc_os_release).map_err(io_at(&etc_os_release))?;
+    }
+    std::os::unix::fs::symlink("../usr/lib/os-release", &etc_os_release)
+        .map_err(io_at(&etc_os_release))?;
+    write(
+        &usr.join(usr_paths::RELEASE),
+        release_file(inp.release).as_bytes(),
+        0o644,
+    )?;
+    for (name, src) in inp.extra_bins {
+        copy_file(src, &usr.join("bin").join(name), 0o755)?;
+    }
+
+    for (top, dest) in [
+        ("etc", usr_paths::FACTORY_ETC),
+        ("var", usr_paths::FACTORY_VAR),
+    ] {
+        let from = root.join(top);
+        let to = usr.join(dest);
+        if to.exists() {
+            std::fs::remove_dir_all(&to).map_err(io_at(&to))?;
+        }
+        if from.is_dir() {
+            std::fs::rename(&from, &to).map_err(io_at(&to))?;
+        } else {
+            std::fs::create_dir_all(&to).map_err(io_at(&to))?;
+        }
+    }
+    Ok(usr)
+}
+
+pub fn os_release(r: &Release) -> String {
+    format!(
+        "NAME=Keel\nID=keel\nID_LIKE=debian\nVERSION={v}\nVERSION_ID={v}\nPRETTY_NAME=\"Keel {v} ({c})\"\nVARIANT_ID={b}\n",
+        v = r.version,
+        c = r.channel,
+        b = r.board
+    )
+}
+
+pub fn release_file(r: &Release) -> String {
+    format!(
+        "KEEL_VERSION={}\nKEEL_CHANNEL={}\nKEEL_BOARD={}\nKEEL_ARCH={}\n",
+        r.version, r.channel, r.board, r.arch
+    )
+}
+
+/// Lay `files` over `root`: directories 0755, files 0644 or 0755 (executable in the source),
+/// owned by whoever builds (root), so the result does not depend on a checkout's umask.
+pub fn overlay(files: &Path, root: &Path) -> Result<()> {
+    for e in std::fs::read_dir(files).map_err(io_at(files))? {
+        let e = e.map_err(io_at(files))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !["usr", "etc", "var"].contains(&name.as_str()) {
+            return Err(Error::input(format!(
+                "{}: only usr/, etc/ and var/ may be overlaid (the rest of the root is created at boot)",
+                e.path().display()
+            )));
+        }
+    }
+    copy_tree(files, root)
+}
+
+fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(src)
+        .map_err(io_at(src))?
+        .collect::<std::io::Result<_>>()
+        .map_err(io_at(src))?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let from = e.path();
+        let to = dst.join(e.file_name());
+        let meta = std::fs::symlink_metadata(&from).map_err(io_at(&from))?;
+        if meta.file_type().is_symlink() {
+            if to.symlink_metadata().is_ok() {
+                remove_any(&to)?;
+            }
+            let target = std::fs::read_link(&from).map_err(io_at(&from))?;
+            std::os::unix::fs::symlink(target, &to).map_err(io_at(&to))?;
+        } else if meta.is_dir() {
+            if to.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
+                remove_any(&to)?;
+            }
+            std::fs::create_dir_all(&to).map_err(io_at(&to))?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755))
+                .map_err(io_at(&to))?;
+            copy_tree(&from, &to)?;
+        } else {
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            copy_file(&from, &to, mode)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(p: &Path) -> Result<()> {
+    let m = std::fs::symlink_metadata(p).map_err(io_at(p))?;
+    if m.is_dir() {
+        std::fs::remove_dir_all(p).map_err(io_at(p))
+    } else {
+        std::fs::remove_file(p).map_err(io_at(p))
+    }
+}
+
+fn copy_file(from: &Path, to: &Path, mode: u32) -> Result<()> {
+    let data = std::fs::read(from).map_err(io_at(from))?;
+    write(to, &data, mode)
+}
+
+fn write(to: &Path, data: &[u8], mode: u32) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+    }
+    if to.symlink_metadata().is_ok() {
+        remove_any(to)?;
+    }
+    std::fs::write(to, data).map_err(io_at(to))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).map_err(io_at(to))
+}
+
+/// An empty /etc/machine-id makes systemd generate one and run first-boot setup
+/// (`ConditionFirstBoot=`), as Flatcar's initrd arranges by removing its placeholder.
+fn first_boot_state(root: &Path) -> Result<()> {
+    write(&root.join("etc/machine-id"), b"", 0o444)?;
+    let dbus = root.join("var/lib/dbus/machine-id");
+    if dbus.symlink_metadata().is_ok_and(|m| m.is_file()) {
+        std::fs::remove_file(&dbus).map_err(io_at(&dbus))?;
+    }
+    Ok(())
+}
+
+/// Logs and caches of the bootstrap that say nothing about the image and would only make it
+/// differ between two cache entries of the same inputs.
+fn drop_build_leftovers(root: &Path) -> Result<()> {
+    for rel in [
+        "var/log/dpkg.log",
+        "var/log/alternatives.log",
+        "var/log/bootstrap.log",
+        "var/log/apt",
+        "var/cache/apt",
+        "var/cache/ldconfig/aux-cache",
+        "var/cache/debconf/config.dat-old",
+        "var/cache/debconf/templates.dat-old",
+        "var/lib/dpkg/status-old",
+        "var/lib/dpkg/diversions-old",
+        "etc/initramfs-tools",
+    ] {
+        let p = root.join(rel);
+        if p.symlink_metadata().is_ok() {
+            remove_any(&p)?;
+        }
+    }
+    let lists = root.join("var/lib/apt/lists");
+    if lists.is_dir() {
+        for e in std::fs::read_dir(&lists).map_err(io_at(&lists))?.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_file()) && e.file_name() != "lock" {
+                std::fs::remove_file(e.path()).map_err(io_at(&e.path()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_refuses_paths_outside_usr_etc_var() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("boot")).unwrap();
+        let e = overlay(src.path(), dst.path()).unwrap_err().to_string();
+        assert!(e.contains("boot"), "{e}");
+    }
+
+    #[test]
+    fn overlay_normalizes_modes() {
+        let src = tempfile::tempdir().unwrap();
+        let dst = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(src.path().join("usr/bin")).unwrap();
+        let f = src.path().join("usr/bin/tool");
+        std::fs::write(&f, "x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o775)).unwrap();
+        std::fs::write(src.path().join("usr/data"), "y").unwrap();
+        std::fs::set_permissions(
+            src.path().join("usr/data"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        overlay(src.path(), dst.path()).unwrap();
+        let mode = |p: &str| {
+            std::fs::metadata(dst.path().join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(mode("usr/bin/tool"), 0o755);
+        assert_eq!(mode("usr/data"), 0o644);
+    }
+
+    #[test]
+    fn release_texts() {
+        let r = Release {
+            version: "1.2.3".into(),
+            channel: "beta".into(),
+            board: "qemu-x86_64".into(),
+            arch: "x86_64".into(),
+        };
+        assert!(os_release(&r).starts_with("NAME=Keel\n"));
+        assert!(release_file(&r).contains("KEEL_CHANNEL=beta\n"));
+    }
+}

@@ -1,0 +1,217 @@
+//! `keel verify`: for each USR slot that holds something (or the payload): the signature, the
+//! geometry, a full recomputation of the dm-verity tree, and the body's SHA-256. Every failure
+//! names the slot and the check.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use keel_format::metadata::{self, METADATA_SIZE};
+use keel_format::{slot, verity};
+use ring::digest::{Context, SHA256};
+use serde::Serialize;
+
+use crate::error::{io_at, Error, Result};
+use crate::inspect::{self, Trust};
+use crate::progress::Reporter;
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub ok: bool,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SlotReport {
+    pub slot: String,
+    pub version: Option<String>,
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub path: String,
+    pub ok: bool,
+    pub slots: Vec<SlotReport>,
+    pub empty_slots: Vec<String>,
+}
+
+impl Report {
+    /// The failures, one line each: `USR-A: verity: data block 12 ... does not match`.
+    pub fn failures(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for s in &self.slots {
+            for c in s.checks.iter().filter(|c| !c.ok) {
+                v.push(format!("{}: {}: {}", s.slot, c.name, c.detail));
+            }
+        }
+        if self.slots.is_empty() {
+            v.push("no USR slot holds an image".into());
+        }
+        v
+    }
+}
+
+pub fn verify(path: &Path, trust: &Trust, reporter: &Reporter) -> Result<Report> {
+    let mut img = inspect::open(path)?;
+    let mut slots = Vec::new();
+    let mut empty = Vec::new();
+    for place in img.slots.clone() {
+        let block = img.read_at(place.metadata_offset, METADATA_SIZE)?;
+        if block.iter().all(|&b| b == 0) {
+            empty.push(place.name.clone());
+            continue;
+        }
+        let mut checks = Vec::new();
+        let mut version = None;
+        let fail = |name, detail: String| Check {
+            name,
+            ok: false,
+            detail,
+        };
+        let unverified = match metadata::decode(&block) {
+            Ok(u) => u,
+            Err(e) => {
+                checks.push(fail("metadata", e.to_string()));
+                slots.push(SlotReport {
+                    slot: place.name.clone(),
+                    version,
+                    ok: false,
+                    checks,
+                });
+                continue;
+            }
+        };
+        version = Some(unverified.claimed().version.clone());
+        let meta = match unverified.verify(&trust.keys) {
+            Ok(m) => {
+                checks.push(Check {
+                    name: "signature",
+                    ok: true,
+                    detail: format!("signed by key {} ({})", m.key_id, trust.source),
+                });
+                m
+            }
+            Err(e) => {
+                checks.push(fail("signature", format!("{e} ({})", trust.source)));
+                slots.push(SlotReport {
+                    slot: place.name.clone(),
+                    version,
+                    ok: false,
+                    checks,
+                });
+                continue;
+            }
+        };
+        let available = match place.partition_size {
+            Some(s) => Some(s),
+            None => Some(img.len - place.body_offset + METADATA_SIZE as u64),
+        };
+        if let Err(e) = slot::check_geometry(&meta, available) {
+            checks.push(fail("geometry", e.to_string()));
+            slots.push(SlotReport {
+                slot: place.name.clone(),
+                version,
+                ok: false,
+                checks,
+            });
+            continue;
+        }
+        checks.push(Check {
+            name: "geometry",
+            ok: true,
+            detail: format!(
+                "{} data bytes, hash area at {}",
+                meta.verity.data_size, meta.verity.hash_offset
+            ),
+        });
+
+        let v = &meta.verity;
+        let salt = hex::decode(&v.salt)
+            .map_err(|e| Error::Verification(format!("{}: salt: {e}", place.name)))?;
+        let root: [u8; 32] = hex::decode(&v.root_hash)
+            .ok()
+            .and_then(|r| r.try_into().ok())
+            .ok_or_else(|| {
+                Error::Verification(format!("{}: root hash is not 32 bytes of hex", place.name))
+            })?;
+        let uuid = uuid::Uuid::parse_str(&v.uuid)
+            .map_err(|e| Error::Verification(format!("{}: verity uuid: {e}", place.name)))?;
+        let bar = reporter.bytes(&format!("{} hash tree", place.name), v.data_size);
+        let res = verity::verify(
+            &mut img.file,
+            place.body_offset,
+            v.data_size,
+            v.hash_offset,
+            &salt,
+            uuid,
+            &root,
+            |n| bar.set(n),
+        );
+        bar.done("");
+        match res {
+            Ok(()) => checks.push(Check {
+                name: "verity",
+                ok: true,
+                detail: format!("hash tree recomputed, root {}", v.root_hash),
+            }),
+            Err(e) => checks.push(fail("verity", e.to_string())),
+        }
+
+        let body = meta.body_size();
+        let bar = reporter.bytes(&format!("{} body sha256", place.name), body);
+        let sha = sha256_range(&mut img.file, path, place.body_offset, body, |n| bar.set(n))?;
+        bar.done("");
+        if sha == meta.body_sha256 {
+            checks.push(Check {
+                name: "body sha256",
+                ok: true,
+                detail: sha,
+            });
+        } else {
+            checks.push(fail(
+                "body sha256",
+                format!(
+                    "body hashes to {sha}, the signed metadata says {}",
+                    meta.body_sha256
+                ),
+            ));
+        }
+        let ok = checks.iter().all(|c| c.ok);
+        slots.push(SlotReport {
+            slot: place.name.clone(),
+            version,
+            ok,
+            checks,
+        });
+    }
+    let ok = !slots.is_empty() && slots.iter().all(|s| s.ok);
+    Ok(Report {
+        path: path.display().to_string(),
+        ok,
+        slots,
+        empty_slots: empty,
+    })
+}
+
+fn sha256_range<R: Read + Seek>(
+    f: &mut R,
+    path: &Path,
+    offset: u64,
+    len: u64,
+    mut progress: impl FnMut(u64),
+) -> Result<String> {
+    f.seek(SeekFrom::Start(offset)).map_err(io_at(path))?;
+    let mut ctx = Context::new(&SHA256);
+    let mut buf = vec![0u8; 4 << 20];
+    let mut left = len;
+    while left > 0 {
+        let n = (buf.len() as u64).min(left) as usize;
+        f.read_exact(&mut buf[..n]).map_err(io_at(path))?;
+        ctx.update(&buf[..n]);
+        left -= n as u64;
+        progress(len - left);
+    }
+    Ok(hex::encode(ctx.finish().as_ref()))
+}
