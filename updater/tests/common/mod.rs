@@ -17,7 +17,6 @@ use uuid::Uuid;
 
 pub const MIB: u64 = 1024 * 1024;
 pub const USR_SIZE: u64 = 10 * MIB;
-pub const DISK_SIZE: u64 = 32 * MIB;
 
 pub fn key() -> Key {
     Key::from_seed([42; 32])
@@ -45,9 +44,27 @@ impl Usr {
 /// Build a USR filesystem for `version` with mkfs.erofs: a release file and `filler` bytes of
 /// incompressible data, so the body spans several copy chunks.
 pub fn build_usr(version: &str, board: &str, signer: &Key, filler: usize) -> Usr {
+    build_usr_with(version, board, signer, filler, &[])
+}
+
+/// As [`build_usr`], with `extra` files (path below /usr, contents) and the signer's public key
+/// at share/keel/keys/keel.pem, where a running system's keel-update looks for it.
+pub fn build_usr_with(
+    version: &str,
+    board: &str,
+    signer: &Key,
+    filler: usize,
+    extra: &[(&str, &[u8])],
+) -> Usr {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("usr");
-    fs::create_dir_all(root.join("share/keel")).unwrap();
+    fs::create_dir_all(root.join("share/keel/keys")).unwrap();
+    fs::write(root.join("share/keel/keys/keel.pem"), signer.public_pem()).unwrap();
+    for (path, bytes) in extra {
+        let p = root.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, bytes).unwrap();
+    }
     fs::write(
         root.join("share/keel/release"),
         format!(
@@ -133,33 +150,34 @@ pub fn sign(meta: &SlotMetadata, signer: &Key) -> Vec<u8> {
 
 /// A Keel-like disk image: USR-A (holding `a`, priority 1, successful), USR-B (empty), ROOT.
 pub fn build_disk(path: &Path, a: &Usr) {
+    build_disk_sized(path, a, USR_SIZE)
+}
+
+/// As [`build_disk`] with USR partitions of `usr_size` bytes (a multiple of 2 MiB).
+pub fn build_disk_sized(path: &Path, a: &Usr, usr_size: u64) {
+    let disk_size = 2 * MIB + 2 * usr_size + 10 * MIB;
     let f = fs::File::create(path).unwrap();
-    f.set_len(DISK_SIZE).unwrap();
+    f.set_len(disk_size).unwrap();
     drop(f);
     let mut f = fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(path)
         .unwrap();
-    let mut t = DiskTable::new(DISK_SIZE, DISK_GUID).unwrap();
+    let mut t = DiskTable::new(disk_size, DISK_GUID).unwrap();
     let mib = MIB / SECTOR;
-    t.add(
-        layout::USR_A,
-        2 * mib,
-        USR_SIZE / SECTOR,
-        SlotAttrs::new(1, 0, true).apply_to(0),
-    )
-    .unwrap();
-    t.add(layout::USR_B, 12 * mib, USR_SIZE / SECTOR, 0)
-        .unwrap();
-    t.add(layout::ROOT, 22 * mib, 8 * mib, 0).unwrap();
+    let usr = usr_size / SECTOR;
+    let successful = SlotAttrs::new(1, 0, true).apply_to(0);
+    t.add(layout::USR_A, 2 * mib, usr, successful).unwrap();
+    t.add(layout::USR_B, 2 * mib + usr, usr, 0).unwrap();
+    t.add(layout::ROOT, 2 * mib + 2 * usr, 8 * mib, 0).unwrap();
     DiskTable::write_protective_mbr(&mut f).unwrap();
     t.write(&mut f).unwrap();
     let usr_a = t.partition(3).unwrap();
     write_at(&mut f, usr_a.offset(), &a.body);
     write_at(
         &mut f,
-        usr_a.offset() + USR_SIZE - METADATA_SIZE as u64,
+        usr_a.offset() + usr_size - METADATA_SIZE as u64,
         &a.block,
     );
 }
