@@ -181,7 +181,7 @@ fn run(cli: Cli) -> Result<()> {
                 &Bar::default(),
             );
             if let Some(path) = &state_file {
-                let mut state = UpdateState::load(path)?;
+                let mut state = load_state_or_empty(path);
                 match &result {
                     Ok(a) => {
                         state.staged = Some(StagedUpdate {
@@ -199,7 +199,7 @@ fn run(cli: Cli) -> Result<()> {
                     }
                     Err(e) => state.last = Some(Outcome::now("apply", "failed", e.to_string())),
                 }
-                state.save(path)?;
+                save_state(&state, path);
             }
             let a = result?;
             if *json {
@@ -231,11 +231,11 @@ fn run(cli: Cli) -> Result<()> {
             let target = target(&cli)?;
             let change = lifecycle::mark_good(&target)?;
             if let Some(path) = &state_file {
-                let mut state = UpdateState::load(path)?;
+                let mut state = load_state_or_empty(path);
                 if let Some(v) = lifecycle::record_mark_good(&target, &mut state, &change)? {
                     println!("{v}");
                 }
-                state.save(path)?;
+                save_state(&state, path);
             }
             print_change("marked good", &change);
             Ok(())
@@ -244,12 +244,12 @@ fn run(cli: Cli) -> Result<()> {
             let target = target(&cli)?;
             let result = lifecycle::rollback(&target, &load_keys(keys)?);
             if let Some(path) = &state_file {
-                let mut state = UpdateState::load(path)?;
+                let mut state = load_state_or_empty(path);
                 state.last = Some(match &result {
                     Ok(c) => Outcome::now("rollback", "ok", format!("next boot is {}", c.other)),
                     Err(e) => Outcome::now("rollback", "failed", e.to_string()),
                 });
-                state.save(path)?;
+                save_state(&state, path);
             }
             let change = result?;
             print_change("rolled back", &change);
@@ -274,6 +274,20 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::GenerateHealthGate { normal_dir, .. } => generate_health_gate(normal_dir),
+    }
+}
+
+fn load_state_or_empty(path: &Path) -> UpdateState {
+    UpdateState::load(path).unwrap_or_else(|e| {
+        eprintln!("keel-update: warning: {e}; starting a new state file");
+        UpdateState::default()
+    })
+}
+
+/// The slots are what counts; a state file that cannot be written is reported, not fatal.
+fn save_state(state: &UpdateState, path: &Path) {
+    if let Err(e) = state.save(path) {
+        eprintln!("keel-update: warning: {e}");
     }
 }
 

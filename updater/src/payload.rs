@@ -57,8 +57,13 @@ impl PayloadSource {
         let (reader, length, file): (Box<dyn Read>, _, _) = match self {
             PayloadSource::File(path) => {
                 let f = File::open(&path).map_err(|e| transport(e.to_string()))?;
-                let len = f.metadata().map_err(|e| transport(e.to_string()))?.len();
-                (Box::new(f), Some(len), Some(path))
+                let meta = f.metadata().map_err(|e| transport(e.to_string()))?;
+                // A pipe or process substitution (/dev/fd/N) is a stream: no length, one read.
+                if meta.is_file() {
+                    (Box::new(f), Some(meta.len()), Some(path))
+                } else {
+                    (Box::new(f), None, None)
+                }
             }
             PayloadSource::Url(url) => {
                 let (r, len) = http_get(&url).map_err(transport)?;

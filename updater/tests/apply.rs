@@ -305,3 +305,23 @@ fn apply_on_tmpfs() {
     );
     assert_eq!(&partition_bytes(&w.disk, 4)[..v2.body.len()], &v2.body[..]);
 }
+
+/// A payload "file" that is a pipe (e.g. `keel-update apply <(curl …)`) is streamed: no length
+/// check, no second read.
+#[test]
+fn a_fifo_payload_is_streamed() {
+    let w = world();
+    let v2 = build_usr("2.0.0", "qemu-x86_64", &key(), 1 << 20);
+    let fifo = w.dir.path().join("payload.fifo");
+    let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(st.success());
+    let bytes = v2.payload();
+    let writer = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::write(fifo, bytes))
+    };
+    let a = apply_file(&w, &fifo, &opts()).unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(a.version, "2.0.0");
+    assert_eq!(&partition_bytes(&w.disk, 4)[..v2.body.len()], &v2.body[..]);
+}
