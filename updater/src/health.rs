@@ -138,26 +138,55 @@ pub fn generate(dir: &Path, units: &[String], proven: bool) -> Result<Vec<PathBu
     Ok(written)
 }
 
-/// Is `unit` active? Asks systemd (`systemctl is-active`).
-pub fn unit_active(unit: &str) -> Result<bool> {
-    let status = Command::new("systemctl")
-        .args(["is-active", "--quiet", unit])
-        .status()
+/// Is `unit` healthy? Active, or a oneshot service that ran and succeeded (without
+/// RemainAfterExit= it is inactive again afterwards). Asks systemd (`systemctl show`).
+pub fn unit_healthy(unit: &str) -> Result<bool> {
+    let out = Command::new("systemctl")
+        .args([
+            "show",
+            "--property=ActiveState,Result,Type,ExecMainStartTimestampMonotonic",
+            unit,
+        ])
+        .output()
         .map_err(|e| UpdateError::System(format!("cannot run systemctl: {e}")))?;
-    Ok(status.success())
+    if !out.status.success() {
+        return Ok(false);
+    }
+    Ok(healthy_from_show(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The decision of [`unit_healthy`] on `systemctl show` output (`Key=value` lines).
+pub fn healthy_from_show(show: &str) -> bool {
+    let get = |key: &str| {
+        show.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or("")
+    };
+    match get("ActiveState") {
+        "active" => true,
+        "inactive" => {
+            get("Type") == "oneshot"
+                && get("Result") == "success"
+                && get("ExecMainStartTimestampMonotonic")
+                    .parse::<u64>()
+                    .unwrap_or(0)
+                    > 0
+        }
+        _ => false,
+    }
 }
 
 /// The health check: every required unit active, then the hook (when present) exits 0.
 pub fn check(units: &[String], hook: &Path) -> Result<()> {
     let mut inactive = Vec::new();
     for u in units {
-        if !unit_active(u)? {
+        if !unit_healthy(u)? {
             inactive.push(u.as_str());
         }
     }
     if !inactive.is_empty() {
         return Err(UpdateError::Refused(format!(
-            "health check failed: required unit(s) not active: {}",
+            "health check failed: required unit(s) not active (or a oneshot that did not succeed): {}",
             inactive.join(", ")
         )));
     }
@@ -210,6 +239,40 @@ mod tests {
         let bad = dir.path().join("bad");
         fs::write(&bad, "rm -rf /\n").unwrap();
         assert!(required_units(&[bad]).is_err());
+    }
+
+    #[test]
+    fn unit_health_from_systemctl_show() {
+        let show = |active: &str, result: &str, kind: &str, started: u64| {
+            format!(
+                "Type={kind}\nResult={result}\nExecMainStartTimestampMonotonic={started}\nActiveState={active}\n"
+            )
+        };
+        assert!(healthy_from_show(&show("active", "success", "simple", 5)));
+        assert!(healthy_from_show(&show(
+            "inactive", "success", "oneshot", 5
+        )));
+        assert!(
+            !healthy_from_show(&show("inactive", "success", "oneshot", 0)),
+            "never ran"
+        );
+        assert!(
+            !healthy_from_show(&show("inactive", "success", "simple", 5)),
+            "a daemon that exited"
+        );
+        assert!(!healthy_from_show(&show(
+            "failed",
+            "exit-code",
+            "oneshot",
+            5
+        )));
+        assert!(!healthy_from_show(&show(
+            "activating",
+            "success",
+            "simple",
+            5
+        )));
+        assert!(!healthy_from_show(""));
     }
 
     #[test]
