@@ -183,11 +183,13 @@ impl Boot {
                 Ok(never) => match never {},
                 Err(f) => f,
             };
-            pid1::tear_down_everything();
             match failure {
+                // Mounts stay for a rescue shell to inspect; the fatal path tears them down
+                // before it reboots.
                 Failure::Fatal(e) => return e,
                 Failure::Slot(e) => {
                     error!("{label} failed: {e:#}");
+                    pid1::tear_down_everything();
                     self.mark_failed(attempt.number, &label);
                     info!("rolling back to the next eligible slot");
                 }
@@ -274,10 +276,12 @@ impl Boot {
                 }
             }
             KexecPlan::Disabled => warning!(
-                "!!! {label} carries kernel {} but {} is running and keel.kexec=0: booting on; \
-                 the slot's modules may not load",
+                "!!! {label} carries kernel {} ({}) but {} ({}) is running and keel.kexec=0: \
+                 booting on; the slot's modules may not load",
                 meta.kernel.release,
-                running.0
+                meta.kernel.build,
+                running.0,
+                running.1
             ),
             KexecPlan::SecondStage => warning!(
                 "!!! {label} carries kernel {} ({}) but this kexec'd kernel is {} ({}): not \

@@ -294,9 +294,18 @@ impl Control {
         }
     }
 
-    pub fn remove(&self, name: &str) -> io::Result<()> {
+    /// Remove device `name`; returns false if there was none (ENXIO).
+    pub fn remove(&self, name: &str) -> io::Result<bool> {
         let mut b = Buffer::new(name, "", HEADER)?;
-        self.call("DM_DEV_REMOVE", dm_dev_remove, &mut b)
+        // SAFETY: as in `call`.
+        match unsafe { dm_dev_remove(self.file.as_raw_fd(), b.header_mut()) } {
+            Ok(_) => Ok(true),
+            Err(nix::errno::Errno::ENXIO) => Ok(false),
+            Err(e) => Err(io::Error::new(
+                io::Error::from(e).kind(),
+                format!("DM_DEV_REMOVE: {e}"),
+            )),
+        }
     }
 }
 

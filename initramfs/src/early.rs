@@ -13,7 +13,7 @@ pub const EARLY: [(&str, &str, &str, &str); 4] = [
     ("proc", "/proc", "proc", ""),
     ("sysfs", "/sys", "sysfs", ""),
     ("devtmpfs", "/dev", "devtmpfs", "mode=0755"),
-    ("tmpfs", "/run", "tmpfs", "mode=0755,nosuid,nodev"),
+    ("tmpfs", "/run", "tmpfs", "mode=0755"),
 ];
 
 pub fn mount_kernel_filesystems() -> Result<()> {

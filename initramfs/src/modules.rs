@@ -21,6 +21,10 @@ pub fn load_all(release: &str, modules: &[String]) {
             Ok(f) => match finit_module(&f, c"", ModuleInitFlags::empty()) {
                 Ok(()) => Ok(true),
                 Err(Errno::EEXIST) => Ok(false),
+                Err(e @ Errno::ENOENT) => Err(format!(
+                    "{e} (unknown symbols: a module it depends on is missing or listed after \
+                     it; the kernel log names the symbols)"
+                )),
                 Err(e @ Errno::ENOEXEC) => Err(format!("{e} (not a module for this kernel)")),
                 Err(e @ Errno::EKEYREJECTED) => Err(format!("{e} (signature rejected)")),
                 Err(e) => Err(e.to_string()),

@@ -161,8 +161,9 @@ pub fn read_everything(dev: &Device, data_size: u64) -> Result<()> {
         let want = buf.len().min((data_size - done) as usize);
         let n = f.read(&mut buf[..want]).map_err(|e| {
             anyhow!(
-                "read error at byte {done} of the data area ({e}): a block does not match the \
-                 signed root hash"
+                "read error at byte {done} (data block {}) of the slot ({e}): a block does not \
+                 match the signed root hash",
+                done / 4096
             )
         })?;
         if n == 0 {
@@ -214,8 +215,7 @@ pub fn close_verity() -> Result<()> {
     let mut last = None;
     for _ in 0..10 {
         match ctl.remove(DM_NAME) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Ok(_) => return Ok(()),
             Err(e) => last = Some(e),
         }
         std::thread::sleep(Duration::from_millis(100));
