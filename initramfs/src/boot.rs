@@ -88,6 +88,7 @@ fn prepare() -> Result<Boot> {
         "keel-init {} starting on kernel {release} ({build})",
         env!("CARGO_PKG_VERSION")
     );
+    info!("mounted /proc, /sys, /dev (devtmpfs) and /run (tmpfs)");
     let config = read_config();
     let (settings, problems) = settings::resolve(config.as_ref(), &parsed);
     pid1::set_rescue(settings.rescue);
@@ -251,6 +252,7 @@ impl Boot {
             read_done = true;
         }
         usr::mount(&dev, &meta.filesystem).slot()?;
+        info!("mounted {label} read-only at {}", usr::STAGING);
 
         match kexec_plan {
             KexecPlan::NotNeeded => {}
@@ -366,6 +368,7 @@ impl Boot {
         }
         let node = self.disk.partition(root.number).fatal()?;
         rootfs::mount_root(&node).fatal()?;
+        info!("mounted ROOT ({}) at {SYSROOT}", node.name);
         let sysroot = Path::new(SYSROOT);
         if let Err(e) = grow::grow_filesystem(&node, sysroot) {
             warning!("could not grow the ROOT filesystem: {e:#}");
@@ -374,6 +377,7 @@ impl Boot {
             warning!("{w}");
         }
         mounts::move_mount(Path::new(usr::STAGING), &sysroot.join("usr")).fatal()?;
+        info!("moved /usr into {SYSROOT}");
         Ok(())
     }
 
@@ -392,6 +396,7 @@ impl Boot {
             )));
         }
         rootfs::mount_etc_overlay(sysroot, &usr_dir).fatal()?;
+        info!("mounted the /etc overlay (factory /etc below, ROOT's changes above)");
         let table = self.disk.read_table().fatal()?;
         if let Some(oem) = table.by_label(keel_format::layout::OEM.label) {
             match self
