@@ -29,7 +29,14 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
     let mut field = String::new();
     let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
-            field = e.path().to_string();
+            // `Spanned<T>` shows up as a `.value` segment: not part of the file's schema.
+            field = e
+                .path()
+                .to_string()
+                .split('.')
+                .filter(|s| *s != "value")
+                .collect::<Vec<_>>()
+                .join(".");
             e.into_inner()
         })
     });

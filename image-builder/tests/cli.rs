@@ -1,0 +1,68 @@
+//! The CLI surface: help on every command, keygen, exit codes for bad arguments.
+
+mod support;
+
+use support::*;
+
+#[test]
+fn every_command_has_help() {
+    for cmd in [
+        vec!["--help"],
+        vec!["build", "--help"],
+        vec!["inspect", "--help"],
+        vec!["verify", "--help"],
+        vec!["keygen", "--help"],
+    ] {
+        let r = keel(&cmd);
+        assert!(r.status.success(), "{cmd:?}");
+        assert!(
+            String::from_utf8_lossy(&r.stdout).contains("Usage: keel"),
+            "{cmd:?}"
+        );
+    }
+    let r = keel(&["build", "--no-such-flag"]);
+    assert_eq!(r.status.code(), Some(2));
+}
+
+#[test]
+fn keygen_makes_keys_openssl_reads_and_refuses_to_overwrite() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("k");
+    let r = keel(&["keygen", "--json", "--out", dir.to_str().unwrap()]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["key_id"].as_str().unwrap().len(), 16);
+    let (ok, text) = run(std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-in"])
+        .arg(dir.join("keel-signing.key")));
+    assert!(ok);
+    assert_eq!(
+        text,
+        std::fs::read_to_string(dir.join("keel-signing.pub")).unwrap()
+    );
+
+    let r = keel(&["keygen", "--out", dir.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--force"));
+    let r = keel(&["keygen", "--force", "--out", dir.to_str().unwrap()]);
+    assert!(r.status.success());
+}
+
+#[test]
+fn inspect_and_verify_refuse_what_is_not_an_image() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("junk");
+    std::fs::write(&f, vec![0x55u8; 8192]).unwrap();
+    let r = keel(&["inspect", f.to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("neither a Keel disk image"));
+    let r = keel(&[
+        "verify",
+        "--pubkey",
+        test_key_dir().join("keel-signing.pub").to_str().unwrap(),
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    let r = keel(&["inspect", d.path().join("missing").to_str().unwrap()]);
+    assert_eq!(r.status.code(), Some(2));
+}

@@ -1,0 +1,37 @@
+//! Same inputs and SOURCE_DATE_EPOCH: bit-identical disk.raw and usr.img.
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+/// A second build of the default image's inputs into a fresh directory (printing its manifest
+/// with --json) gives the same bytes, and leaves nothing but its outputs behind.
+#[test]
+fn two_builds_are_bit_identical() {
+    let first = default_image();
+    let d = tempfile::tempdir_in(images_dir()).unwrap();
+    let out = d.path().join("again");
+    let mut args = build_args(&BuildOpts::default(), &out);
+    args.push("--json".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = keel(&args);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    for name in ["disk.raw", "usr.img"] {
+        let (ok, text) = run(std::process::Command::new("cmp")
+            .arg(first.dir.join(name))
+            .arg(out.join(name)));
+        assert!(ok, "{name} differs between two builds: {text}");
+    }
+
+    let printed: Value = serde_json::from_slice(&r.stdout).unwrap();
+    let written: Value =
+        serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(printed, written);
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, vec!["disk.raw", "manifest.json", "usr.img"]);
+}
