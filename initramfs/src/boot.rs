@@ -8,7 +8,7 @@ use anyhow::{anyhow, Context, Result};
 use ed25519_dalek::VerifyingKey;
 use keel_format::attrs::{self, Candidate};
 use keel_format::gpt::DiskTable;
-use keel_format::initramfs::{InitConfig, CONFIG_PATH, KEYS_DIR};
+use keel_format::initramfs::{InitConfig, CONFIG_PATH, EMBEDDED_PAYLOAD, KEYS_DIR};
 use keel_format::metadata::SlotMetadata;
 
 use crate::cmdline::{self, slot_label};
@@ -17,7 +17,7 @@ use crate::dm::Device;
 use crate::plan::{self, Attempt, KexecPlan};
 use crate::rootfs::SYSROOT;
 use crate::settings::{self, Settings};
-use crate::{early, grow, handoff, kexec, modules, mounts, pid1, rootfs, trust, usr};
+use crate::{early, grow, handoff, kexec, live, modules, mounts, pid1, rootfs, trust, usr};
 use crate::{error, info, warning};
 
 /// Why an attempt ended.
@@ -52,8 +52,25 @@ struct Boot {
 
 /// Runs the boot; returns only when it cannot go on.
 pub fn run() -> anyhow::Error {
-    match prepare() {
-        Ok(boot) => boot.choose_and_boot(),
+    let (settings, keys, cmdline) = match prepare() {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    if live::present() {
+        info!("{EMBEDDED_PAYLOAD} is in the initramfs: diskless boot");
+        return match live::boot(&settings, &keys) {
+            Ok(never) => match never {},
+            Err(e) => e,
+        };
+    }
+    match crate::disk::wait_for(settings.disk_guid, settings.disk_timeout, false) {
+        Ok(disk) => Boot {
+            settings,
+            disk,
+            keys,
+            cmdline,
+        }
+        .choose_and_boot(),
         Err(e) => e,
     }
 }
@@ -77,7 +94,8 @@ fn read_config() -> Option<InitConfig> {
     }
 }
 
-fn prepare() -> Result<Boot> {
+/// Steps 1 and 2, and what every boot needs: settings, trusted keys, the command line.
+fn prepare() -> Result<(Settings, Vec<VerifyingKey>, String)> {
     early::mount_kernel_filesystems()?;
     early::attach_console();
     let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
@@ -123,13 +141,7 @@ fn prepare() -> Result<Boot> {
         keys.len(),
         trust::describe_keys(&keys)
     );
-    let disk = crate::disk::wait_for(settings.disk_guid, settings.disk_timeout, false)?;
-    Ok(Boot {
-        settings,
-        disk,
-        keys,
-        cmdline,
-    })
+    Ok((settings, keys, cmdline))
 }
 
 fn candidates(table: &DiskTable) -> Vec<Candidate> {

@@ -1,0 +1,148 @@
+//! Loop devices, for the diskless boot: the embedded payload's body becomes a read-only block
+//! device that dm-verity can sit on.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::disk::PartitionNode;
+
+const LOOP_CONTROL: &str = "/dev/loop-control";
+const LO_FLAGS_READ_ONLY: u32 = 1;
+
+/// `struct loop_info64` from <linux/loop.h>.
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; 64],
+    lo_crypt_name: [u8; 64],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config`: everything LOOP_CONFIGURE sets up in one call.
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+nix::ioctl_none_bad!(loop_ctl_get_free, 0x4C82);
+nix::ioctl_write_ptr_bad!(loop_configure, 0x4C0A, LoopConfig);
+#[cfg(test)]
+nix::ioctl_none_bad!(loop_clr_fd, 0x4C01);
+
+/// Attach `size` bytes of `file` from `offset` to a free loop device, read-only.
+pub fn attach(file: &Path, offset: u64, size: u64) -> Result<PartitionNode> {
+    let ctl = File::open(LOOP_CONTROL)
+        .with_context(|| format!("opening {LOOP_CONTROL} (is the loop module loaded?)"))?;
+    // SAFETY: no argument.
+    let n = unsafe { loop_ctl_get_free(ctl.as_raw_fd()) }.context("LOOP_CTL_GET_FREE")?;
+    let name = format!("loop{n}");
+    let node = Path::new("/dev").join(&name);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !node.exists() {
+        if Instant::now() >= deadline {
+            bail!("{} did not appear", node.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let backing = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let dev = OpenOptions::new()
+        .read(true)
+        .open(&node)
+        .with_context(|| format!("opening {}", node.display()))?;
+    let config = LoopConfig {
+        fd: backing.as_raw_fd() as u32,
+        block_size: 4096,
+        info: LoopInfo64 {
+            lo_device: 0,
+            lo_inode: 0,
+            lo_rdevice: 0,
+            lo_offset: offset,
+            lo_sizelimit: size,
+            lo_number: 0,
+            lo_encrypt_type: 0,
+            lo_encrypt_key_size: 0,
+            lo_flags: LO_FLAGS_READ_ONLY,
+            lo_file_name: [0; 64],
+            lo_crypt_name: [0; 64],
+            lo_encrypt_key: [0; 32],
+            lo_init: [0; 2],
+        },
+        reserved: [0; 8],
+    };
+    // SAFETY: `config` is a valid loop_config for the duration of the call.
+    unsafe { loop_configure(dev.as_raw_fd(), &config) }
+        .with_context(|| format!("LOOP_CONFIGURE {} over {}", node.display(), file.display()))?;
+    let sys = Path::new(crate::disk::SYS_BLOCK).join(&name);
+    let read = |f: &str| {
+        std::fs::read_to_string(sys.join(f))
+            .map(|s| s.trim().to_string())
+            .with_context(|| format!("reading {}/{f}", sys.display()))
+    };
+    Ok(PartitionNode {
+        dev: read("dev")?,
+        sectors: read("size")?.parse().context("loop device size")?,
+        start: 0,
+        name,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn struct_sizes_match_the_kernel() {
+        assert_eq!(std::mem::size_of::<LoopInfo64>(), 232);
+        assert_eq!(std::mem::size_of::<LoopConfig>(), 304);
+    }
+
+    /// A real loop device on the host: the window of the file it shows, read-only.
+    #[test]
+    fn attaches_a_window_of_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("payload");
+        let mut bytes = vec![0xeeu8; 4096];
+        bytes.extend((0..64 * 4096).map(|i| (i % 251) as u8));
+        bytes.extend(vec![0xffu8; 4096]);
+        std::fs::write(&path, &bytes).unwrap();
+        let part = attach(&path, 4096, 64 * 4096).unwrap();
+        let node = part.node();
+        let detach = || {
+            let f = File::open(&node).unwrap();
+            unsafe { loop_clr_fd(f.as_raw_fd()) }.unwrap();
+        };
+        let mut seen = Vec::new();
+        File::open(&node).unwrap().read_to_end(&mut seen).unwrap();
+        let ro = std::fs::read_to_string(format!("/sys/block/{}/ro", part.name)).unwrap();
+        let written = OpenOptions::new()
+            .write(true)
+            .open(&node)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, &[0u8; 4096]).and_then(|_| f.sync_all())
+            });
+        detach();
+        assert_eq!(part.sectors, 64 * 8);
+        assert_eq!(seen, &bytes[4096..4096 + 64 * 4096]);
+        assert_eq!(ro.trim(), "1");
+        assert!(written.is_err(), "the loop device must be read-only");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        assert!(part.dev.starts_with("7:"), "{}", part.dev);
+    }
+}
