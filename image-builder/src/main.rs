@@ -114,9 +114,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let reporter = Reporter::new(cli.quiet);
     let result = match cli.command {
-        Command::Build(a) => run_build(a, &reporter),
+        Command::Build(a) => run_build(a, &reporter, cli.quiet),
         Command::Inspect(a) => run_inspect(a),
-        Command::Verify(a) => run_verify(a, &reporter),
+        Command::Verify(a) => run_verify(a, &reporter, cli.quiet),
         Command::Keygen(a) => run_keygen(a),
     };
     match result {
@@ -132,7 +132,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_build(a: BuildArgs, reporter: &Reporter) -> anyhow::Result<i32> {
+/// Results go to stdout (only `--quiet` silences them); progress and warnings to stderr.
+fn run_build(a: BuildArgs, reporter: &Reporter, quiet: bool) -> anyhow::Result<i32> {
     let board = match a.board {
         Some(b) => b,
         None => keys::default_board()?,
@@ -152,7 +153,7 @@ fn run_build(a: BuildArgs, reporter: &Reporter) -> anyhow::Result<i32> {
     let m = &report.manifest;
     if a.json {
         println!("{}", serde_json::to_string_pretty(m)?);
-    } else if !reporter_quiet(reporter) {
+    } else if !quiet {
         println!(
             "built Keel {} ({}) for {} in {:.0}s{}",
             m.image.version,
@@ -186,11 +187,6 @@ fn run_build(a: BuildArgs, reporter: &Reporter) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-fn reporter_quiet(r: &Reporter) -> bool {
-    // Output on stdout is the result, not chatter: only --quiet silences it.
-    !r.is_visible() && std::env::args().any(|a| a == "--quiet" || a == "-q")
-}
-
 fn trust_from(pubkey: Option<PathBuf>) -> anyhow::Result<Option<Trust>> {
     if let Some(p) = pubkey {
         let k = keys::public_key(&p)?;
@@ -216,7 +212,7 @@ fn run_inspect(a: InspectArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-fn run_verify(a: VerifyArgs, reporter: &Reporter) -> anyhow::Result<i32> {
+fn run_verify(a: VerifyArgs, reporter: &Reporter, quiet: bool) -> anyhow::Result<i32> {
     let trust = trust_from(a.pubkey)?.ok_or_else(|| {
         Error::input("no --pubkey given and no development key found to verify against")
     })?;
@@ -225,7 +221,7 @@ fn run_verify(a: VerifyArgs, reporter: &Reporter) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     if report.ok {
-        if !a.json && !reporter_quiet(reporter) {
+        if !a.json && !quiet {
             for s in &report.slots {
                 println!("{}: ok ({})", s.slot, s.version.clone().unwrap_or_default());
                 for c in &s.checks {
