@@ -63,13 +63,13 @@ pub fn check_geometry(meta: &SlotMetadata, partition_size: Option<u64>) -> Resul
             v.algorithm, v.data_block_size, v.hash_block_size
         ));
     }
-    if v.data_size == 0 || v.data_size % 4096 != 0 {
+    if v.data_size == 0 || !v.data_size.is_multiple_of(4096) {
         return bad(format!(
             "data size {} is not a positive multiple of 4096",
             v.data_size
         ));
     }
-    if v.hash_offset < v.data_size || v.hash_offset % 4096 != 0 {
+    if v.hash_offset < v.data_size || !v.hash_offset.is_multiple_of(4096) {
         return bad(format!(
             "hash offset {} overlaps the data or is unaligned",
             v.hash_offset

@@ -13,7 +13,6 @@ use uuid::Uuid;
 pub const BLOCK: usize = 4096;
 const DIGEST: usize = 32;
 const HASHES_PER_BLOCK: u64 = (BLOCK / DIGEST) as u64;
-const SUPERBLOCK_SIZE: usize = 512;
 /// How much data is read and hashed per step.
 const CHUNK: usize = 8 << 20;
 
@@ -27,6 +26,8 @@ pub enum VerityError {
     DataBlock { block: u64, offset: u64 },
     #[error("hash area block {block} (byte offset {offset} of the partition) is corrupt")]
     HashBlock { block: u64, offset: u64 },
+    #[error("verity parameters are malformed: {0}")]
+    Params(String),
     #[error("the verity superblock does not match the signed parameters")]
     Superblock,
     #[error("root hash {actual} does not match the signed root hash {expected}")]
@@ -73,7 +74,6 @@ fn superblock(data_blocks: u64, salt: &[u8], uuid: Uuid) -> Vec<u8> {
     sb[72..80].copy_from_slice(&data_blocks.to_le_bytes());
     sb[80..82].copy_from_slice(&(salt.len() as u16).to_le_bytes());
     sb[88..88 + salt.len()].copy_from_slice(salt);
-    debug_assert!(88 + 256 <= SUPERBLOCK_SIZE);
     sb
 }
 
@@ -111,7 +111,7 @@ pub fn build<R: Read + ?Sized>(
     uuid: Uuid,
     mut progress: impl FnMut(u64),
 ) -> Result<Tree, VerityError> {
-    if data_size % BLOCK as u64 != 0 || data_size < 2 * BLOCK as u64 {
+    if !data_size.is_multiple_of(BLOCK as u64) || data_size < 2 * BLOCK as u64 {
         return Err(VerityError::DataSize(data_size));
     }
     let data_blocks = data_size / BLOCK as u64;
@@ -157,18 +157,50 @@ pub fn build<R: Read + ?Sized>(
     })
 }
 
+/// The signed verity parameters of a slot, decoded: what [`verify`] checks against.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Params {
+    pub data_size: u64,
+    pub hash_offset: u64,
+    pub salt: Vec<u8>,
+    pub uuid: Uuid,
+    pub root_hash: [u8; 32],
+}
+
+impl Params {
+    pub fn from_info(v: &crate::metadata::VerityInfo) -> Result<Params, VerityError> {
+        let bad = |what: &str| VerityError::Params(what.to_string());
+        Ok(Params {
+            data_size: v.data_size,
+            hash_offset: v.hash_offset,
+            salt: hex::decode(&v.salt)
+                .ok()
+                .filter(|s| s.len() <= 256)
+                .ok_or_else(|| bad("salt is not hex of at most 256 bytes"))?,
+            uuid: Uuid::parse_str(&v.uuid).map_err(|_| bad("uuid is not a UUID"))?,
+            root_hash: hex::decode(&v.root_hash)
+                .ok()
+                .and_then(|r| r.try_into().ok())
+                .ok_or_else(|| bad("root hash is not 32 bytes of hex"))?,
+        })
+    }
+}
+
 /// Recompute the tree over the data area of `dev` (a partition, or a payload body read at
 /// `base`) and compare it with the stored hash area and the expected root hash.
 pub fn verify<R: Read + Seek + ?Sized>(
     dev: &mut R,
     base: u64,
-    data_size: u64,
-    hash_offset: u64,
-    salt: &[u8],
-    uuid: Uuid,
-    root_hash: &[u8; 32],
+    p: &Params,
     progress: impl FnMut(u64),
 ) -> Result<(), VerityError> {
+    let (data_size, hash_offset, salt, uuid, root_hash) = (
+        p.data_size,
+        p.hash_offset,
+        &p.salt[..],
+        p.uuid,
+        &p.root_hash,
+    );
     dev.seek(SeekFrom::Start(base))?;
     let tree = build(&mut ReadLimit(dev), data_size, salt, uuid, progress)?;
     dev.seek(SeekFrom::Start(base + hash_offset))?;
@@ -279,18 +311,15 @@ mod tests {
         let mut dev = d.clone();
         dev.extend_from_slice(&tree.hash_area);
         let hash_offset = d.len() as u64;
-        let check = |dev: &Vec<u8>| {
-            verify(
-                &mut Cursor::new(dev),
-                0,
-                d.len() as u64,
-                hash_offset,
-                &salt,
-                uuid,
-                &tree.root_hash,
-                |_| {},
-            )
+        let params = |root_hash| Params {
+            data_size: d.len() as u64,
+            hash_offset,
+            salt: salt.to_vec(),
+            uuid,
+            root_hash,
         };
+        let check =
+            |dev: &Vec<u8>| verify(&mut Cursor::new(dev), 0, &params(tree.root_hash), |_| {});
         check(&dev).unwrap();
 
         let mut t = dev.clone();
@@ -316,16 +345,7 @@ mod tests {
 
         let other_root = [0u8; 32];
         assert!(matches!(
-            verify(
-                &mut Cursor::new(&dev),
-                0,
-                d.len() as u64,
-                hash_offset,
-                &salt,
-                uuid,
-                &other_root,
-                |_| {}
-            ),
+            verify(&mut Cursor::new(&dev), 0, &params(other_root), |_| {}),
             Err(VerityError::RootHash { .. })
         ));
     }

@@ -128,27 +128,10 @@ pub fn verify(path: &Path, trust: &Trust, reporter: &Reporter) -> Result<Report>
         });
 
         let v = &meta.verity;
-        let salt = hex::decode(&v.salt)
-            .map_err(|e| Error::Verification(format!("{}: salt: {e}", place.name)))?;
-        let root: [u8; 32] = hex::decode(&v.root_hash)
-            .ok()
-            .and_then(|r| r.try_into().ok())
-            .ok_or_else(|| {
-                Error::Verification(format!("{}: root hash is not 32 bytes of hex", place.name))
-            })?;
-        let uuid = uuid::Uuid::parse_str(&v.uuid)
-            .map_err(|e| Error::Verification(format!("{}: verity uuid: {e}", place.name)))?;
+        let params = verity::Params::from_info(v)
+            .map_err(|e| Error::Verification(format!("{}: {e}", place.name)))?;
         let bar = reporter.bytes(&format!("{} hash tree", place.name), v.data_size);
-        let res = verity::verify(
-            &mut img.file,
-            place.body_offset,
-            v.data_size,
-            v.hash_offset,
-            &salt,
-            uuid,
-            &root,
-            |n| bar.set(n),
-        );
+        let res = verity::verify(&mut img.file, place.body_offset, &params, |n| bar.set(n));
         bar.done("");
         match res {
             Ok(()) => checks.push(Check {

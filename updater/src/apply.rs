@@ -226,16 +226,7 @@ pub fn verify_written(
             what: "opening it to read it back failed".into(),
             source,
         })?;
-    let result = verity::verify(
-        &mut reader,
-        passive.base(),
-        v.data_size,
-        v.hash_offset,
-        &params.salt,
-        params.uuid,
-        &params.root_hash,
-        |n| progress.set(n),
-    );
+    let result = verity::verify(&mut reader, passive.base(), &params, |n| progress.set(n));
     progress.finish();
     result.map_err(|e| UpdateError::Readback {
         disk: passive.disk.clone(),

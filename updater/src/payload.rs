@@ -10,6 +10,7 @@ use std::time::Duration;
 use ed25519_dalek::VerifyingKey;
 use keel_format::metadata::{SlotMetadata, METADATA_SIZE};
 use keel_format::slot;
+use keel_format::verity;
 
 use crate::error::{Result, UpdateError};
 use crate::progress::Progress;
@@ -170,39 +171,8 @@ pub fn read_verified_metadata(
 }
 
 /// The decoded dm-verity parameters of signed metadata.
-pub struct VerityParams {
-    pub salt: Vec<u8>,
-    pub uuid: uuid::Uuid,
-    pub root_hash: [u8; 32],
-}
-
-pub fn verity_params(meta: &SlotMetadata) -> std::result::Result<VerityParams, String> {
-    let v = &meta.verity;
-    let salt = hex::decode(&v.salt)
-        .ok()
-        .filter(|s| s.len() <= 256)
-        .ok_or_else(|| {
-            format!(
-                "its verity salt {:?} is not hex of at most 256 bytes",
-                v.salt
-            )
-        })?;
-    let uuid = uuid::Uuid::parse_str(&v.uuid)
-        .map_err(|e| format!("its verity uuid {:?} is invalid: {e}", v.uuid))?;
-    let root_hash = hex::decode(&v.root_hash)
-        .ok()
-        .and_then(|r| <[u8; 32]>::try_from(r).ok())
-        .ok_or_else(|| {
-            format!(
-                "its verity root hash {:?} is not 64 hex digits",
-                v.root_hash
-            )
-        })?;
-    Ok(VerityParams {
-        salt,
-        uuid,
-        root_hash,
-    })
+pub fn verity_params(meta: &SlotMetadata) -> std::result::Result<verity::Params, String> {
+    verity::Params::from_info(&meta.verity).map_err(|e| format!("its {e}"))
 }
 
 /// For a payload file: hash its body before the disk is touched, so a damaged file is refused
