@@ -142,9 +142,15 @@ mod tests {
         f.write_all_at(b"data in the middle", 17 << 20).unwrap();
         f.write_all_at(b"and at the end", (40 << 20) - 14).unwrap();
         drop(f);
-        let out = std::process::Command::new("sha256sum").arg(&p).output().unwrap();
+        let out = std::process::Command::new("sha256sum")
+            .arg(&p)
+            .output()
+            .unwrap();
         let theirs = String::from_utf8(out.stdout).unwrap();
-        assert_eq!(file_sha256(&p, |_| {}).unwrap(), theirs.split_whitespace().next().unwrap());
+        assert_eq!(
+            file_sha256(&p, |_| {}).unwrap(),
+            theirs.split_whitespace().next().unwrap()
+        );
         let empty = d.path().join("empty");
         std::fs::write(&empty, b"").unwrap();
         assert_eq!(file_sha256(&empty, |_| {}).unwrap(), sha256_hex(b""));

@@ -14,9 +14,16 @@ fn two_builds_are_bit_identical() {
     let out = d.path().join("again");
     let mut args = build_args(&BuildOpts::default(), &out);
     args.push("--json".into());
+    // Without --quiet: stderr is a pipe here, so there must be no progress output at all.
+    args.retain(|a| a != "--quiet");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = keel(&args);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(
+        r.stderr.is_empty(),
+        "chatter on a non-terminal stderr:\n{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     for name in ["disk.raw", "usr.img"] {
         let (ok, text) = run(std::process::Command::new("cmp")
             .arg(first.dir.join(name))
