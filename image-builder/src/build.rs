@@ -19,6 +19,7 @@ use crate::manifest::{self, Manifest};
 use crate::mkfs;
 use crate::progress::Reporter;
 use crate::rootfs_cache;
+use crate::scratch;
 use crate::tool;
 use crate::uki;
 use crate::usr_slot;
@@ -47,6 +48,8 @@ pub struct BuildReport {
     pub seconds: f64,
 }
 
+/// Scratch directories in the output directory: `.keel-build-<pid>-…`.
+const SCRATCH_PREFIX: &str = ".keel-build-";
 pub const OUTPUTS: [&str; 3] = ["disk.raw", "usr.img", "manifest.json"];
 const HAND_OFF: &str = "/usr/lib/systemd/systemd";
 
@@ -170,8 +173,9 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
     }
 
     std::fs::create_dir_all(&opts.out).map_err(io_at(&opts.out))?;
+    scratch::remove_stale(&opts.out, SCRATCH_PREFIX)?;
     let tmp = tempfile::Builder::new()
-        .prefix(".keel-build-")
+        .prefix(&scratch::own_prefix(SCRATCH_PREFIX))
         .tempdir_in(&opts.out)
         .map_err(io_at(&opts.out))?;
     let work = tmp.path();

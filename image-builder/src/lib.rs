@@ -22,6 +22,7 @@ pub mod mkfs;
 pub mod modules;
 pub mod progress;
 pub mod rootfs_cache;
+pub mod scratch;
 pub mod sparse;
 pub mod tool;
 pub mod uki;

@@ -9,6 +9,7 @@ use crate::definition::Rootfs;
 use crate::digest;
 use crate::error::{io_at, Result};
 use crate::progress::Reporter;
+use crate::scratch;
 use crate::tool::Tool;
 
 pub const DEFAULT_CACHE: &str = "/var/cache/keel/rootfs";
@@ -54,7 +55,8 @@ pub fn ensure(
         });
     }
     std::fs::create_dir_all(cache).map_err(io_at(cache))?;
-    let tmp = cache.join(format!(".tmp-{key}-{}", std::process::id()));
+    scratch::remove_stale(cache, ".tmp-")?;
+    let tmp = cache.join(format!("{}{key}", scratch::own_prefix(".tmp-")));
     let _cleanup = RemoveOnDrop(tmp.clone());
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io_at(&tmp))?;
