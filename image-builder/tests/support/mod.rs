@@ -3,7 +3,7 @@
 //!
 //! [`built_image`] builds the default image once per test run and reuses it: images live under
 //! `target/test-images/<name>-<fingerprint>/`, keyed by the `keel` and `keel-init` binaries,
-//! `boards/`, `rootfs/` and the build options, and a file lock keeps parallel tests (and test
+//! `boards/`, `rootfs/`, the test key and the build options, and a file lock keeps parallel tests (and test
 //! binaries) from building the same image twice. Only std is used, so any crate can include it.
 #![allow(dead_code)]
 
@@ -109,7 +109,8 @@ pub fn keel_bin() -> PathBuf {
     p
 }
 
-/// The `keel-init` binary: `$KEEL_INIT`, or where ci/build.sh puts it, built now if missing.
+/// The `keel-init` binary: `$KEEL_INIT`, or where ci/build.sh puts it, built now if missing
+/// (under the lock: do not call it while holding [`lock`]).
 pub fn keel_init() -> PathBuf {
     if let Some(p) = std::env::var_os("KEEL_INIT") {
         return PathBuf::from(p);
@@ -162,9 +163,14 @@ pub fn keel(args: &[&str]) -> Output {
         .expect("run keel")
 }
 
-/// The signing key every test image uses (made once).
+/// The signing key every test image uses (made once). Takes the lock: do not call it while
+/// holding [`lock`].
 pub fn test_key_dir() -> PathBuf {
     let d = images_dir().join("test-key");
+    if d.join("keel-signing.key").is_file() {
+        return d;
+    }
+    let _l = lock();
     if !d.join("keel-signing.key").is_file() {
         let out = Command::new(keel_bin())
             .args(["keygen", "--out"])
@@ -210,6 +216,7 @@ fn fingerprint(opts: &BuildOpts) -> String {
     let mut h = DefaultHasher::new();
     hash_file(&mut h, &keel_bin());
     hash_file(&mut h, &keel_init());
+    hash_file(&mut h, &test_key_dir().join("keel-signing.pub"));
     hash_tree(&mut h, &repo_root().join("boards"));
     hash_tree(&mut h, &repo_root().join("rootfs"));
     h.write(format!("{opts:?}").as_bytes());
@@ -244,12 +251,11 @@ pub fn build_args(opts: &BuildOpts, out: &Path) -> Vec<String> {
 
 /// Build (or reuse) the image for `opts`.
 pub fn build_image(opts: &BuildOpts) -> Image {
-    let key_dir = {
-        let _l = lock();
-        test_key_dir()
-    };
+    // Everything that may take the lock itself comes first.
+    let key_dir = test_key_dir();
     let fp = fingerprint(opts);
     let dir = images_dir().join(format!("{}-{fp}", opts.name));
+    let args = build_args(opts, &dir);
     let image = Image {
         disk: dir.join("disk.raw"),
         payload: dir.join("usr.img"),
@@ -271,7 +277,6 @@ pub fn build_image(opts: &BuildOpts) -> Image {
             }
         }
     }
-    let args = build_args(opts, &dir);
     let out = Command::new(keel_bin())
         .args(&args)
         .output()
