@@ -12,7 +12,7 @@ use keel_builder::progress::Reporter;
 use keel_builder::{keys, rootfs_cache, verify};
 
 #[derive(Parser)]
-#[command(name = "keel", version, about = "Build, inspect and verify Keel OS images", long_about = None)]
+#[command(name = "keel", version, about = "Build, inspect, verify and boot Keel OS images", long_about = None)]
 struct Cli {
     /// No progress bars and no chatter (also the case when stderr is not a terminal).
     #[arg(long, short, global = true)]
@@ -31,6 +31,8 @@ enum Command {
     Verify(VerifyArgs),
     /// Make a new Ed25519 signing key pair.
     Keygen(KeygenArgs),
+    /// Boot an image in QEMU (UEFI through OVMF by default) and watch its serial console.
+    Boot(keel_qemu::BootArgs),
 }
 
 #[derive(Args)]
@@ -118,6 +120,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => run_inspect(a),
         Command::Verify(a) => run_verify(a, &reporter, cli.quiet),
         Command::Keygen(a) => run_keygen(a),
+        Command::Boot(a) => keel_qemu::boot_command(&a),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
