@@ -26,6 +26,10 @@ pub struct CachedTree {
 pub fn cache_key(rootfs: &Rootfs, kernel: &KernelSource) -> Result<String> {
     let mut input = b"keel-rootfs-v1\n".to_vec();
     input.extend(std::fs::read(&rootfs.path).map_err(io_at(&rootfs.path))?);
+    // Mirrors may come from the host's apt sources rather than the file.
+    for m in &rootfs.mirrors {
+        input.extend(format!("\nmirror:{m}").as_bytes());
+    }
     match kernel {
         KernelSource::Package(p) => input.extend(format!("\nkernel-package:{p}").as_bytes()),
         KernelSource::Deb(f) => {

@@ -14,7 +14,9 @@ use crate::error::Result;
 struct RootfsFile {
     suite: Spanned<String>,
     variant: Variant,
-    mirrors: Spanned<Vec<String>>,
+    /// sources.list lines; absent: the build host's own apt sources for the suite.
+    #[serde(default)]
+    mirrors: Option<Spanned<Vec<String>>>,
     packages: Vec<Spanned<String>>,
     #[serde(default)]
     dpkg_path_excludes: Vec<String>,
@@ -91,22 +93,37 @@ impl Rootfs {
         if !package_ok(&f.suite.value) {
             return Err(err(f.suite.referenced, "suite", "not a Debian suite name"));
         }
-        if f.mirrors.value.is_empty() {
-            return Err(err(
-                f.mirrors.referenced,
-                "mirrors",
-                "list at least one mirror",
-            ));
-        }
-        for (i, m) in f.mirrors.value.iter().enumerate() {
-            if !m.starts_with("deb ") {
-                return Err(err(
-                    f.mirrors.referenced,
-                    &format!("mirrors[{i}]"),
-                    "a mirror is a sources.list line starting with \"deb \"",
-                ));
+        let mirrors = match &f.mirrors {
+            Some(m) => {
+                if m.value.is_empty() {
+                    return Err(err(m.referenced, "mirrors", "list at least one mirror, or leave the field out to use this host's apt sources"));
+                }
+                for (i, line) in m.value.iter().enumerate() {
+                    if !line.starts_with("deb ") {
+                        return Err(err(
+                            m.referenced,
+                            &format!("mirrors[{i}]"),
+                            "a mirror is a sources.list line starting with \"deb \"",
+                        ));
+                    }
+                }
+                m.value.clone()
             }
-        }
+            None => {
+                let host = super::apt_sources::mirrors_for(&f.suite.value, Path::new("/"));
+                if host.is_empty() {
+                    return Err(err(
+                        f.suite.referenced,
+                        "mirrors",
+                        &format!(
+                            "no `mirrors:` given and this host's apt sources have none for {}",
+                            f.suite.value
+                        ),
+                    ));
+                }
+                host
+            }
+        };
         let mut packages = Vec::new();
         for (i, p) in f.packages.iter().enumerate() {
             if !package_ok(&p.value) {
@@ -154,7 +171,7 @@ impl Rootfs {
             path: path.to_path_buf(),
             suite: f.suite.value,
             variant: f.variant,
-            mirrors: f.mirrors.value,
+            mirrors,
             packages,
             dpkg_path_excludes: f.dpkg_path_excludes,
             dpkg_path_includes: f.dpkg_path_includes,
@@ -181,7 +198,7 @@ mod tests {
 suite: bookworm
 variant: minbase
 mirrors:
-  - deb http://deb.debian.org/debian bookworm main
+  - deb http://mirror.example/debian bookworm main
 packages: [systemd, udev]
 dpkg_path_excludes: [/usr/share/doc/*]
 files: files
