@@ -1,1 +1,10 @@
-//! Shared helpers of the benchmarks.
+//! Shared helpers of the benchmarks: timing, running the peer tools, describing the machine,
+//! hashing outputs. Each benchmark is a binary in `src/bin/`.
+
+pub mod command;
+pub mod files;
+pub mod loopdev;
+pub mod machine;
+pub mod measure;
+pub mod partitions;
+pub mod rootfs;

@@ -1,0 +1,86 @@
+//! Hashing outputs (whole files, byte ranges) and sizing directory trees.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use ring::digest::{Context as Sha, SHA256};
+
+/// SHA-256 (hex) of a whole file; holes of a sparse file are not read.
+pub fn sha256(path: &Path) -> Result<String> {
+    keel_builder::digest::file_sha256(path, |_| {})
+        .with_context(|| format!("hashing {}", path.display()))
+}
+
+/// SHA-256 (hex) of `len` bytes of `path` from `offset`.
+pub fn range_sha256(path: &Path, offset: u64, len: u64) -> Result<String> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut ctx = Sha::new(&SHA256);
+    let mut buf = vec![0u8; 4 << 20];
+    let mut left = len;
+    while left > 0 {
+        let want = (buf.len() as u64).min(left) as usize;
+        f.read_exact(&mut buf[..want])
+            .with_context(|| format!("reading {} at {offset}", path.display()))?;
+        ctx.update(&buf[..want]);
+        left -= want as u64;
+    }
+    Ok(hex::encode(ctx.finish().as_ref()))
+}
+
+/// Total bytes of the regular files under `dir` and how many entries it holds.
+pub fn tree_size(dir: &Path) -> Result<(u64, u64)> {
+    let mut bytes = 0;
+    let mut entries = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let e = e?;
+            let t = e.file_type()?;
+            entries += 1;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                bytes += e.metadata()?.len();
+            }
+        }
+    }
+    Ok((bytes, entries))
+}
+
+/// Read every regular file under `dir` once, so the tools compared afterwards all find it in
+/// the page cache and none pays for the first read.
+pub fn warm_page_cache(dir: &Path) -> Result<()> {
+    let mut stack = vec![dir.to_path_buf()];
+    let mut buf = vec![0u8; 1 << 20];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let e = e?;
+            let t = e.file_type()?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                let mut f = File::open(e.path())?;
+                while f.read(&mut buf)? > 0 {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A file of `len` bytes that does not compress (like a kernel image does not), the same for
+/// every run: xorshift64 output from a fixed seed.
+pub fn incompressible_file(path: &Path, len: u64) -> Result<()> {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut data = Vec::with_capacity(len as usize);
+    while (data.len() as u64) < len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(len as usize);
+    std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
+}
