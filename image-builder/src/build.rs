@@ -22,6 +22,7 @@ use crate::rootfs_cache;
 use crate::scratch;
 use crate::tool;
 use crate::uki;
+use crate::updater;
 use crate::usr_slot;
 use crate::usr_tree::{self, Release};
 
@@ -36,6 +37,12 @@ pub struct BuildOptions {
     pub cache: PathBuf,
     pub init: Option<PathBuf>,
     pub extra_bins: Vec<(String, PathBuf)>,
+    /// keel-update; `None`: found like keel-init (see [`crate::updater::find_update_bin`]).
+    pub update_bin: Option<PathBuf>,
+    /// Files laid into the tree: (source, absolute destination under /usr or /etc).
+    pub extra_files: Vec<(PathBuf, String)>,
+    /// Debug images only: root autologin on the serial console.
+    pub debug_autologin_serial: bool,
     /// `None`: $SOURCE_DATE_EPOCH, else the rootfs definition's.
     pub source_date_epoch: Option<u64>,
 }
@@ -65,6 +72,7 @@ struct Checked {
     rootfs: Rootfs,
     channel: String,
     init: PathBuf,
+    update_bin: PathBuf,
     epoch: u64,
 }
 
@@ -103,9 +111,27 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
             board.path.display()
         )));
     }
+    for (src, dest) in &opts.extra_files {
+        let inside = ["/usr/", "/etc/"].iter().any(|p| dest.starts_with(p));
+        if !inside || dest.split('/').any(|c| c == "..") {
+            return Err(Error::input(format!(
+                "--extra-file {}={dest}: the destination must be an absolute path under /usr or /etc",
+                src.display()
+            )));
+        }
+        if !src.is_file() {
+            return Err(Error::input(format!(
+                "--extra-file {}={dest}: no such file",
+                src.display()
+            )));
+        }
+    }
     let init = initramfs::find_init(opts.init.as_deref())?;
     let bytes = std::fs::read(&init).map_err(io_at(&init))?;
     initramfs::check_init(&init, &bytes)?;
+    let update_bin = updater::find_update_bin(opts.update_bin.as_deref())?;
+    let bytes = std::fs::read(&update_bin).map_err(io_at(&update_bin))?;
+    updater::check_update_bin(&update_bin, &bytes)?;
     let mut tools = vec![
         "cp",
         "mkfs.erofs",
@@ -149,6 +175,7 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
         rootfs,
         channel,
         init,
+        update_bin,
         epoch,
     })
 }
@@ -160,8 +187,12 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         rootfs,
         channel,
         init,
+        update_bin,
         epoch,
     } = check(opts)?;
+    if opts.debug_autologin_serial {
+        reporter.warn("DEBUG IMAGE: root is logged in on the serial console without a password (--debug-autologin-serial)");
+    }
     let signing = keys::signing_key(opts.key.as_deref())?;
     let key = &signing.key;
     if signing.created {
@@ -238,6 +269,10 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             initramfs: &ramfs.bytes,
             release: &rel_info,
             extra_bins: &opts.extra_bins,
+            update_bin: &update_bin,
+            trusted: &trusted,
+            extra_files: &opts.extra_files,
+            debug_autologin_serial: opts.debug_autologin_serial,
         },
     )?;
     step.done("");
@@ -385,6 +420,13 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             sha256: digest::file_sha256(path, |_| {})?,
         });
     }
+    let mut extra_files = Vec::new();
+    for (src, dest) in &opts.extra_files {
+        extra_files.push(manifest::ExtraFile {
+            dest: dest.clone(),
+            source: file_input(src)?,
+        });
+    }
     let manifest = Manifest {
         keel_builder: env!("CARGO_PKG_VERSION").into(),
         image: manifest::Image {
@@ -408,7 +450,10 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             keel_init: file_input(&init)?,
             key_id: key.key_id(),
             extra_bins,
+            keel_update: file_input(&update_bin)?,
+            extra_files,
         },
+        debug_autologin_serial: opts.debug_autologin_serial,
         kernel: manifest::Kernel {
             release: release.clone(),
             build: kernel.version.build.clone(),

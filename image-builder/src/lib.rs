@@ -27,6 +27,7 @@ pub mod sparse;
 pub mod tool;
 pub mod uki;
 pub mod units;
+pub mod updater;
 pub mod usr_slot;
 pub mod usr_tree;
 pub mod verify;

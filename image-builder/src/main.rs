@@ -31,6 +31,9 @@ enum Command {
     Verify(VerifyArgs),
     /// Make a new Ed25519 signing key pair.
     Keygen(KeygenArgs),
+    /// Write a signed update payload (usr.img) into the passive slot of a disk image and make
+    /// it the next boot, on trial (what `keel-update apply` does on a running system).
+    Apply(ApplyArgs),
     /// Boot an image in QEMU (UEFI through OVMF by default) and watch its serial console.
     Boot(keel_qemu::BootArgs),
 }
@@ -62,6 +65,16 @@ struct BuildArgs {
     /// Add a static binary to /usr/bin (repeatable): NAME=PATH
     #[arg(long = "extra-bin", value_name = "NAME=PATH", value_parser = parse_extra_bin)]
     extra_bins: Vec<(String, PathBuf)>,
+    /// keel-update binary (static) shipped at /usr/bin/keel-update
+    /// [default: $KEEL_UPDATE, or keel-update next to keel, or ../x86_64-unknown-linux-gnu/init/keel-update]
+    #[arg(long)]
+    update_bin: Option<PathBuf>,
+    /// Add a file to the image (repeatable): SRC=DEST, DEST an absolute path under /usr or /etc
+    #[arg(long = "extra-file", value_name = "SRC=DEST", value_parser = parse_extra_file)]
+    extra_files: Vec<(PathBuf, String)>,
+    /// DEBUG IMAGES ONLY (tests): log root in on the serial console (ttyS0) without a password
+    #[arg(long)]
+    debug_autologin_serial: bool,
     /// Timestamp for every file and filesystem [default: $SOURCE_DATE_EPOCH, else the rootfs definition's]
     #[arg(long)]
     source_date_epoch: Option<u64>,
@@ -93,6 +106,26 @@ struct VerifyArgs {
 }
 
 #[derive(Args)]
+struct ApplyArgs {
+    /// The disk image to update (not running, not attached to a loop device)
+    #[arg(long)]
+    disk: PathBuf,
+    /// The payload: a usr.img file, an http(s):// URL, or - for standard input
+    payload: String,
+    /// Trusted public key (SPKI PEM), repeatable [default: the development key]
+    #[arg(long)]
+    pubkey: Vec<PathBuf>,
+    /// Accept a version older than or equal to the running one
+    #[arg(long)]
+    allow_downgrade: bool,
+    /// Trial boots the new slot gets before keel-init falls back
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=15))]
+    tries: u8,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
 struct KeygenArgs {
     /// Directory for keel-signing.key (0600) and keel-signing.pub
     #[arg(long)]
@@ -112,6 +145,14 @@ fn parse_extra_bin(s: &str) -> Result<(String, PathBuf), String> {
     Ok((name.to_string(), PathBuf::from(path)))
 }
 
+fn parse_extra_file(s: &str) -> Result<(PathBuf, String), String> {
+    let (src, dest) = s.split_once('=').ok_or("expected SRC=DEST")?;
+    if src.is_empty() || !dest.starts_with('/') {
+        return Err("expected SRC=DEST with an absolute DEST".into());
+    }
+    Ok((PathBuf::from(src), dest.to_string()))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let reporter = Reporter::new(cli.quiet);
@@ -120,6 +161,7 @@ fn main() -> ExitCode {
         Command::Inspect(a) => run_inspect(a),
         Command::Verify(a) => run_verify(a, &reporter, cli.quiet),
         Command::Keygen(a) => run_keygen(a),
+        Command::Apply(a) => run_apply(a, cli.quiet),
         Command::Boot(a) => keel_qemu::boot_command(&a),
     };
     match result {
@@ -129,7 +171,13 @@ fn main() -> ExitCode {
             let code = e
                 .chain()
                 .find_map(|c| c.downcast_ref::<Error>())
-                .map_or(exit::BUILD_FAILED, Error::exit_code);
+                .map(Error::exit_code)
+                .or_else(|| {
+                    e.chain()
+                        .find_map(|c| c.downcast_ref::<keel_update::UpdateError>())
+                        .map(keel_update::UpdateError::exit_code)
+                })
+                .unwrap_or(exit::BUILD_FAILED);
             ExitCode::from(code as u8)
         }
     }
@@ -150,6 +198,9 @@ fn run_build(a: BuildArgs, reporter: &Reporter, quiet: bool) -> anyhow::Result<i
         cache: a.cache,
         init: a.init,
         extra_bins: a.extra_bins,
+        update_bin: a.update_bin,
+        extra_files: a.extra_files,
+        debug_autologin_serial: a.debug_autologin_serial,
         source_date_epoch: a.source_date_epoch,
     };
     let report = build::build(&opts, reporter)?;
@@ -241,6 +292,55 @@ fn run_verify(a: VerifyArgs, reporter: &Reporter, quiet: bool) -> anyhow::Result
         eprintln!("keel: verification failed: {f}");
     }
     Ok(exit::VERIFICATION_FAILED)
+}
+
+/// Exit codes are keel-update's (updater/README.md): 3 untrusted payload, 4 not for this
+/// image, 7 disk problem, 9 refused, ...
+fn run_apply(a: ApplyArgs, quiet: bool) -> anyhow::Result<i32> {
+    use keel_update::{progress, trust, ApplyOptions, PayloadSource, Target};
+    let keys = if a.pubkey.is_empty() {
+        let (path, key) = keys::dev_public_key().ok_or_else(|| {
+            Error::input("no --pubkey given and no development key found to trust")
+        })?;
+        if !quiet {
+            eprintln!("keel: trusting the development key {}", path.display());
+        }
+        vec![key]
+    } else {
+        a.pubkey
+            .iter()
+            .map(|p| trust::load_key(p))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    let mut opts = ApplyOptions::new(keys);
+    opts.allow_downgrade = a.allow_downgrade;
+    opts.tries = a.tries;
+    let bar: Box<dyn progress::Progress> = if quiet {
+        Box::new(progress::Silent)
+    } else {
+        Box::new(progress::Bar::default())
+    };
+    let applied = keel_update::apply(
+        PayloadSource::parse(&a.payload),
+        &Target::offline(&a.disk),
+        &opts,
+        bar.as_ref(),
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&applied)?);
+    } else if !quiet {
+        println!(
+            "staged Keel {} in {} of {} (priority {}, tries {}); {} {} stays as the fallback",
+            applied.version,
+            applied.slot,
+            a.disk.display(),
+            applied.slot_attrs.priority,
+            applied.slot_attrs.tries,
+            applied.running_slot,
+            applied.previous_version,
+        );
+    }
+    Ok(exit::OK)
 }
 
 fn run_keygen(a: KeygenArgs) -> anyhow::Result<i32> {

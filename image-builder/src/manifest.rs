@@ -12,6 +12,8 @@ pub struct Manifest {
     pub kernel: Kernel,
     pub initramfs: Initramfs,
     pub usr: keel_format::metadata::SlotMetadata,
+    /// A debug image: root autologin on the serial console (`--debug-autologin-serial`).
+    pub debug_autologin_serial: bool,
     pub outputs: Vec<Output>,
 }
 
@@ -46,6 +48,14 @@ pub struct Inputs {
     pub keel_init: FileInput,
     pub key_id: String,
     pub extra_bins: Vec<ExtraBin>,
+    pub keel_update: FileInput,
+    pub extra_files: Vec<ExtraFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExtraFile {
+    pub dest: String,
+    pub source: FileInput,
 }
 
 #[derive(Debug, Serialize)]

@@ -30,7 +30,25 @@ pub struct Inputs<'a> {
     pub initramfs: &'a [u8],
     pub release: &'a Release,
     pub extra_bins: &'a [(String, PathBuf)],
+    /// The static keel-update and the keys it trusts for payloads.
+    pub update_bin: &'a Path,
+    pub trusted: &'a [ed25519_dalek::VerifyingKey],
+    /// `--extra-file SRC=DEST`: DEST is an absolute path under /usr or /etc.
+    pub extra_files: &'a [(PathBuf, String)],
+    /// Debug images only: a root shell on the serial console without a password.
+    pub debug_autologin_serial: bool,
 }
+
+/// The drop-in of a debug image (`--debug-autologin-serial`), relative to the root.
+pub const AUTOLOGIN_DROP_IN: &str =
+    "usr/lib/systemd/system/serial-getty@ttyS0.service.d/keel-debug-autologin.conf";
+const AUTOLOGIN_TEXT: &str = "\
+# KEEL DEBUG IMAGE (keel build --debug-autologin-serial): root is logged in on ttyS0 without a
+# password. For tests only; never ship an image with this file.
+[Service]
+ExecStart=
+ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,57600,38400,9600 - $TERM
+";
 
 /// Where the kernel and the initramfs land, relative to /usr.
 pub fn kernel_image_path(release: &str) -> String {
@@ -94,6 +112,28 @@ pub fn assemble(staging: &Path, inp: &Inputs) -> Result<PathBuf> {
     )?;
     for (name, src) in inp.extra_bins {
         copy_file(src, &usr.join("bin").join(name), 0o755)?;
+    }
+    crate::updater::install(&root, inp.update_bin, inp.trusted)?;
+    for (src, dest) in inp.extra_files {
+        let mode = if std::fs::metadata(src)
+            .map_err(io_at(src))?
+            .permissions()
+            .mode()
+            & 0o111
+            != 0
+        {
+            0o755
+        } else {
+            0o644
+        };
+        copy_file(src, &root.join(dest.trim_start_matches('/')), mode)?;
+    }
+    if inp.debug_autologin_serial {
+        write(
+            &root.join(AUTOLOGIN_DROP_IN),
+            AUTOLOGIN_TEXT.as_bytes(),
+            0o644,
+        )?;
     }
 
     for (top, dest) in [

@@ -115,7 +115,23 @@ pub fn keel_init() -> PathBuf {
     if let Some(p) = std::env::var_os("KEEL_INIT") {
         return PathBuf::from(p);
     }
-    let p = target_dir().join("x86_64-unknown-linux-gnu/init/keel-init");
+    static_bin("keel-init")
+}
+
+/// The static `keel-update` every image ships: `$KEEL_UPDATE`, or where ci/build.sh puts it,
+/// built now if missing (under the lock: do not call it while holding [`lock`]).
+pub fn keel_update() -> PathBuf {
+    if let Some(p) = std::env::var_os("KEEL_UPDATE") {
+        return PathBuf::from(p);
+    }
+    static_bin("keel-update")
+}
+
+/// `name` (keel-init or keel-update) as ci/build.sh builds it; both are built together.
+fn static_bin(name: &str) -> PathBuf {
+    let p = target_dir()
+        .join("x86_64-unknown-linux-gnu/init")
+        .join(name);
     if !p.is_file() {
         let _lock = lock();
         if !p.is_file() {
@@ -128,6 +144,8 @@ pub fn keel_init() -> PathBuf {
                     "x86_64-unknown-linux-gnu",
                     "-p",
                     "keel-init",
+                    "-p",
+                    "keel-update",
                 ])
                 .env(
                     "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
@@ -136,7 +154,7 @@ pub fn keel_init() -> PathBuf {
                 .env("CARGO_TARGET_DIR", target_dir())
                 .status()
                 .expect("cargo");
-            assert!(st.success(), "building keel-init failed");
+            assert!(st.success(), "building keel-init and keel-update failed");
         }
     }
     p
@@ -216,6 +234,7 @@ fn fingerprint(opts: &BuildOpts) -> String {
     let mut h = DefaultHasher::new();
     hash_file(&mut h, &keel_bin());
     hash_file(&mut h, &keel_init());
+    hash_file(&mut h, &keel_update());
     hash_file(&mut h, &test_key_dir().join("keel-signing.pub"));
     hash_tree(&mut h, &repo_root().join("boards"));
     hash_tree(&mut h, &repo_root().join("rootfs"));
@@ -234,6 +253,8 @@ pub fn build_args(opts: &BuildOpts, out: &Path) -> Vec<String> {
         test_key_dir().display().to_string(),
         "--init".into(),
         keel_init().display().to_string(),
+        "--update-bin".into(),
+        keel_update().display().to_string(),
         "--version".into(),
         opts.version.clone(),
         "--out".into(),

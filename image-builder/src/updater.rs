@@ -1,0 +1,166 @@
+//! Shipping the updater in every USR tree (updater/README.md, "What the builder must do"):
+//! the static `keel-update` at /usr/bin, its health-gate units (enabled), the
+//! `keel-health-generator` symlink, and the public keys the running system trusts for
+//! payloads at /usr/share/keel/keys/<key id>.pem. The release file is written by `usr_tree`.
+
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::VerifyingKey;
+use keel_format::keys;
+
+use crate::error::{io_at, Error, Result};
+use crate::units;
+
+/// The units ship with the builder that was compiled beside them, so an image never gets
+/// units from a different checkout than its builder.
+pub const UNITS: [(&str, &str); 3] = [
+    (
+        "keel-health-check.service",
+        include_str!("../../updater/units/keel-health-check.service"),
+    ),
+    (
+        "keel-health.target",
+        include_str!("../../updater/units/keel-health.target"),
+    ),
+    (
+        "keel-update-mark-good.service",
+        include_str!("../../updater/units/keel-update-mark-good.service"),
+    ),
+];
+/// The unit whose [Install] section pulls the gate into every boot.
+pub const ENABLED_UNIT: &str = "keel-update-mark-good.service";
+pub const BIN: &str = "usr/bin/keel-update";
+pub const GENERATOR: &str = "usr/lib/systemd/system-generators/keel-health-generator";
+pub const KEYS_DIR: &str = "usr/share/keel/keys";
+const UNIT_DIR: &str = "usr/lib/systemd/system";
+
+/// `--update-bin`, else `$KEEL_UPDATE`, else `keel-update` next to `keel`, else
+/// `../x86_64-unknown-linux-gnu/init/keel-update` (where ci/build.sh puts it).
+pub fn find_update_bin(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(Error::input(format!(
+                "--update-bin {}: no such file",
+                p.display()
+            )))
+        };
+    }
+    if let Some(p) = std::env::var_os("KEEL_UPDATE").map(PathBuf::from) {
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(Error::input(format!(
+                "KEEL_UPDATE={}: no such file",
+                p.display()
+            )))
+        };
+    }
+    let mut tried = Vec::new();
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
+        for p in [
+            dir.join("keel-update"),
+            dir.join("../x86_64-unknown-linux-gnu/init/keel-update"),
+        ] {
+            if p.is_file() {
+                return Ok(p);
+            }
+            tried.push(p.display().to_string());
+        }
+    }
+    Err(Error::Environment(format!(
+        "no keel-update binary: pass --update-bin PATH or set KEEL_UPDATE, or build it with ci/build.sh (looked at {})",
+        tried.join(", ")
+    )))
+}
+
+/// keel-update runs from the slot it updates; it must not need the slot's libraries.
+pub fn check_update_bin(path: &Path, bytes: &[u8]) -> Result<()> {
+    let elf = goblin::elf::Elf::parse(bytes).map_err(|e| {
+        Error::input(format!(
+            "{}: keel-update is not an ELF executable: {e}",
+            path.display()
+        ))
+    })?;
+    if let Some(interp) = elf.interpreter {
+        return Err(Error::input(format!(
+            "{}: keel-update is dynamically linked (interpreter {interp}); it must be static (ci/build.sh)",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Put the updater into `root` (the staging root: usr/, etc/, var/).
+pub fn install(root: &Path, bin: &Path, trusted: &[VerifyingKey]) -> Result<()> {
+    let bytes = std::fs::read(bin).map_err(io_at(bin))?;
+    write(&root.join(BIN), &bytes, 0o755)?;
+    for (name, text) in UNITS {
+        write(&root.join(UNIT_DIR).join(name), text.as_bytes(), 0o644)?;
+    }
+    units::enable(root, ENABLED_UNIT)?;
+    let generator = root.join(GENERATOR);
+    if let Some(parent) = generator.parent() {
+        std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+    }
+    if generator.symlink_metadata().is_ok() {
+        std::fs::remove_file(&generator).map_err(io_at(&generator))?;
+    }
+    std::os::unix::fs::symlink("/usr/bin/keel-update", &generator).map_err(io_at(&generator))?;
+    for key in trusted {
+        write(
+            &root
+                .join(KEYS_DIR)
+                .join(format!("{}.pem", keys::key_id(key))),
+            keys::public_key_to_pem(key).as_bytes(),
+            0o644,
+        )?;
+    }
+    Ok(())
+}
+
+fn write(to: &Path, data: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+    }
+    if to.symlink_metadata().is_ok() {
+        std::fs::remove_file(to).map_err(io_at(to))?;
+    }
+    std::fs::write(to, data).map_err(io_at(to))?;
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(mode)).map_err(io_at(to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_lays_out_binary_units_generator_and_keys() {
+        let root = tempfile::tempdir().unwrap();
+        let bin = root.path().join("fake-bin");
+        std::fs::write(&bin, b"\x7fELF").unwrap();
+        let key = keel_signing::Key::from_seed([7; 32]);
+        install(root.path(), &bin, &[key.public()]).unwrap();
+        let r = root.path();
+        assert_eq!(std::fs::read(r.join(BIN)).unwrap(), b"\x7fELF");
+        for (name, _) in UNITS {
+            assert!(r.join(UNIT_DIR).join(name).is_file(), "{name}");
+        }
+        let wants = r
+            .join("etc/systemd/system/multi-user.target.wants")
+            .join(ENABLED_UNIT);
+        assert!(wants.symlink_metadata().is_ok(), "mark-good not enabled");
+        assert_eq!(
+            std::fs::read_link(r.join(GENERATOR)).unwrap(),
+            Path::new("/usr/bin/keel-update")
+        );
+        let pem = r.join(KEYS_DIR).join(format!("{}.pem", key.key_id()));
+        let text = std::fs::read_to_string(pem).unwrap();
+        assert_eq!(keys::public_key_from_pem(&text).unwrap(), key.public());
+    }
+}
