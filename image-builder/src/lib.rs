@@ -31,5 +31,6 @@ pub mod updater;
 pub mod usr_slot;
 pub mod usr_tree;
 pub mod verify;
+pub mod vmdk;
 
 pub use error::{Error, Result};

@@ -63,6 +63,34 @@ pub enum Format {
     Iso,
 }
 
+impl Format {
+    pub const ALL: [Format; 7] = [
+        Format::Raw,
+        Format::Qcow2,
+        Format::Vmdk,
+        Format::Ova,
+        Format::Ami,
+        Format::Pxe,
+        Format::Iso,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Ova => "ova",
+            Format::Ami => "ami",
+            Format::Pxe => "pxe",
+            Format::Iso => "iso",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 enum KernelFile {
