@@ -7,7 +7,7 @@ use std::time::Instant;
 use keel_format::layout;
 use keel_format::metadata::KernelInfo;
 
-use crate::definition::board::{Firmware, KernelSource};
+use crate::definition::board::{Firmware, Format, KernelSource};
 use crate::definition::{Board, Rootfs};
 use crate::digest;
 use crate::disk;
@@ -17,7 +17,10 @@ use crate::kernel::Kernel;
 use crate::keys;
 use crate::manifest::{self, Manifest};
 use crate::mkfs;
+use crate::ova;
 use crate::progress::Reporter;
+use crate::pxe;
+use crate::qcow2;
 use crate::rootfs_cache;
 use crate::scratch;
 use crate::tool;
@@ -25,6 +28,7 @@ use crate::uki;
 use crate::updater;
 use crate::usr_slot;
 use crate::usr_tree::{self, Release};
+use crate::vmdk;
 
 pub struct BuildOptions {
     pub board: PathBuf,
@@ -45,6 +49,9 @@ pub struct BuildOptions {
     pub debug_autologin_serial: bool,
     /// `None`: $SOURCE_DATE_EPOCH, else the rootfs definition's.
     pub source_date_epoch: Option<u64>,
+    /// Forms to deliver (`--format`); `None`: the board's `formats`. disk.raw, usr.img and
+    /// manifest.json are always written.
+    pub formats: Option<Vec<Format>>,
 }
 
 pub struct BuildReport {
@@ -74,6 +81,41 @@ struct Checked {
     init: PathBuf,
     update_bin: PathBuf,
     epoch: u64,
+    formats: Vec<Format>,
+}
+
+/// The formats to write, checked against what the board provides. The error names the board
+/// file and field, or the `--format` flag when the list came from there.
+fn check_formats(board: &Board, asked: Option<&[Format]>) -> Result<Vec<Format>> {
+    let (formats, source) = match asked {
+        Some(f) => (f.to_vec(), "--format".to_string()),
+        None => (
+            board.formats.clone(),
+            format!("{}: formats", board.path.display()),
+        ),
+    };
+    let mut out: Vec<Format> = Vec::new();
+    for f in formats {
+        match f {
+            Format::Ami | Format::Iso => {
+                return Err(Error::input(format!(
+                    "{source}: the {} format is not implemented yet (raw, qcow2, vmdk, ova and pxe are)",
+                    f.as_str()
+                )))
+            }
+            Format::Pxe if !board.boot_modules.iter().any(|m| m == "loop") => {
+                return Err(Error::input(format!(
+                    "{}: boot_modules: the pxe format boots diskless from a loop device; add `loop` to boot_modules",
+                    board.path.display()
+                )))
+            }
+            _ => {}
+        }
+        if !out.contains(&f) {
+            out.push(f);
+        }
+    }
+    Ok(out)
 }
 
 fn check(opts: &BuildOptions) -> Result<Checked> {
@@ -126,6 +168,7 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
             )));
         }
     }
+    let formats = check_formats(&board, opts.formats.as_deref())?;
     let init = initramfs::find_init(opts.init.as_deref())?;
     let bytes = std::fs::read(&init).map_err(io_at(&init))?;
     initramfs::check_init(&init, &bytes)?;
@@ -149,6 +192,9 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
     }
     if matches!(board.kernel, KernelSource::Deb(_)) {
         tools.push("dpkg-deb");
+    }
+    if formats.contains(&Format::Qcow2) {
+        tools.push("qemu-img");
     }
     for t in tools {
         tool::find(t)?;
@@ -177,6 +223,7 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
         init,
         update_bin,
         epoch,
+        formats,
     })
 }
 
@@ -189,6 +236,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         init,
         update_bin,
         epoch,
+        formats,
     } = check(opts)?;
     if opts.debug_autologin_serial {
         reporter.warn("DEBUG IMAGE: root is logged in on the serial console without a password (--debug-autologin-serial)");
@@ -385,16 +433,31 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
     let payload_path = work.join("usr.img");
     usr_slot::write_payload(&slot, &payload_path)?;
 
-    // 8. The manifest, then everything into place.
+    // 8. The other forms users boot.
+    let mut names: Vec<String> = vec!["disk.raw".into(), "usr.img".into()];
+    let (files, placed) = write_formats(&FormatInputs {
+        formats: &formats,
+        work,
+        board: &board,
+        version: &opts.version,
+        kernel: &kernel.image,
+        initramfs: &ramfs.bytes,
+        cmdline: &cmdline,
+        epoch,
+        reporter,
+    })?;
+    names.extend(files);
+
+    // 9. The manifest, then everything into place.
     let mut outputs = Vec::new();
-    for name in ["disk.raw", "usr.img"] {
+    for name in &names {
         let p = work.join(name);
         let size = std::fs::metadata(&p).map_err(io_at(&p))?.len();
         let bar = reporter.bytes(&format!("sha256 {name}"), size);
         let sha256 = digest::file_sha256(&p, |n| bar.set(n))?;
         bar.done("");
         outputs.push(manifest::Output {
-            name: name.into(),
+            name: name.clone(),
             sha256,
             size,
         });
@@ -473,8 +536,15 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
     let mpath = work.join("manifest.json");
     std::fs::write(&mpath, json).map_err(io_at(&mpath))?;
 
-    for name in OUTPUTS {
+    for name in OUTPUTS
+        .iter()
+        .copied()
+        .chain(placed.iter().map(String::as_str))
+    {
         let dest = opts.out.join(name);
+        if dest.is_dir() {
+            std::fs::remove_dir_all(&dest).map_err(io_at(&dest))?;
+        }
         std::fs::rename(work.join(name), &dest).map_err(io_at(&dest))?;
     }
     drop(tmp);
@@ -485,4 +555,90 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         dev_key_created: signing.created.then(|| signing.path.clone()),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+struct FormatInputs<'a> {
+    formats: &'a [Format],
+    work: &'a Path,
+    board: &'a Board,
+    version: &'a str,
+    kernel: &'a Path,
+    initramfs: &'a [u8],
+    cmdline: &'a str,
+    epoch: u64,
+    reporter: &'a Reporter,
+}
+
+/// Base name of the VMDK and OVA files and the OVF virtual system.
+fn artifact_name(board: &Board, version: &str) -> String {
+    format!("keel-{}-{version}", board.name)
+}
+
+/// Writes each requested form from disk.raw / usr.img in `work`; returns the output files
+/// (relative to the output directory) for the manifest, and the entries of `work` to move
+/// into the output directory.
+fn write_formats(inp: &FormatInputs) -> Result<(Vec<String>, Vec<String>)> {
+    let work = inp.work;
+    let raw = work.join("disk.raw");
+    let mut files = Vec::new();
+    let mut placed = Vec::new();
+    if inp.formats.contains(&Format::Qcow2) {
+        let step = inp.reporter.step("qcow2");
+        qcow2::convert(&raw, &work.join("disk.qcow2"))?;
+        files.push("disk.qcow2".to_string());
+        placed.push("disk.qcow2".to_string());
+        step.done("");
+    }
+    if inp.formats.contains(&Format::Vmdk) || inp.formats.contains(&Format::Ova) {
+        let step = inp.reporter.step("VMDK (streamOptimized)");
+        let name = artifact_name(inp.board, inp.version);
+        let vmdk_name = format!("{name}.vmdk");
+        let vmdk_path = work.join(&vmdk_name);
+        let cid = u32::from_be_bytes(
+            digest::sha256(format!("{name}:{}", inp.epoch).as_bytes())[..4]
+                .try_into()
+                .expect("4 bytes"),
+        );
+        let written = vmdk::write(&raw, &vmdk_path, &vmdk_name, cid)?;
+        step.done(&format!("{} MiB", written.file_bytes >> 20));
+        if inp.formats.contains(&Format::Ova) {
+            let step = inp.reporter.step("OVA");
+            let ova_name = format!("{name}.ova");
+            ova::write(
+                &ova::Machine {
+                    name: &name,
+                    cpus: ova::DEFAULT_CPUS,
+                    memory_mib: ova::DEFAULT_MEMORY_MIB,
+                },
+                &vmdk_path,
+                &written,
+                &work.join(&ova_name),
+                inp.epoch,
+            )?;
+            files.push(ova_name.clone());
+            placed.push(ova_name);
+            step.done("");
+        }
+        if inp.formats.contains(&Format::Vmdk) {
+            files.push(vmdk_name.clone());
+            placed.push(vmdk_name);
+        }
+    }
+    if inp.formats.contains(&Format::Pxe) {
+        let step = inp.reporter.step("PXE");
+        pxe::write(
+            &work.join(pxe::DIR),
+            inp.kernel,
+            inp.initramfs,
+            &work.join("usr.img"),
+            inp.cmdline,
+            inp.epoch,
+        )?;
+        for f in [pxe::KERNEL, pxe::INITRAMFS, pxe::SCRIPT] {
+            files.push(format!("{}/{f}", pxe::DIR));
+        }
+        placed.push(pxe::DIR.to_string());
+        step.done("");
+    }
+    Ok((files, placed))
 }

@@ -78,9 +78,17 @@ struct BuildArgs {
     /// Timestamp for every file and filesystem [default: $SOURCE_DATE_EPOCH, else the rootfs definition's]
     #[arg(long)]
     source_date_epoch: Option<u64>,
+    /// Output format, repeatable: raw, qcow2, vmdk, ova, pxe [default: the board's formats]
+    #[arg(long = "format", value_name = "FORMAT", value_parser = parse_format)]
+    formats: Vec<keel_builder::definition::board::Format>,
     /// Print the manifest as JSON on stdout
     #[arg(long)]
     json: bool,
+}
+
+fn parse_format(s: &str) -> Result<keel_builder::definition::board::Format, String> {
+    keel_builder::definition::board::Format::parse(s)
+        .ok_or_else(|| format!("{s:?}: one of raw, qcow2, vmdk, ova, ami, pxe, iso"))
 }
 
 #[derive(Args)]
@@ -202,6 +210,7 @@ fn run_build(a: BuildArgs, reporter: &Reporter, quiet: bool) -> anyhow::Result<i
         extra_files: a.extra_files,
         debug_autologin_serial: a.debug_autologin_serial,
         source_date_epoch: a.source_date_epoch,
+        formats: (!a.formats.is_empty()).then_some(a.formats),
     };
     let report = build::build(&opts, reporter)?;
     let m = &report.manifest;

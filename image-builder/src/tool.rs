@@ -18,6 +18,7 @@ fn package_of(tool: &str) -> &'static str {
         "mkfs.ext4" | "e2fsck" | "debugfs" => "e2fsprogs",
         "objcopy" | "objdump" => "binutils",
         "cp" => "coreutils",
+        "qemu-img" => "qemu-utils",
         _ => "?",
     }
 }
