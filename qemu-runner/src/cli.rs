@@ -39,8 +39,15 @@ pub enum AccelArg {
 /// Boot a disk image in QEMU, show and save its serial console.
 #[derive(Debug, Clone, Args)]
 pub struct BootArgs {
-    /// Disk image (raw or qcow2); booted through a throwaway overlay unless --persist.
-    pub image: PathBuf,
+    /// Disk image (raw, qcow2 or VMDK); booted through a throwaway overlay unless --persist.
+    /// With --pxe it may be left out: the machine then has a blank disk.
+    #[arg(required_unless_present = "pxe")]
+    pub image: Option<PathBuf>,
+    /// Network-boot form of `keel build --format pxe`: the directory holding keel.ipxe,
+    /// vmlinuz and initramfs.img (or its parent). QEMU loads the kernel and initramfs the
+    /// script names, with the script's command line (direct kernel boot, no TFTP).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["firmware", "kernel"])]
+    pub pxe: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "uefi")]
     pub firmware: FirmwareArg,
     /// Kernel for --firmware direct.
@@ -99,6 +106,18 @@ const DEFAULT_EXPECT_TIMEOUT: Duration = Duration::from_secs(300);
 const PERSIST_SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
 
 impl BootArgs {
+    /// `image` is the disk to attach (the caller supplies a blank one when IMAGE is absent).
+    pub fn boot_options_for(&self, image: &std::path::Path) -> anyhow::Result<BootOptions> {
+        let mut options = BootOptions {
+            image: image.to_path_buf(),
+            ..self.boot_options()
+        };
+        if let Some(dir) = &self.pxe {
+            options.firmware = pxe_firmware(dir)?;
+        }
+        Ok(options)
+    }
+
     pub fn boot_options(&self) -> BootOptions {
         let firmware = match self.firmware {
             FirmwareArg::Uefi => Firmware::Uefi,
@@ -130,7 +149,7 @@ impl BootArgs {
             net,
             cdrom: self.cdrom.clone(),
             echo_console: self.console || std::io::stdout().is_terminal(),
-            ..BootOptions::new(&self.image)
+            ..BootOptions::new(self.image.clone().unwrap_or_default())
         }
     }
 
@@ -143,9 +162,67 @@ impl BootArgs {
     }
 }
 
+/// The kernel, initramfs and command line of the `kernel` and `initrd` lines of `keel.ipxe`
+/// in `dir` (or `dir/pxe`), as a direct kernel boot.
+pub fn pxe_firmware(dir: &std::path::Path) -> anyhow::Result<Firmware> {
+    use anyhow::Context;
+    let dir = if dir.join("keel.ipxe").is_file() {
+        dir.to_path_buf()
+    } else {
+        dir.join("pxe")
+    };
+    let script_path = dir.join("keel.ipxe");
+    let script = std::fs::read_to_string(&script_path)
+        .with_context(|| format!("--pxe: reading {}", script_path.display()))?;
+    let mut kernel = None;
+    let mut initrd = None;
+    for line in script.lines() {
+        let mut words = line.split_whitespace();
+        match words.next() {
+            Some("kernel") => {
+                let file = words
+                    .next()
+                    .context("keel.ipxe: kernel line without a file")?;
+                let append: Vec<&str> = words.filter(|w| !w.starts_with("initrd=")).collect();
+                kernel = Some((dir.join(file), append.join(" ")));
+            }
+            Some("initrd") => {
+                let file = words
+                    .next()
+                    .context("keel.ipxe: initrd line without a file")?;
+                initrd = Some(dir.join(file));
+            }
+            _ => {}
+        }
+    }
+    let (kernel, append) =
+        kernel.with_context(|| format!("{}: no kernel line", script_path.display()))?;
+    Ok(Firmware::Direct {
+        kernel,
+        initrd,
+        append,
+    })
+}
+
 /// Runs `keel boot`; returns the process exit code (see [`exit_code`]).
 pub fn boot_command(args: &BootArgs) -> anyhow::Result<i32> {
-    let options = args.boot_options();
+    // A diskless machine still gets a (blank) disk: the runner always attaches one.
+    let blank_dir = tempfile::tempdir()?;
+    let image = match &args.image {
+        Some(image) => image.clone(),
+        None => {
+            let blank = blank_dir.path().join("blank.raw");
+            std::fs::File::create(&blank)?.set_len(64 << 20)?;
+            blank
+        }
+    };
+    let options = match args.boot_options_for(&image) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("keel boot: {e:#}");
+            return Ok(exit_code::CANNOT_START);
+        }
+    };
     let mut session = match Session::start(&options) {
         Ok(session) => session,
         Err(e) => {

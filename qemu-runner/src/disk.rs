@@ -12,6 +12,9 @@ use crate::tool::{run, QEMU_IMG};
 pub enum DiskFormat {
     Raw,
     Qcow2,
+    /// A VMDK sparse extent (e.g. streamOptimized), read-only for QEMU: booted through
+    /// the overlay.
+    Vmdk,
 }
 
 impl DiskFormat {
@@ -19,13 +22,15 @@ impl DiskFormat {
         match self {
             DiskFormat::Raw => "raw",
             DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Vmdk => "vmdk",
         }
     }
 }
 
 const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
+const VMDK_SPARSE_MAGIC: &[u8; 4] = b"KDMV";
 
-/// qcow2 when the file starts with the qcow2 magic, raw otherwise. Decided by us,
+/// qcow2 or VMDK when the file starts with that format's magic, raw otherwise. Decided by us,
 /// not by QEMU's probing, so a raw guest disk can never be taken for another format.
 pub fn detect_format(path: &Path) -> std::io::Result<DiskFormat> {
     let mut magic = [0u8; 4];
@@ -37,10 +42,10 @@ pub fn detect_format(path: &Path) -> std::io::Result<DiskFormat> {
             n => filled += n,
         }
     }
-    Ok(if filled == 4 && &magic == QCOW2_MAGIC {
-        DiskFormat::Qcow2
-    } else {
-        DiskFormat::Raw
+    Ok(match (filled, &magic) {
+        (4, m) if m == QCOW2_MAGIC => DiskFormat::Qcow2,
+        (4, m) if m == VMDK_SPARSE_MAGIC => DiskFormat::Vmdk,
+        _ => DiskFormat::Raw,
     })
 }
 
