@@ -1,0 +1,254 @@
+//! `keel build --format qcow2/vmdk/ova/pxe`: each form checked by its peer tool (qemu-img, GNU
+//! tar, xmllint, sha256 manifest) and booted in QEMU to the demo unit.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::{build_image, keel_bin, run, BuildOpts, Image};
+
+/// The qemu board with `loop` (needed by pxe), every implemented format, kept in the test
+/// image cache directory so that the image cache can key on its content.
+fn formats_image() -> Image {
+    let text = std::fs::read_to_string(support::repo_root().join("boards/qemu-x86_64.yaml"))
+        .unwrap()
+        .replace(
+            "../rootfs/",
+            &format!("{}/rootfs/", support::repo_root().display()),
+        )
+        .replace("name: qemu-x86_64", "name: qemu-formats")
+        .replace("  - virtio_scsi\n", "  - virtio_scsi\n  - loop\n");
+    assert!(text.contains("  - loop\n"));
+    let dir = support::images_dir().join("boards");
+    std::fs::create_dir_all(&dir).unwrap();
+    let board = dir.join("qemu-formats.yaml");
+    if std::fs::read_to_string(&board).ok().as_deref() != Some(&text) {
+        std::fs::write(&board, &text).unwrap();
+    }
+    build_image(&BuildOpts {
+        name: format!("formats-{:x}", md5ish(&text)),
+        board,
+        extra_args: ["qcow2", "vmdk", "ova", "pxe"]
+            .iter()
+            .flat_map(|f| ["--format".to_string(), f.to_string()])
+            .collect(),
+        ..BuildOpts::default()
+    })
+}
+
+fn md5ish(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}
+
+fn boot(args: &[&str], image: Option<&Path>, dir: &Path) -> (i32, String) {
+    let log = dir.join("console.log");
+    let mut c = Command::new(keel_bin());
+    c.args([
+        "boot",
+        "--expect",
+        "Hello World",
+        "--timeout",
+        "300",
+        "--log",
+    ])
+    .arg(&log)
+    .args(args);
+    if let Some(i) = image {
+        c.arg(i);
+    }
+    let out = c.output().unwrap();
+    let console = std::fs::read_to_string(&log).unwrap_or_default();
+    (out.status.code().unwrap_or(-1), console)
+}
+
+fn assert_booted(code: i32, console: &str) {
+    let tail: Vec<&str> = console.lines().rev().take(40).collect();
+    assert_eq!(code, 0, "console tail:\n{}", tail.join("\n"));
+    assert!(console.contains("keel-init: ") && console.contains("Hello World"));
+}
+
+fn qemu_img_info(path: &Path) -> serde_json::Value {
+    let (ok, text) = run(Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(path));
+    assert!(ok, "{text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn same_file(a: &Path, b: &Path) {
+    let (ok, text) = run(Command::new("cmp").arg(a).arg(b));
+    assert!(ok, "{} and {} differ: {text}", a.display(), b.display());
+}
+
+fn vmdk_path(img: &Image) -> PathBuf {
+    img.dir.join("keel-qemu-formats-1.0.0.vmdk")
+}
+
+#[test]
+fn qcow2_is_checked_converted_back_and_boots() {
+    let img = formats_image();
+    let qcow2 = img.dir.join("disk.qcow2");
+    let (ok, text) = run(Command::new("qemu-img")
+        .args(["check", "-f", "qcow2"])
+        .arg(&qcow2));
+    assert!(ok && text.contains("No errors"), "{text}");
+    let info = qemu_img_info(&qcow2);
+    assert_eq!(info["format"], "qcow2");
+    let raw_size = std::fs::metadata(&img.disk).unwrap().len();
+    assert_eq!(info["virtual-size"].as_u64(), Some(raw_size));
+    let d = tempfile::tempdir().unwrap();
+    let (code, console) = boot(&[], Some(&qcow2), d.path());
+    assert_booted(code, &console);
+}
+
+#[test]
+fn vmdk_is_stream_optimized_equals_the_raw_disk_and_boots() {
+    let img = formats_image();
+    let vmdk = vmdk_path(&img);
+    let (ok, text) = run(Command::new("qemu-img")
+        .args(["check", "-f", "vmdk"])
+        .arg(&vmdk));
+    assert!(ok && text.contains("No errors"), "{text}");
+    let info = qemu_img_info(&vmdk);
+    assert_eq!(info["format"], "vmdk");
+    assert_eq!(
+        info["format-specific"]["data"]["create-type"],
+        "streamOptimized"
+    );
+    assert_eq!(
+        info["format-specific"]["data"]["extents"][0]["compressed"],
+        true
+    );
+    let raw_size = std::fs::metadata(&img.disk).unwrap().len();
+    assert_eq!(info["virtual-size"].as_u64(), Some(raw_size));
+    let d = tempfile::tempdir().unwrap();
+    let back = d.path().join("back.raw");
+    let (ok, text) = run(Command::new("qemu-img")
+        .args(["convert", "-f", "vmdk", "-O", "raw"])
+        .arg(&vmdk)
+        .arg(&back));
+    assert!(ok, "{text}");
+    same_file(&img.disk, &back);
+    std::fs::remove_file(&back).unwrap();
+    let (code, console) = boot(&[], Some(&vmdk), d.path());
+    assert_booted(code, &console);
+}
+
+#[test]
+fn ova_holds_descriptor_disk_and_manifest_in_order() {
+    let img = formats_image();
+    let ova = img.dir.join("keel-qemu-formats-1.0.0.ova");
+    let d = tempfile::tempdir().unwrap();
+    let (ok, list) = run(Command::new("tar").arg("tf").arg(&ova));
+    assert!(ok, "{list}");
+    let names: Vec<&str> = list.lines().collect();
+    assert_eq!(
+        names,
+        [
+            "keel-qemu-formats-1.0.0.ovf",
+            "keel-qemu-formats-1.0.0.vmdk",
+            "keel-qemu-formats-1.0.0.mf"
+        ]
+    );
+    let (ok, text) = run(Command::new("tar")
+        .arg("xf")
+        .arg(&ova)
+        .arg("-C")
+        .arg(d.path()));
+    assert!(ok, "{text}");
+    same_file(&vmdk_path(&img), &d.path().join(names[1]));
+    // The .mf lines are what sha256sum computes for the members.
+    let mf = std::fs::read_to_string(d.path().join(names[2])).unwrap();
+    for name in &names[..2] {
+        let (ok, sum) = run(Command::new("sha256sum").arg(d.path().join(name)));
+        assert!(ok);
+        let hex = sum.split_whitespace().next().unwrap();
+        assert!(mf.contains(&format!("SHA256({name})= {hex}\n")), "{mf}");
+    }
+    // Well-formed XML (xmllint), with the parts an importer needs.
+    let ovf_path = d.path().join(names[0]);
+    let (ok, text) = run(Command::new("xmllint").arg("--noout").arg(&ovf_path));
+    assert!(ok, "xmllint: {text}");
+    let ovf = std::fs::read_to_string(&ovf_path).unwrap();
+    let vmdk_size = std::fs::metadata(vmdk_path(&img)).unwrap().len();
+    let raw_size = std::fs::metadata(&img.disk).unwrap().len();
+    for needle in [
+        format!("ovf:href=\"{}\" ovf:size=\"{vmdk_size}\"", names[1]),
+        format!("ovf:capacity=\"{raw_size}\" ovf:capacityAllocationUnits=\"byte\""),
+        "ovf:populatedSize=\"".to_string(),
+        "vmdk.html#streamOptimized".to_string(),
+        "<VirtualSystem ovf:id=\"keel-qemu-formats-1.0.0\">".to_string(),
+        "<rasd:ResourceType>3</rasd:ResourceType>".to_string(),
+        "<rasd:ResourceType>4</rasd:ResourceType>".to_string(),
+        "<rasd:ResourceSubType>vmware.sata.ahci</rasd:ResourceSubType>".to_string(),
+        "<rasd:HostResource>ovf:/disk/vmdisk1</rasd:HostResource>".to_string(),
+        "vmw:key=\"firmware\" vmw:value=\"efi\"".to_string(),
+    ] {
+        assert!(ovf.contains(&needle), "{needle} missing from\n{ovf}");
+    }
+}
+
+#[test]
+fn pxe_initramfs_carries_the_payload_and_boots_diskless() {
+    let img = formats_image();
+    let pxe = img.dir.join("pxe");
+    let script = std::fs::read_to_string(pxe.join("keel.ipxe")).unwrap();
+    assert!(script.starts_with("#!ipxe\nkernel vmlinuz "), "{script}");
+    assert!(
+        script.contains("\ninitrd initramfs.img\nboot\n"),
+        "{script}"
+    );
+    // The payload sits in the initramfs byte for byte (the uncompressed second archive).
+    let ramfs = std::fs::read(pxe.join("initramfs.img")).unwrap();
+    let payload = std::fs::read(&img.payload).unwrap();
+    assert!(ramfs
+        .windows(16)
+        .position(|w| w == &payload[..16])
+        .is_some_and(|at| ramfs[at..at + payload.len()] == payload[..]));
+    drop(ramfs);
+    let d = tempfile::tempdir().unwrap();
+    let (code, console) = boot(
+        &["--pxe", img.dir.to_str().unwrap(), "--mem", "2048"],
+        None,
+        d.path(),
+    );
+    assert_booted(code, &console);
+    assert!(
+        console.contains("diskless boot") && console.contains("(diskless, ROOT in RAM)"),
+        "{console}"
+    );
+}
+
+#[test]
+fn pxe_without_loop_names_the_board_field() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let out = Command::new(keel_bin())
+        .args(["build", "--quiet", "--format", "pxe", "--out"])
+        .arg(out_dir.path())
+        .arg("--board")
+        .arg(support::repo_root().join("boards/qemu-x86_64.yaml"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("qemu-x86_64.yaml: boot_modules: ") && err.contains("loop"),
+        "{err}"
+    );
+    assert!(std::fs::read_dir(out_dir.path()).unwrap().next().is_none());
+    let out = Command::new(keel_bin())
+        .args(["build", "--quiet", "--format", "iso", "--out"])
+        .arg(out_dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--format: the iso format is not implemented"),
+        "{err}"
+    );
+}
