@@ -1,5 +1,5 @@
-//! A read-only loop device over a byte range of an image, detached on drop: lets veritysetup
-//! check one partition of a disk image without copying it out.
+//! A loop device over a byte range of an image, detached on drop: lets veritysetup or e2fsck
+//! work on one partition of a disk image without copying it out.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,11 +13,14 @@ pub struct LoopDevice {
 }
 
 impl LoopDevice {
-    pub fn attach(image: &Path, offset: u64, size: u64) -> Result<LoopDevice> {
+    pub fn attach(image: &Path, offset: u64, size: u64, writable: bool) -> Result<LoopDevice> {
+        let mut cmd = Command::new("losetup");
+        cmd.args(["--find", "--show"]);
+        if !writable {
+            cmd.arg("--read-only");
+        }
         let dev = command::stdout(
-            Command::new("losetup")
-                .args(["--find", "--show", "--read-only"])
-                .arg(format!("--offset={offset}"))
+            cmd.arg(format!("--offset={offset}"))
                 .arg(format!("--sizelimit={size}"))
                 .arg(image),
         )?;

@@ -611,7 +611,7 @@ fn check_verity(runs: &[(Variant, Run)]) -> Result<()> {
         let usr = find("USR-A")?;
         let out = match &r.verity {
             Some(vi) => {
-                let dev = LoopDevice::attach(&r.disk, usr.offset, usr.size)?;
+                let dev = LoopDevice::attach(&r.disk, usr.offset, usr.size, false)?;
                 command::run(
                     Command::new("veritysetup")
                         .arg("verify")
@@ -635,8 +635,8 @@ fn check_verity(runs: &[(Variant, Run)]) -> Result<()> {
                     .as_str()
                     .context("signature partition has no rootHash")?
                     .to_string();
-                let data_dev = LoopDevice::attach(&r.disk, usr.offset, usr.size)?;
-                let hash_dev = LoopDevice::attach(&r.disk, hash.offset, hash.size)?;
+                let data_dev = LoopDevice::attach(&r.disk, usr.offset, usr.size, false)?;
+                let hash_dev = LoopDevice::attach(&r.disk, hash.offset, hash.size, false)?;
                 command::run(
                     Command::new("veritysetup")
                         .arg("verify")

@@ -1,0 +1,463 @@
+//! init-vs-initramfs-tools: the init phase with keel-init against Debian's initramfs-tools, on
+//! the same kernel in the same TCG QEMU (direct kernel boot, no firmware), and the initramfs
+//! sizes.
+//!
+//! * keel: the kernel, initramfs and command line of a `keel build` image's UKI, booting that
+//!   image (erofs /usr through dm-verity, ext4 ROOT). Measured on first boots (keel-init also
+//!   populates ROOT) and on later boots (a copy of the disk booted once before).
+//! * debian: an initramfs made by `mkinitramfs` inside a copy of the same Debian tree the image
+//!   was built from (its own initramfs-tools configuration), booting that tree from an ext4
+//!   partition with `root=/dev/vda1`.
+//!
+//! Markers, all kernel printk timestamps (seconds since the kernel started): "Run /init as init
+//! process" (the kernel hands over to the initramfs) and the first line logged by `systemd[1]`
+//! (systemd of the real root is running: the hand-off is done; systemd prints nothing earlier).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use keel_bench::loopdev::LoopDevice;
+use keel_bench::measure::median;
+use keel_bench::{command, machine, partitions, rootfs};
+use keel_qemu::{Accel, BootOptions, Firmware, Session};
+
+const RUN_INIT: &str = "Run /init as init process";
+const SYSTEMD: &str = "systemd[1]: ";
+/// Printed by systemd right after its first lines: the first line is complete by then.
+const SYSTEMD_BANNER: &str = "running in system mode";
+/// keel-init's line when it commits to a slot, right before the exec: `keel-init: [   2.809] booting USR-A ...`.
+const KEEL_HANDOFF: &str = "] booting USR-";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const MIB: f64 = 1024.0 * 1024.0;
+
+#[derive(Parser)]
+#[command(about = "keel-init against Debian's initramfs-tools: time to systemd, initramfs size")]
+struct Args {
+    /// Output directory of `keel build` (holding disk.raw)
+    #[arg(long, default_value = "/var/tmp/keel-bench/image")]
+    image: PathBuf,
+    /// Work directory (Debian tree copy, disks, console logs)
+    #[arg(long, default_value = "/var/tmp/keel-bench/init")]
+    work: PathBuf,
+    /// Boots per variant
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    KeelFirst,
+    KeelLater,
+    Debian,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::KeelFirst => "keel (first boot)",
+            Variant::KeelLater => "keel (later boot)",
+            Variant::Debian => "initramfs-tools",
+        }
+    }
+}
+
+/// What one variant boots.
+struct BootSetup {
+    disk: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+    append: String,
+}
+
+/// Kernel timestamps of one boot, and the host's wall time from starting QEMU to the first
+/// systemd line on the console.
+#[derive(Clone, Copy)]
+struct Marks {
+    run_init: f64,
+    systemd: f64,
+    host_wall: f64,
+    /// keel-init's own timestamp of its "booting USR-X" line, just before it execs systemd.
+    keel_handoff: Option<f64>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    for tool in [
+        "qemu-system-x86_64",
+        "mcopy",
+        "objcopy",
+        "sfdisk",
+        "mkfs.ext4",
+        "e2fsck",
+        "chroot",
+        "cpio",
+    ] {
+        if !command::exists(tool) {
+            bail!("{tool} is not installed");
+        }
+    }
+    let disk = args.image.join("disk.raw");
+    if !disk.is_file() {
+        bail!(
+            "{} is missing: build an image first (keel build --out {} --init PATH)",
+            disk.display(),
+            args.image.display()
+        );
+    }
+    std::fs::create_dir_all(args.work.join("logs"))?;
+
+    let keel = keel_setup(&disk, &args.work)?;
+    let debian = debian_setup(&args.work, &keel.kernel)?;
+    let keel_later = BootSetup {
+        disk: booted_once(&keel, &args.work)?,
+        kernel: keel.kernel.clone(),
+        initrd: keel.initrd.clone(),
+        append: keel.append.clone(),
+    };
+    let init_size = keel_init_size(&keel.initrd)?;
+
+    println!("init-vs-initramfs-tools");
+    println!("machine: {}", machine::describe());
+    println!(
+        "same kernel ({}), QEMU TCG, direct kernel boot, 1 GiB, 2 vCPUs; {} boots per variant",
+        rootfs::kernel_in(&rootfs::cached_tree()?)
+            .map(|(_, r)| r)
+            .unwrap_or_default(),
+        args.runs
+    );
+    println!("keel:   append {:?}", keel.append);
+    println!("debian: append {:?}", debian.append);
+
+    let variants = [Variant::KeelFirst, Variant::Debian, Variant::KeelLater];
+    let mut marks: Vec<(Variant, Marks)> = Vec::new();
+    for run in 0..args.runs {
+        let mut order = variants.to_vec();
+        order.rotate_left(run % variants.len());
+        for v in order {
+            let setup = match v {
+                Variant::KeelFirst => &keel,
+                Variant::KeelLater => &keel_later,
+                Variant::Debian => &debian,
+            };
+            let log = args.work.join("logs").join(format!(
+                "{}-{run}.log",
+                v.name().replace([' ', '(', ')'], "")
+            ));
+            let m = boot(setup, &log)?;
+            let keel_part = m
+                .keel_handoff
+                .map(|h| format!(" (keel-init exec at {h:.3} s)"))
+                .unwrap_or_default();
+            println!(
+                "run {} {:<18} /init at {:6.3} s, systemd at {:6.3} s: init phase {:6.3} s{keel_part}, host wall {:6.2} s [{}]",
+                run + 1,
+                v.name(),
+                m.run_init,
+                m.systemd,
+                m.systemd - m.run_init,
+                m.host_wall,
+                machine::load()
+            );
+            marks.push((v, m));
+        }
+    }
+
+    println!();
+    let med = |v: Variant, f: fn(&Marks) -> f64| -> f64 {
+        let s: Vec<f64> = marks
+            .iter()
+            .filter(|(w, _)| *w == v)
+            .map(|(_, m)| f(m))
+            .collect();
+        median(&s)
+    };
+    let init_phase = |m: &Marks| m.systemd - m.run_init;
+    println!(
+        "medians over {} boots      kernel→/init  kernel→systemd  init phase  host wall",
+        args.runs
+    );
+    for v in variants {
+        println!(
+            "  {:<24} {:9.3} s  {:12.3} s  {:8.3} s  {:7.2} s",
+            v.name(),
+            med(v, |m| m.run_init),
+            med(v, |m| m.systemd),
+            med(v, init_phase),
+            med(v, |m| m.host_wall)
+        );
+    }
+    for v in [Variant::KeelFirst, Variant::KeelLater] {
+        let own: Vec<f64> = marks
+            .iter()
+            .filter(|(w, _)| *w == v)
+            .filter_map(|(_, m)| m.keel_handoff.map(|h| h - m.run_init))
+            .collect();
+        let startup: Vec<f64> = marks
+            .iter()
+            .filter(|(w, _)| *w == v)
+            .filter_map(|(_, m)| m.keel_handoff.map(|h| m.systemd - h))
+            .collect();
+        if !own.is_empty() {
+            println!(
+                "  {:<24} of its init phase: keel-init's own steps {:.3} s, exec to systemd's first line {:.3} s",
+                v.name(),
+                median(&own),
+                median(&startup)
+            );
+        }
+    }
+    let deb_init = med(Variant::Debian, init_phase);
+    let deb_total = med(Variant::Debian, |m| m.systemd);
+    for v in [Variant::KeelFirst, Variant::KeelLater] {
+        println!(
+            "ratio {} : initramfs-tools — init phase {:.3}, kernel start to systemd {:.3}",
+            v.name(),
+            med(v, init_phase) / deb_init,
+            med(v, |m| m.systemd) / deb_total
+        );
+    }
+    let keel_bytes = std::fs::metadata(&keel.initrd)?.len() as f64;
+    let deb_bytes = std::fs::metadata(&debian.initrd)?.len() as f64;
+    println!(
+        "initramfs size: keel {:.2} MiB, Debian {:.2} MiB ({}), ratio {:.3} (target 0.1 or less)",
+        keel_bytes / MIB,
+        deb_bytes / MIB,
+        compression_of(&debian.initrd),
+        keel_bytes / deb_bytes
+    );
+    println!(
+        "keel-init binary (the initramfs's /init): {:.2} MiB (target under 2 MiB)",
+        init_size as f64 / MIB
+    );
+    println!("console logs: {}", args.work.join("logs").display());
+    Ok(())
+}
+
+/// The kernel, Keel initramfs and command line from the image's UKI (the ESP's BOOTX64.EFI).
+fn keel_setup(disk: &Path, work: &Path) -> Result<BootSetup> {
+    let esp = partitions::list(disk)?
+        .into_iter()
+        .find(|p| p.name == "EFI-SYSTEM")
+        .context("the image has no EFI-SYSTEM partition")?;
+    let uki = work.join("BOOTX64.EFI");
+    let _ = std::fs::remove_file(&uki);
+    command::run(
+        Command::new("mcopy")
+            .arg("-i")
+            .arg(format!("{}@@{}", disk.display(), esp.offset))
+            .arg("::/EFI/BOOT/BOOTX64.EFI")
+            .arg(&uki),
+    )?;
+    let section = |name: &str, out: &Path| -> Result<()> {
+        command::run(
+            Command::new("objcopy")
+                .args(["-O", "binary", &format!("--only-section={name}")])
+                .arg(&uki)
+                .arg(out),
+        )?;
+        Ok(())
+    };
+    let kernel = work.join("vmlinuz");
+    let initrd = work.join("keel-initramfs.img");
+    let cmdline = work.join("cmdline");
+    section(".linux", &kernel)?;
+    section(".initrd", &initrd)?;
+    section(".cmdline", &cmdline)?;
+    let append = std::fs::read_to_string(&cmdline)?
+        .trim_end_matches('\0')
+        .trim()
+        .to_string();
+    Ok(BootSetup {
+        disk: disk.to_path_buf(),
+        kernel,
+        initrd,
+        append,
+    })
+}
+
+/// Debian's initramfs for the same tree and kernel, and that tree on an ext4 partition.
+fn debian_setup(work: &Path, kernel: &Path) -> Result<BootSetup> {
+    let cached = rootfs::cached_tree()?;
+    let (cached_kernel, release) =
+        rootfs::kernel_in(&cached).context("no kernel in the cached tree")?;
+    if std::fs::read(&cached_kernel)? != std::fs::read(kernel)? {
+        bail!(
+            "the image's kernel is not {}: rebuild the image from the current rootfs cache",
+            cached_kernel.display()
+        );
+    }
+    // A copy, so that mkinitramfs in a chroot leaves the shared cache untouched.
+    let tree = work.join("debian-root");
+    if !tree.join("usr").is_dir() {
+        let tmp = work.join("debian-root.tmp");
+        let _ = std::fs::remove_dir_all(&tmp);
+        command::run(Command::new("cp").arg("-a").arg(&cached).arg(&tmp))?;
+        std::fs::rename(&tmp, &tree)?;
+    }
+    let initrd = work.join("debian-initrd.img");
+    if !initrd.is_file() {
+        let inside = tree.join("tmp/keel-bench-initrd.img");
+        command::run(Command::new("chroot").arg(&tree).args([
+            "mkinitramfs",
+            "-o",
+            "/tmp/keel-bench-initrd.img",
+            &release,
+        ]))?;
+        std::fs::rename(&inside, &initrd)?;
+    }
+    let disk = work.join("debian-disk.raw");
+    if !disk.is_file() {
+        let tmp = work.join("debian-disk.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let f = std::fs::File::create(&tmp)?;
+        f.set_len((2048 + 2) << 20)?;
+        drop(f);
+        let mut sfdisk = Command::new("sfdisk");
+        sfdisk
+            .arg("-q")
+            .arg(&tmp)
+            .stdin(std::process::Stdio::piped());
+        let mut child = sfdisk.spawn()?;
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .context("sfdisk stdin")?
+            .write_all(b"label: gpt\nstart=2048, size=4194304, type=L, name=root\n")?;
+        if !child.wait()?.success() {
+            bail!("sfdisk {} failed", tmp.display());
+        }
+        command::run(
+            Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-L", "root", "-E", "offset=1048576", "-d"])
+                .arg(&tree)
+                .arg(&tmp)
+                .arg("2097152k"),
+        )?;
+        std::fs::rename(&tmp, &disk)?;
+    }
+    Ok(BootSetup {
+        disk,
+        kernel: kernel.to_path_buf(),
+        initrd,
+        append: "console=ttyS0,115200n8 panic=10 root=/dev/vda1".into(),
+    })
+}
+
+/// A copy of the keel disk as it is after its first boot (ROOT populated): boot it to the demo
+/// unit, cut the power, replay the ext4 journals on the host.
+fn booted_once(keel: &BootSetup, work: &Path) -> Result<PathBuf> {
+    let out = work.join("keel-booted-once.raw");
+    if out.is_file() {
+        return Ok(out);
+    }
+    let mut vm = Session::start(&options(keel, &work.join("logs/keel-first-boot-prep.log")))?;
+    vm.wait_for("]: Hello World", BOOT_TIMEOUT)?;
+    std::thread::sleep(Duration::from_secs(3));
+    vm.kill()?;
+    let tmp = work.join("keel-booted-once.tmp");
+    vm.export_disk_raw(&tmp)?;
+    for p in partitions::list(&tmp)? {
+        if p.name == "ROOT" || p.name == "OEM" {
+            // Exit 1 means "errors corrected" (the journal replay): fine; 4 and up are not.
+            let dev = LoopDevice::attach(&tmp, p.offset, p.size, true)?;
+            let st = Command::new("e2fsck").arg("-fy").arg(&dev.path).output()?;
+            if st.status.code().unwrap_or(8) >= 4 {
+                bail!(
+                    "e2fsck of {} in {}: {}",
+                    p.name,
+                    tmp.display(),
+                    String::from_utf8_lossy(&st.stdout)
+                );
+            }
+        }
+    }
+    std::fs::rename(&tmp, &out)?;
+    Ok(out)
+}
+
+fn options(s: &BootSetup, log: &Path) -> BootOptions {
+    let mut o = BootOptions::new(&s.disk);
+    o.firmware = Firmware::Direct {
+        kernel: s.kernel.clone(),
+        initrd: Some(s.initrd.clone()),
+        append: s.append.clone(),
+    };
+    o.accel = Accel::Tcg;
+    o.log_path = Some(log.to_path_buf());
+    o
+}
+
+fn boot(s: &BootSetup, log: &Path) -> Result<Marks> {
+    let started = Instant::now();
+    let mut vm = Session::start(&options(s, log))?;
+    vm.wait_for(SYSTEMD, BOOT_TIMEOUT)?;
+    let host_wall = started.elapsed().as_secs_f64();
+    vm.wait_for(SYSTEMD_BANNER, BOOT_TIMEOUT)?;
+    let text = vm.log();
+    vm.kill()?;
+    let run_init = timestamp_of(&text, RUN_INIT)
+        .with_context(|| format!("no {RUN_INIT:?} in {}", log.display()))?;
+    let systemd = timestamp_of(&text, SYSTEMD)
+        .with_context(|| format!("no {SYSTEMD:?} line in {}", log.display()))?;
+    Ok(Marks {
+        run_init,
+        systemd,
+        host_wall,
+        keel_handoff: timestamp_of(&text, KEEL_HANDOFF),
+    })
+}
+
+/// The printk timestamp (`[    2.131014] ...`) of the first console line holding `needle`.
+fn timestamp_of(console: &str, needle: &str) -> Option<f64> {
+    let line = console.lines().find(|l| l.contains(needle))?;
+    let open = line.find('[')?;
+    let close = open + line[open..].find(']')?;
+    line[open + 1..close].trim().parse().ok()
+}
+
+/// The size of /init in the Keel initramfs (gzip'd cpio newc).
+fn keel_init_size(initrd: &Path) -> Result<u64> {
+    let listing = command::stdout(Command::new("sh").arg("-c").arg(format!(
+        "gzip -dc '{}' | cpio -itv --quiet",
+        initrd.display()
+    )))?;
+    // `-rwxr-xr-x   1 root     root      1677216 Jan  1  2024 init`
+    listing
+        .lines()
+        .find(|l| l.split_whitespace().last() == Some("init"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|s| s.parse().ok())
+        .context("no /init in the Keel initramfs")
+}
+
+fn compression_of(path: &Path) -> &'static str {
+    let head = std::fs::read(path)
+        .map(|b| b.into_iter().take(4).collect::<Vec<u8>>())
+        .unwrap_or_default();
+    match head.as_slice() {
+        [0x1f, 0x8b, ..] => "gzip",
+        [0x28, 0xb5, 0x2f, 0xfd] => "zstd",
+        [0xfd, b'7', b'z', b'X'] => "xz",
+        [b'0', b'7', b'0', b'7'] => {
+            "uncompressed cpio first (early microcode/firmware) then compressed"
+        }
+        _ => "unknown compression",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_printk_timestamps() {
+        let c = "x\n[    2.131014] Run /init as init process\n[   10.5] systemd[1]: hi\n";
+        assert_eq!(timestamp_of(c, RUN_INIT), Some(2.131014));
+        assert_eq!(timestamp_of(c, SYSTEMD), Some(10.5));
+        assert_eq!(timestamp_of(c, "absent"), None);
+    }
+}
