@@ -123,7 +123,8 @@ impl Key {
             .mode(0o600)
             .open(&tmp)
             .map_err(io_err(&tmp))?;
-        f.write_all(self.private_pem().as_bytes()).map_err(io_err(&tmp))?;
+        f.write_all(self.private_pem().as_bytes())
+            .map_err(io_err(&tmp))?;
         f.sync_all().map_err(io_err(&tmp))?;
         fs::rename(&tmp, &private).map_err(io_err(&private))?;
         fs::write(&public, self.public_pem()).map_err(io_err(&public))?;
@@ -151,11 +152,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let k = Key::generate().unwrap();
         let (private, public) = k.save(dir.path(), false).unwrap();
-        assert_eq!(fs::metadata(&private).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&private).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let again = Key::load(&private).unwrap();
         assert_eq!(again.public(), k.public());
         assert_eq!(load_public(&public).unwrap(), k.public());
-        assert!(matches!(Key::generate().unwrap().save(dir.path(), false), Err(SigningError::Exists(_))));
+        assert!(matches!(
+            Key::generate().unwrap().save(dir.path(), false),
+            Err(SigningError::Exists(_))
+        ));
         Key::generate().unwrap().save(dir.path(), true).unwrap();
         assert_ne!(Key::load(&private).unwrap().public(), k.public());
     }
@@ -171,7 +178,11 @@ mod tests {
             .arg(&private)
             .output()
             .expect("openssl must be installed");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8(out.stdout).unwrap(), k.public_pem());
     }
 }
