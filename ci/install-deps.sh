@@ -8,7 +8,7 @@ packages=(
   mmdebstrap debian-archive-keyring dpkg-dev e2fsprogs erofs-utils dosfstools mtools
   binutils systemd-boot-efi cpio zstd xz-utils kmod
   # independent checkers used by the tests
-  gdisk fdisk cryptsetup-bin openssl
+  gdisk fdisk cryptsetup-bin openssl libxml2-utils
   # booting images
   qemu-system-x86 qemu-utils ovmf
   # building the static PID 1 and crates with C parts
