@@ -161,7 +161,10 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
                 src.display()
             )));
         }
-        if !src.is_file() {
+        let is_link = src
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink());
+        if !src.is_file() && !is_link {
             return Err(Error::input(format!(
                 "--extra-file {}={dest}: no such file",
                 src.display()
@@ -487,7 +490,14 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
     for (src, dest) in &opts.extra_files {
         extra_files.push(manifest::ExtraFile {
             dest: dest.clone(),
-            source: file_input(src)?,
+            source: match std::fs::read_link(src) {
+                // A symlink is recorded by its target.
+                Ok(target) => manifest::FileInput {
+                    path: src.clone(),
+                    sha256: digest::sha256_hex(target.as_os_str().as_encoded_bytes()),
+                },
+                Err(_) => file_input(src)?,
+            },
         });
     }
     let manifest = Manifest {

@@ -115,18 +115,26 @@ pub fn assemble(staging: &Path, inp: &Inputs) -> Result<PathBuf> {
     }
     crate::updater::install(&root, inp.update_bin, inp.trusted)?;
     for (src, dest) in inp.extra_files {
-        let mode = if std::fs::metadata(src)
-            .map_err(io_at(src))?
-            .permissions()
-            .mode()
-            & 0o111
-            != 0
-        {
+        let to = root.join(dest.trim_start_matches('/'));
+        let meta = std::fs::symlink_metadata(src).map_err(io_at(src))?;
+        if meta.file_type().is_symlink() {
+            // A symlink stays one (e.g. enabling a unit in a .wants/ directory).
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+            }
+            if to.symlink_metadata().is_ok() {
+                remove_any(&to)?;
+            }
+            let target = std::fs::read_link(src).map_err(io_at(src))?;
+            std::os::unix::fs::symlink(target, &to).map_err(io_at(&to))?;
+            continue;
+        }
+        let mode = if meta.permissions().mode() & 0o111 != 0 {
             0o755
         } else {
             0o644
         };
-        copy_file(src, &root.join(dest.trim_start_matches('/')), mode)?;
+        copy_file(src, &to, mode)?;
     }
     if inp.debug_autologin_serial {
         write(
