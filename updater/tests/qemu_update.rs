@@ -72,9 +72,8 @@ const DRIVER_UNIT: &str = "[Unit]\n\
     [Service]\n\
     Type=simple\n\
     ExecStart=/usr/lib/keel-e2e/driver\n\
-    StandardOutput=tty\n\
-    StandardError=tty\n\
-    TTYPath=/dev/ttyS0\n";
+    StandardOutput=journal+console\n\
+    StandardError=journal+console\n";
 const BROKEN_UNIT: &str = "[Unit]\nDescription=Keel e2e: a required unit that always fails\n\n\
                            [Service]\nType=oneshot\nExecStart=/bin/false\n";
 const REQUIRED: &str =
