@@ -194,7 +194,8 @@ impl Guest {
 
     /// The `keel-init: booting USR-X version V (...)` line of this boot: (slot, version).
     fn booted(&mut self) -> (String, String) {
-        self.expect("keel-init: booting USR-", BOOT);
+        // The line carries a timestamp: `keel-init: [   7.256] booting USR-B ...`.
+        self.expect("] booting USR-", BOOT);
         let slot = format!("USR-{}", self.until(" ").trim());
         self.expect("version ", COMMAND);
         let version = self.until(" ").trim().to_string();
