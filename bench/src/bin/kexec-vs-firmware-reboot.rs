@@ -114,11 +114,26 @@ fn main() -> Result<()> {
 
     let kinds = [Reboot::Kexec, Reboot::Firmware];
     let mut timings: Vec<(Reboot, Timing)> = Vec::new();
+    let mut failures: Vec<(Reboot, String)> = Vec::new();
     for run in 0..args.runs {
         let mut order = kinds.to_vec();
         order.rotate_left(run % kinds.len());
         for kind in order {
-            let t = update_and_reboot(&args.work, &v1.join("disk.raw"), &payload, kind, run)?;
+            let t = match update_and_reboot(&args.work, &v1.join("disk.raw"), &payload, kind, run) {
+                Ok(t) => t,
+                Err(e) => {
+                    // A hung or failed reboot is a result too: counted, not fatal.
+                    let first = format!("{e:#}");
+                    println!(
+                        "run {} reboot {:<10} FAILED: {}",
+                        run + 1,
+                        kind.flag(),
+                        first.lines().next().unwrap_or("")
+                    );
+                    failures.push((kind, first.lines().next().unwrap_or("").to_string()));
+                    continue;
+                }
+            };
             println!(
                 "run {} reboot {:<10} new version's keel-init line {:6.2} s, systemd {:6.2} s, boot finished {:6.2} s [{}]",
                 run + 1,
@@ -133,6 +148,11 @@ fn main() -> Result<()> {
     }
 
     println!();
+    for k in kinds {
+        if !timings.iter().any(|(w, _)| *w == k) {
+            bail!("every reboot {} failed", k.flag());
+        }
+    }
     let med = |k: Reboot, f: fn(&Timing) -> f64| {
         median(
             &timings
@@ -160,6 +180,16 @@ fn main() -> Result<()> {
         med(Reboot::Kexec, |t| t.keel_init) / med(Reboot::Firmware, |t| t.keel_init),
         med(Reboot::Kexec, |t| t.ready) / med(Reboot::Firmware, |t| t.ready)
     );
+    for k in kinds {
+        let n = failures.iter().filter(|(w, _)| *w == k).count();
+        if n > 0 {
+            println!(
+                "reboot {}: {n} of {} updates failed and are left out of the medians",
+                k.flag(),
+                args.runs
+            );
+        }
+    }
     println!("console logs: {}", args.work.join("logs").display());
     Ok(())
 }
