@@ -8,8 +8,11 @@
 //! the 2.0.0 payload from /dev/vdc, prints `@@REBOOT` and reboots; on 2.0.0 it prints
 //! `@@READY 2.0.0` once systemd reports the boot finished.
 //!
-//! Measured on the host's clock from `@@REBOOT`: keel-init's `booting USR-B version 2.0.0`
-//! line (the new version's first console line), systemd's first line, and `@@READY 2.0.0`.
+//! Measured on the host's clock from `@@REBOOT`: the old kernel's last line (kexec_core's
+//! "Starting new kernel" / "reboot: machine restart"), the new kernel's first line ("Linux
+//! version"), keel-init's `booting USR-B version 2.0.0` line (the new version's first console
+//! line), systemd's first line, and `@@READY 2.0.0`. (The kexec'd kernel's own printk clock is
+//! not usable for this: it jumps by seconds early in boot.)
 //! Both paths include systemd's shutdown of 1.0.0; the firmware path adds OVMF and the UKI's
 //! stub, the kexec path skips them.
 
@@ -58,6 +61,10 @@ impl Reboot {
 /// Host seconds from `@@REBOOT` to each marker of the new version.
 #[derive(Clone, Copy)]
 struct Timing {
+    /// The old system's last line: systemd's shutdown is over, the kernel jumps.
+    old_kernel_gone: f64,
+    /// The new kernel's first line: kexec's purgatory, or OVMF and the UKI's stub, are over.
+    new_kernel: f64,
     keel_init: f64,
     systemd: f64,
     ready: f64,
@@ -135,9 +142,11 @@ fn main() -> Result<()> {
                 }
             };
             println!(
-                "run {} reboot {:<10} new version's keel-init line {:6.2} s, systemd {:6.2} s, boot finished {:6.2} s [{}]",
+                "run {} reboot {:<10} old kernel gone {:6.2} s, new kernel {:6.2} s, new version's keel-init line {:6.2} s, systemd {:6.2} s, boot finished {:6.2} s [{}]",
                 run + 1,
                 kind.flag(),
+                t.old_kernel_gone,
+                t.new_kernel,
                 t.keel_init,
                 t.systemd,
                 t.ready,
@@ -163,13 +172,15 @@ fn main() -> Result<()> {
         )
     };
     println!(
-        "medians over {} updates, seconds after @@REBOOT: keel-init line / systemd / boot finished",
+        "medians over {} updates, seconds after @@REBOOT: old kernel gone / new kernel / keel-init line / systemd / boot finished",
         args.runs
     );
     for k in kinds {
         println!(
-            "  reboot {:<10} {:6.2} s  {:6.2} s  {:6.2} s",
+            "  reboot {:<10} {:6.2} s  {:6.2} s  {:6.2} s  {:6.2} s  {:6.2} s",
             k.flag(),
+            med(k, |t| t.old_kernel_gone),
+            med(k, |t| t.new_kernel),
             med(k, |t| t.keel_init),
             med(k, |t| t.systemd),
             med(k, |t| t.ready)
@@ -290,6 +301,16 @@ fn update_and_reboot(
     vm.wait_for("@@REBOOT", BOOT)?;
     let t0 = Instant::now();
     let reboot_at = vm.cursor();
+    vm.wait_for(
+        match kind {
+            Reboot::Kexec => "kexec_core: Starting new kernel",
+            Reboot::Firmware => "reboot: machine restart",
+        },
+        BOOT,
+    )?;
+    let old_kernel_gone = t0.elapsed().as_secs_f64();
+    vm.wait_for("Linux version", BOOT)?;
+    let new_kernel = t0.elapsed().as_secs_f64();
     vm.wait_for("] booting USR-B version 2.0.0", BOOT)?;
     let keel_init = t0.elapsed().as_secs_f64();
     // OVMF's boot manager announces itself on the serial console: proof of the path taken.
@@ -312,6 +333,8 @@ fn update_and_reboot(
     let ready = t0.elapsed().as_secs_f64();
     vm.kill()?;
     Ok(Timing {
+        old_kernel_gone,
+        new_kernel,
         keel_init,
         systemd,
         ready,
