@@ -8,4 +8,4 @@ ci/build.sh
 export KEEL_BIN="$PWD/target/release/keel"
 export KEEL_INIT="$PWD/target/x86_64-unknown-linux-gnu/init/keel-init"
 export KEEL_UPDATE="$PWD/target/x86_64-unknown-linux-gnu/init/keel-update"
-cargo test --release --workspace -- --test-threads="${KEEL_TEST_THREADS:-2}"
+cargo test --release --workspace --no-fail-fast -- --test-threads="${KEEL_TEST_THREADS:-2}"

@@ -44,9 +44,11 @@ fn slot<'a>(v: &'a Value, name: &str) -> &'a Value {
         .unwrap()
 }
 
-/// USR-A's filesystem unpacked by fsck.erofs (once per image, kept next to it).
+/// USR-A's filesystem unpacked by fsck.erofs (once per image, kept beside its directory:
+/// inside it, other test binaries would see a file the build never wrote).
 fn usr_tree(img: &Image) -> PathBuf {
-    let dest = img.dir.join("check-usr");
+    let beside = |suffix: &str| PathBuf::from(format!("{}.{suffix}", img.dir.display()));
+    let dest = beside("check-usr");
     let _l = lock();
     if dest.is_dir() {
         return dest;
@@ -56,9 +58,9 @@ fn usr_tree(img: &Image) -> PathBuf {
     let data = slot(&v, "USR-A")["metadata"]["verity"]["data_size"]
         .as_u64()
         .unwrap();
-    let fs = img.dir.join("check-usr.erofs");
+    let fs = beside("check-usr.erofs");
     extract(&img.disk, start, data, &fs);
-    let tmp = img.dir.join("check-usr.tmp");
+    let tmp = beside("check-usr.tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     let (ok, text) = run(Command::new("fsck.erofs")
         .arg(format!("--extract={}", tmp.display()))
