@@ -108,6 +108,7 @@ pub fn build(inp: &Inputs) -> Result<Initramfs> {
         &std::fs::read_to_string(&dep).map_err(io_at(&dep))?,
         &read_or_empty(&inp.modules_dir.join("modules.builtin"))?,
         &read_or_empty(&inp.modules_dir.join("modules.softdep"))?,
+        &read_or_empty(&inp.modules_dir.join("modules.alias"))?,
     );
     let resolved = index.resolve(inp.module_names).map_err(|e| {
         Error::input(format!(

@@ -1,6 +1,6 @@
 //! Kernel modules for the initramfs: resolving the board's module names, with their
-//! dependencies (`modules.dep`) and `pre:` soft dependencies (`modules.softdep`), into a load
-//! order, and decompressing `.ko.xz` / `.ko.zst` / `.ko.gz` files.
+//! dependencies (`modules.dep`) and `pre:` soft dependencies (`modules.softdep`, whose names may
+//! be aliases from `modules.alias`, e.g. `crc32c`), into a load order, and decompressing `.ko.xz` / `.ko.zst` / `.ko.gz` files.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -44,6 +44,8 @@ pub struct ModuleIndex {
     builtin: HashSet<String>,
     /// name → names to load first
     softdep_pre: HashMap<String, Vec<String>>,
+    /// exact (wildcard-free) alias → module names, in modules.alias order
+    aliases: HashMap<String, Vec<String>>,
 }
 
 /// What the initramfs needs: modules in load order, and requested names that are built in.
@@ -54,7 +56,12 @@ pub struct Resolved {
 }
 
 impl ModuleIndex {
-    pub fn parse(modules_dep: &str, modules_builtin: &str, modules_softdep: &str) -> ModuleIndex {
+    pub fn parse(
+        modules_dep: &str,
+        modules_builtin: &str,
+        modules_softdep: &str,
+        modules_alias: &str,
+    ) -> ModuleIndex {
         let mut idx = ModuleIndex::default();
         for line in modules_dep.lines() {
             let Some((path, deps)) = line.split_once(':') else {
@@ -92,12 +99,27 @@ impl ModuleIndex {
                 .or_default()
                 .extend(pre);
         }
+        for line in modules_alias.lines() {
+            let mut words = line.split_whitespace();
+            if let (Some("alias"), Some(alias), Some(module)) =
+                (words.next(), words.next(), words.next())
+            {
+                if !alias.contains(['*', '?', '[']) {
+                    idx.aliases
+                        .entry(normalize(alias))
+                        .or_default()
+                        .push(normalize(module));
+                }
+            }
+        }
         idx
     }
 
     /// Resolve `names` to module paths, dependencies before the modules that need them.
-    /// Soft dependencies that are neither modules nor built in (aliases like `crypto-crc32c`)
-    /// are skipped: modprobe would resolve them through modules.alias, which is optional here.
+    /// A soft dependency that names an alias brings every module providing it (modprobe would
+    /// try them in turn; keel-init cannot run modprobe, and the kernel cannot ask for them
+    /// later, so a missing `crc32c` makes libcrc32c, and erofs after it, fail to load).
+    /// Aliases built into the kernel, or provided by nothing, are skipped.
     pub fn resolve(&self, names: &[String]) -> Result<Resolved, ModulesError> {
         let mut order = Vec::new();
         let mut seen = HashSet::new();
@@ -124,7 +146,17 @@ impl ModuleIndex {
         }
         if let Some(pre) = self.softdep_pre.get(&name_of(path)) {
             for p in pre {
-                if let Some(pp) = self.paths.get(p) {
+                let modules = match self.paths.get(p) {
+                    Some(pp) => vec![pp],
+                    None => self
+                        .aliases
+                        .get(p)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|m| self.paths.get(m))
+                        .collect(),
+                };
+                for pp in modules {
                     self.visit(pp, seen, order);
                 }
             }
@@ -178,9 +210,10 @@ kernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko
 ";
     const BUILTIN: &str = "kernel/fs/ext4/ext4.ko\nkernel/crypto/crc32c_generic.ko\n";
     const SOFTDEP: &str = "# comment\nsoftdep libcrc32c pre: crc32c-intel crypto-crc32c\n";
+    const ALIAS: &str = "alias crypto-crc32c crc32c_intel\nalias crypto-crc32c crc32c_generic\n";
 
     fn idx() -> ModuleIndex {
-        ModuleIndex::parse(DEP, BUILTIN, SOFTDEP)
+        ModuleIndex::parse(DEP, BUILTIN, SOFTDEP, ALIAS)
     }
 
     fn names(v: &[&str]) -> Vec<String> {
@@ -213,6 +246,30 @@ kernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko
             ]
         );
         assert_eq!(r.builtin, vec!["ext4"]);
+    }
+
+    /// Debian's generic kernel: `softdep libcrc32c pre: crc32c`, where `crc32c` is only an
+    /// alias of two modules (crc32c_generic is a module there, not built in).
+    #[test]
+    fn soft_dependency_through_an_alias_brings_every_provider() {
+        let dep = "kernel/lib/libcrc32c.ko:\nkernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko\n\
+                   kernel/arch/x86/crypto/crc32c-intel.ko:\nkernel/crypto/crc32c_generic.ko:\n\
+                   kernel/crypto/xor.ko:\n";
+        let alias = "alias crc32c crc32c_intel\nalias crc32c crc32c_generic\n\
+                     alias crc32c-* xor\nalias crypto-nothing absent_module\n";
+        let softdep = "softdep libcrc32c pre: crc32c crypto-nothing\n";
+        let r = ModuleIndex::parse(dep, "", softdep, alias)
+            .resolve(&names(&["erofs"]))
+            .unwrap();
+        assert_eq!(
+            r.load_order,
+            vec![
+                "kernel/arch/x86/crypto/crc32c-intel.ko",
+                "kernel/crypto/crc32c_generic.ko",
+                "kernel/lib/libcrc32c.ko",
+                "kernel/fs/erofs/erofs.ko"
+            ]
+        );
     }
 
     #[test]
