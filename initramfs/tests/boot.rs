@@ -270,3 +270,81 @@ fn slot_on_trial_spends_its_try() {
         "USR-A after its trial boot: priority 1, tries 0, not successful"
     );
 }
+
+/// A slot whose kernel is not the one the firmware started: the ESP's UKI carries Debian's cloud
+/// kernel, v2 here was built with the generic one. keel-init verifies and mounts the slot, kexecs
+/// into the slot's own kernel and initramfs with a command line naming the slot, and the second
+/// stage boots that slot as is (no second choice, no second try spent) with its own modules.
+#[test]
+fn slot_with_another_kernel_is_booted_through_kexec() {
+    let v2 = support::build_image(&support::BuildOpts {
+        name: "generic-kernel-v2".into(),
+        board: support::repo_root().join("initramfs/tests/boards/qemu-x86_64-generic-kernel.yaml"),
+        version: "2.0.0".into(),
+        ..support::BuildOpts::default()
+    });
+    let release_of = |image: &support::Image| {
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&image.manifest).unwrap()).unwrap();
+        m["usr"]["kernel"]["release"].as_str().unwrap().to_string()
+    };
+    let (v1_kernel, v2_kernel) = (release_of(&support::default_image()), release_of(&v2));
+    assert_ne!(v1_kernel, v2_kernel, "the test needs two different kernels");
+
+    let d = fresh_disk();
+    let pubkey = v2.pubkey.display().to_string();
+    let out = support::keel(&[
+        "apply",
+        "--disk",
+        &d.path.display().to_string(),
+        "--pubkey",
+        &pubkey,
+        &v2.payload.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "keel apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let s = boot_expecting(
+        &d.path,
+        &[
+            &format!("Linux version {v1_kernel}"),
+            &format!("kernel {v2_kernel}"),
+            &format!("kexec into USR-B's kernel {v2_kernel} with command line:"),
+            &format!("Linux version {v2_kernel}"),
+            "USR-B named by keel.slot: booting it as is",
+            "booting USR-B version 2.0.0",
+            "Hello World",
+        ],
+    );
+    let log = s.log();
+    let second_stage = &log[log
+        .find(&format!("Linux version {v2_kernel}"))
+        .expect("second kernel's banner")..];
+    assert!(
+        second_stage.contains("keel.slot=USR-B"),
+        "the second stage's command line does not name the slot:\n{second_stage}"
+    );
+    assert!(
+        !second_stage.contains("!!! "),
+        "the second stage complained (modules of another kernel?):\n{second_stage}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (_, b) = attrs_after(s, dir.path());
+    // Staged with priority 2 and one try; the first stage spent the try, the kexec'd stage did
+    // not spend another (none was left) and booted on: priority 2, tries 0, successful only if
+    // mark-good already ran.
+    let bits: Vec<u32> = b
+        .split("GUID:")
+        .nth(1)
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .collect();
+    assert!(
+        bits.contains(&49) && bits.iter().all(|n| [49, 56].contains(n)),
+        "USR-B's attributes after the kexec boot: {b:?} (want priority 2, tries 0)"
+    );
+}

@@ -238,6 +238,7 @@ fn fingerprint(opts: &BuildOpts) -> String {
     hash_file(&mut h, &test_key_dir().join("keel-signing.pub"));
     hash_tree(&mut h, &repo_root().join("boards"));
     hash_tree(&mut h, &repo_root().join("rootfs"));
+    hash_file(&mut h, &opts.board);
     h.write(format!("{opts:?}").as_bytes());
     format!("{:016x}", h.finish())
 }
