@@ -69,8 +69,8 @@ impl Image {
     }
 
     /// Block `index`, a full [`BLOCK_SIZE`] (the tail past the end of the file is zero), or
-    /// `None` when every byte is zero: such blocks are left out of the snapshot, which reads
-    /// them back as zeros.
+    /// `None` when every byte is zero (see [`crate::snapshot::write_blocks`] for when such
+    /// blocks may be left out).
     pub fn read_block(&self, index: u64) -> Result<Option<Vec<u8>>, UploadError> {
         let offset = index * BLOCK_SIZE as u64;
         let want = (self.len - offset).min(BLOCK_SIZE as u64) as usize;

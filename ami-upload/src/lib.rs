@@ -32,6 +32,8 @@ pub struct Request {
     pub description: Option<String>,
     /// Block uploads in flight at once.
     pub concurrency: usize,
+    /// Upload all-zero blocks too (always done for an encrypted snapshot).
+    pub include_zero_blocks: bool,
     pub retry: RetryPolicy,
     /// How long to wait for the completed snapshot to become `completed` in EC2.
     pub snapshot_timeout: Duration,
@@ -48,6 +50,9 @@ pub struct Outcome {
     pub blocks_total: u64,
     pub blocks_uploaded: u64,
     pub block_retries: u64,
+    /// The snapshot is encrypted (zero blocks are then uploaded, see `snapshot::write_blocks`).
+    pub encrypted: bool,
+    pub zero_blocks_skipped: bool,
     pub upload_seconds: f64,
 }
 
@@ -122,7 +127,8 @@ pub async fn upload_ami(
     let started = Instant::now();
     // Not interruptible: a snapshot started but not yet named could not be deleted. A signal
     // that arrives meanwhile is seen right after.
-    let snapshot_id = snapshot::start(&clients.ebs, image.volume_size_gib(), &description).await?;
+    let snapshot = snapshot::start(&clients.ebs, image.volume_size_gib(), &description).await?;
+    let snapshot_id = snapshot.id.clone();
     let mut interrupted = Box::pin(interrupted);
 
     let uploaded = async {
@@ -130,6 +136,7 @@ pub async fn upload_ami(
             &clients.ebs,
             &snapshot_id,
             image.clone(),
+            !request.include_zero_blocks && !snapshot.encrypted,
             request.concurrency,
             request.retry,
             progress,
@@ -159,6 +166,8 @@ pub async fn upload_ami(
             blocks_total: written.blocks_total,
             blocks_uploaded: written.blocks_uploaded,
             block_retries: written.retries,
+            encrypted: snapshot.encrypted,
+            zero_blocks_skipped: written.zero_blocks_skipped,
             upload_seconds,
         }),
         Err(cause) => {

@@ -39,6 +39,10 @@ struct Cli {
     /// Block uploads in flight at once.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     concurrency: u16,
+    /// Upload all-zero blocks too (always done when the snapshot is encrypted, where AWS would
+    /// not read absent blocks back as zeros).
+    #[arg(long)]
+    include_zero_blocks: bool,
     /// Attempts per block before the upload fails (waits 0.5 s, 1 s, 2 s ... up to 16 s between).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
     block_attempts: u32,
@@ -81,6 +85,7 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         name: cli.name.clone(),
         description: cli.description.clone(),
         concurrency: cli.concurrency.into(),
+        include_zero_blocks: cli.include_zero_blocks,
         retry: RetryPolicy {
             attempts: cli.block_attempts,
             ..RetryPolicy::default()

@@ -44,6 +44,14 @@ impl RetryPolicy {
     }
 }
 
+/// A snapshot just started.
+#[derive(Clone, Debug)]
+pub struct Started {
+    pub id: String,
+    /// AWS encrypts the snapshot (asked for, or the account's EBS encryption by default).
+    pub encrypted: bool,
+}
+
 /// What was written.
 #[derive(Clone, Debug)]
 pub struct Written {
@@ -51,14 +59,15 @@ pub struct Written {
     pub blocks_uploaded: u64,
     /// Block uploads that failed and were tried again.
     pub retries: u64,
+    pub zero_blocks_skipped: bool,
 }
 
-/// Starts a snapshot of `volume_size_gib` GiB; returns its id.
+/// Starts a snapshot of `volume_size_gib` GiB.
 pub async fn start(
     ebs: &aws_sdk_ebs::Client,
     volume_size_gib: i64,
     description: &str,
-) -> Result<String, UploadError> {
+) -> Result<Started, UploadError> {
     let out = ebs
         .start_snapshot()
         .volume_size(volume_size_gib)
@@ -66,21 +75,33 @@ pub async fn start(
         .send()
         .await
         .map_err(|e| aws_error("StartSnapshot", e))?;
-    out.snapshot_id()
+    let id = out
+        .snapshot_id()
         .map(str::to_owned)
         .ok_or_else(|| UploadError::Aws {
             call: "StartSnapshot".into(),
             detail: "the answer carries no SnapshotId".into(),
             transient: false,
-        })
+        })?;
+    let encrypted = out.kms_key_arn().is_some()
+        || out
+            .sse_type()
+            .is_some_and(|t| *t != aws_sdk_ebs::types::SseType::None);
+    Ok(Started { id, encrypted })
 }
 
-/// Uploads every non-zero block of `image` with `concurrency` uploads in flight, then completes
-/// the snapshot. The first block that fails for good stops the other workers.
+/// Uploads the blocks of `image` with `concurrency` uploads in flight, then completes the
+/// snapshot. The first block that fails for good stops the other workers.
+///
+/// All-zero blocks are left out when `skip_zero` is set: an unencrypted snapshot reads absent
+/// blocks as zeros. An encrypted one does not (it returns random bytes, awslabs/coldsnap#395),
+/// so the caller must pass `false` for it or the image's zeroed areas (ext4 inode tables,
+/// the verity-covered filesystem) would read back as garbage.
 pub async fn write_blocks(
     ebs: &aws_sdk_ebs::Client,
     snapshot_id: &str,
     image: Arc<Image>,
+    skip_zero: bool,
     concurrency: usize,
     retry: RetryPolicy,
     progress: &ProgressBar,
@@ -98,6 +119,7 @@ pub async fn write_blocks(
             snapshot_id: snapshot_id.to_owned(),
             image: image.clone(),
             shared: shared.clone(),
+            skip_zero,
             retry,
             progress: progress.clone(),
         };
@@ -120,6 +142,7 @@ pub async fn write_blocks(
         blocks_total: image.block_count(),
         blocks_uploaded: digests.len() as u64,
         retries: shared.retries.load(Ordering::Relaxed),
+        zero_blocks_skipped: skip_zero,
     };
     ebs.complete_snapshot()
         .snapshot_id(snapshot_id)
@@ -145,6 +168,7 @@ struct Worker {
     snapshot_id: String,
     image: Arc<Image>,
     shared: Arc<Shared>,
+    skip_zero: bool,
     retry: RetryPolicy,
     progress: ProgressBar,
 }
@@ -161,6 +185,10 @@ impl Worker {
             let block = tokio::task::spawn_blocking(move || image.read_block(index))
                 .await
                 .expect("block reader")?;
+            let block = match block {
+                None if !self.skip_zero => Some(vec![0u8; BLOCK_SIZE]),
+                b => b,
+            };
             if let Some(block) = block {
                 let digest = checksum::block_digest(&block);
                 self.put_with_retries(index, block, &digest).await?;

@@ -119,6 +119,7 @@ fn failed_block_uploads_are_retried() {
     assert_eq!(proxy.puts_of(0), 1);
     assert_eq!(o["block_retries"], 4, "{o}");
     assert_eq!(o["blocks_uploaded"], 6, "{o}");
+    assert_eq!(o["zero_blocks_skipped"], true, "{o}");
     assert_eq!(o["volume_size_gib"], 2, "{o}");
 
     let (rt, c) = clients(&moto);
@@ -126,6 +127,32 @@ fn failed_block_uploads_are_retried() {
     assert_eq!(assert_snapshot_matches(&blocks, &img.path), 6);
     assert_eq!(own_images(&rt, &c).len(), 1);
     assert_eq!(snapshots_for(&rt, &c, "keel-retry").len(), 1);
+}
+
+/// An encrypted snapshot would read absent blocks back as random bytes, not zeros: when AWS
+/// says it encrypts (here the proxy adds SseType to moto's StartSnapshot answer), every block is
+/// uploaded, zero ones too; `--include-zero-blocks` asks for the same.
+#[test]
+fn zero_blocks_are_uploaded_to_an_encrypted_snapshot_or_on_request() {
+    let img = PatternImage::new(4 * MIB, &[1, 5]);
+    for encrypted in [true, false] {
+        let moto = Moto::start();
+        let proxy = Proxy::start(moto.port);
+        let mut cmd = upload_cmd(&proxy.url(), &img.path, "keel-zeros");
+        cmd.arg("--json");
+        if encrypted {
+            proxy.report_encrypted();
+        } else {
+            cmd.arg("--include-zero-blocks");
+        }
+        let o = outcome(&run(&mut cmd));
+        assert_eq!(o["encrypted"], encrypted, "{o}");
+        assert_eq!(o["zero_blocks_skipped"], false, "{o}");
+        assert_eq!(o["blocks_uploaded"], 8, "{o}");
+        let (rt, c) = clients(&moto);
+        let blocks = read_back(&rt, &c, &moto, o["snapshot_id"].as_str().unwrap());
+        assert_eq!(assert_snapshot_matches(&blocks, &img.path), 8);
+    }
 }
 
 /// A block that never uploads fails the run once its attempts are used up: exit 4, the error

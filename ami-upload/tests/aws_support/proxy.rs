@@ -41,6 +41,9 @@ struct Rules {
     put_delay: Duration,
     /// (code, message) to answer RegisterImage with, HTTP 400.
     register_error: Option<(String, String)>,
+    /// Add `"SseType": "sse-ebs"` to StartSnapshot's answer, as AWS says of an encrypted
+    /// snapshot (moto never encrypts).
+    report_encrypted: bool,
 }
 
 pub struct Proxy {
@@ -101,6 +104,10 @@ impl Proxy {
 
     pub fn fail_register_image(&self, code: &str, message: &str) {
         self.rules.lock().unwrap().register_error = Some((code.into(), message.into()));
+    }
+
+    pub fn report_encrypted(&self) {
+        self.rules.lock().unwrap().report_encrypted = true;
     }
 
     pub fn seen(&self) -> Vec<Seen> {
@@ -242,7 +249,8 @@ fn serve(
     let block = (req.method == "PUT")
         .then(|| block_index(&req.path))
         .flatten();
-    let (fault, delay, register_error) = {
+    let start_snapshot = req.method == "POST" && req.path == "/snapshots";
+    let (fault, delay, register_error, encrypt) = {
         let mut r = rules.lock().unwrap();
         let fault = block.and_then(|i| {
             if r.always_fail.contains(&i) {
@@ -261,6 +269,7 @@ fn serve(
                 Duration::ZERO
             },
             register.then(|| r.register_error.clone()).flatten(),
+            start_snapshot && r.report_encrypted,
         )
     };
     seen.lock().unwrap().push(Seen {
@@ -309,7 +318,11 @@ fn serve(
     up.write_all(&req.body)?;
     let mut answer = Vec::new();
     up.read_to_end(&mut answer)?;
-    conn.write_all(&close_connection(&answer))?;
+    let mut answer = close_connection(&answer);
+    if encrypt {
+        answer = add_to_json_body(&answer, r#""SseType": "sse-ebs", "#);
+    }
+    conn.write_all(&answer)?;
     conn.shutdown(Shutdown::Both)
 }
 
@@ -328,6 +341,24 @@ fn close_connection(answer: &[u8]) -> Vec<u8> {
     let mut v = out.join("\r\n").into_bytes();
     v.extend_from_slice(&answer[end..]);
     v
+}
+
+/// The answer with `fields` inserted at the start of its JSON object body, Content-Length fixed.
+fn add_to_json_body(answer: &[u8], fields: &str) -> Vec<u8> {
+    let end = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("HTTP head");
+    let head = String::from_utf8_lossy(&answer[..end]);
+    let body = String::from_utf8_lossy(&answer[end + 4..]);
+    let body = body.replacen('{', &format!("{{{fields}"), 1);
+    let mut out: Vec<String> = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("content-length:"))
+        .map(str::to_owned)
+        .collect();
+    out.push(format!("Content-Length: {}", body.len()));
+    format!("{}\r\n\r\n{body}", out.join("\r\n")).into_bytes()
 }
 
 /// Closes with a TCP RST (SO_LINGER 0), as a crashed server or middlebox would.
