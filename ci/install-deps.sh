@@ -34,3 +34,16 @@ if ! command -v cargo >/dev/null 2>&1; then
   # shellcheck disable=SC1091
   . "$HOME/.cargo/env"
 fi
+
+# moto_server: the EC2 and EBS direct APIs on loopback, for keel-upload-ami's tests.
+# 5.x serves StartSnapshot/PutSnapshotBlock/CompleteSnapshot, ListSnapshotBlocks/GetSnapshotBlock
+# and RegisterImage.
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "ci/install-deps.sh: installing moto[server] with pip" >&2
+  if ! command -v pip3 >/dev/null 2>&1; then
+    apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  # Debian's own python3 refuses user pip installs (PEP 668); a pyenv or venv python does not.
+  pip3 install --quiet 'moto[server]>=5,<6' 2>/dev/null \
+    || pip3 install --quiet --break-system-packages 'moto[server]>=5,<6'
+fi

@@ -6,5 +6,6 @@ pub mod files;
 pub mod loopdev;
 pub mod machine;
 pub mod measure;
+pub mod moto;
 pub mod partitions;
 pub mod rootfs;

@@ -97,7 +97,13 @@ fn check_formats(board: &Board, asked: Option<&[Format]>) -> Result<Vec<Format>>
     let mut out: Vec<Format> = Vec::new();
     for f in formats {
         match f {
-            Format::Ami | Format::Iso => {
+            Format::Ami => {
+                return Err(Error::input(format!(
+                    "{source}: ami is not an image format: build raw, then run \
+                     `keel upload-ami --image OUT/disk.raw --name NAME --region REGION`"
+                )))
+            }
+            Format::Iso => {
                 return Err(Error::input(format!(
                     "{source}: the {} format is not implemented yet (raw, qcow2, vmdk, ova and pxe are)",
                     f.as_str()

@@ -36,6 +36,17 @@ enum Command {
     Apply(ApplyArgs),
     /// Boot an image in QEMU (UEFI through OVMF by default) and watch its serial console.
     Boot(keel_qemu::BootArgs),
+    /// Upload disk.raw as an EBS snapshot and register it as an AMI (runs keel-upload-ami;
+    /// `keel upload-ami --help` for its options).
+    #[command(disable_help_flag = true)]
+    UploadAmi(UploadAmiArgs),
+}
+
+#[derive(Args)]
+struct UploadAmiArgs {
+    /// Passed to keel-upload-ami as they are.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<std::ffi::OsString>,
 }
 
 #[derive(Args)]
@@ -171,6 +182,7 @@ fn main() -> ExitCode {
         Command::Keygen(a) => run_keygen(a),
         Command::Apply(a) => run_apply(a, cli.quiet),
         Command::Boot(a) => keel_qemu::boot_command(&a),
+        Command::UploadAmi(a) => run_upload_ami(a, cli.quiet),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -189,6 +201,37 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
     }
+}
+
+/// The AWS SDK lives in its own binary so that building `keel` stays quick: find
+/// keel-upload-ami beside this executable, else on PATH, and become it.
+fn run_upload_ami(a: UploadAmiArgs, quiet: bool) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    const TOOL: &str = "keel-upload-ami";
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(TOOL)))
+        .filter(|p| p.is_file());
+    let on_path = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(TOOL))
+                .find(|p| p.is_file())
+        })
+    };
+    let Some(tool) = beside.or_else(on_path) else {
+        return Err(Error::Environment(format!(
+            "upload-ami needs {TOOL}, which is neither next to keel nor on PATH \
+             (build it with `cargo build --release -p keel-ami`, as ci/build.sh does)"
+        ))
+        .into());
+    };
+    let mut cmd = std::process::Command::new(&tool);
+    if quiet {
+        cmd.arg("--quiet");
+    }
+    let err = cmd.args(&a.args).exec();
+    Err(Error::Environment(format!("cannot run {}: {err}", tool.display())).into())
 }
 
 /// Results go to stdout (only `--quiet` silences them); progress and warnings to stderr.
