@@ -92,6 +92,16 @@ impl Disk {
         })
     }
 
+    /// The partition numbers the kernel knows now (sysfs, read afresh).
+    pub fn kernel_partitions(&self) -> Vec<u32> {
+        fs::read_dir(&self.sysfs)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| read_trim(&e.path().join("partition")).and_then(|s| s.parse().ok()))
+            .collect()
+    }
+
     /// The disk and its partitions, by device number.
     fn all_devs(&self) -> Vec<((u32, u32), String)> {
         let mut v = vec![(self.dev, self.name.clone())];

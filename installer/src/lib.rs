@@ -63,6 +63,10 @@ pub fn install(opts: &Options, progress: &dyn Progress) -> Result<Report> {
         Some(p) => Some(cloud_config::load(p)?),
         None => None,
     };
+    if let Location::File(p) = &opts.image {
+        std::fs::metadata(p)
+            .map_err(|e| InstallError::Input(format!("--image {}: {e}", p.display())))?;
+    }
     let sig_at = opts
         .signature
         .clone()
@@ -149,17 +153,30 @@ pub fn install(opts: &Options, progress: &dyn Progress) -> Result<Report> {
     let usr_a =
         slot_check::check_usr_a(&mut dev, &opts.trusted.keys).map_err(|e| wipe_then(&dev, e))?;
     table::reread(&dev).map_err(|e| wipe_then(&dev, e))?;
+    table::announce_partitions(&dev, &disk.kernel_partitions(), &layout.partitions)
+        .map_err(|e| wipe_then(&dev, e))?;
+    dev.sync_all()
+        .map_err(|e| InstallError::Io(format!("{}: {e}", opts.device.display())))?;
+    // The exclusive open of the whole disk would keep its partitions from being mounted.
+    drop(dev);
     let placed = match &cloud_config {
         Some(bytes) => {
             let oem = disk
                 .partition_node(keel_format::layout::OEM.number, Duration::from_secs(20))
                 .and_then(|node| cloud_config::write_to_oem(&node, bytes));
-            Some(oem.map_err(|e| wipe_then(&dev, e))?)
+            match oem {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    let dev = File::options().read(true).write(true).open(&opts.device);
+                    return Err(match dev {
+                        Ok(dev) => wipe_then(&dev, e),
+                        Err(o) => with_note(e, &format!("and reopening the disk to wipe it: {o}")),
+                    });
+                }
+            }
         }
         None => None,
     };
-    dev.sync_all()
-        .map_err(|e| InstallError::Io(format!("{}: {e}", opts.device.display())))?;
     Ok(Report {
         image: opts.image.name(),
         signature: sig_at.name(),

@@ -15,6 +15,27 @@ use crate::error::{InstallError, Result};
 
 nix::ioctl_none!(blkrrpart, 0x12, 95);
 
+const BLKPG_ADD_PARTITION: libc::c_int = 1;
+
+#[repr(C)]
+struct BlkpgIoctlArg {
+    op: libc::c_int,
+    flags: libc::c_int,
+    datalen: libc::c_int,
+    data: *mut libc::c_void,
+}
+
+#[repr(C)]
+struct BlkpgPartition {
+    start: i64,
+    length: i64,
+    pno: libc::c_int,
+    devname: [u8; 64],
+    volname: [u8; 64],
+}
+
+nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlArg);
+
 #[derive(Debug, Serialize)]
 pub struct Layout {
     /// The backup header moved from the image's end to the disk's.
@@ -85,4 +106,36 @@ pub fn reread(dev: &File) -> Result<()> {
         "re-reading the partition table (BLKRRPART): {}",
         last.map(|e| e.to_string()).unwrap_or_default()
     )))
+}
+
+/// After BLKRRPART: a kernel built without a GPT parser (CONFIG_EFI_PARTITION unset) finds no
+/// partitions. Then tell it about each one from the table just written (BLKPG_ADD_PARTITION,
+/// what `partx -a` does). Returns whether partitions had to be added.
+pub fn announce_partitions(dev: &File, known: &[u32], partitions: &[Partition]) -> Result<bool> {
+    if partitions.iter().all(|p| known.contains(&p.number)) {
+        return Ok(false);
+    }
+    for p in partitions.iter().filter(|p| !known.contains(&p.number)) {
+        let mut part = BlkpgPartition {
+            start: p.offset() as i64,
+            length: p.size() as i64,
+            pno: p.number as libc::c_int,
+            devname: [0; 64],
+            volname: [0; 64],
+        };
+        let arg = BlkpgIoctlArg {
+            op: BLKPG_ADD_PARTITION,
+            flags: 0,
+            datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+            data: (&mut part as *mut BlkpgPartition).cast(),
+        };
+        // SAFETY: `arg` points at a live blkpg_partition for the duration of the call.
+        unsafe { blkpg(dev.as_raw_fd(), &arg) }.map_err(|e| {
+            InstallError::Environment(format!(
+                "telling the kernel about partition {} ({}) with BLKPG_ADD_PARTITION: {e}",
+                p.number, p.label
+            ))
+        })?;
+    }
+    Ok(true)
 }
