@@ -25,7 +25,7 @@ nix::ioctl_write_ptr_bad!(blkzeroout, nix::request_code_none!(0x12, 127), [u64; 
 /// device zeroes it without the bytes crossing the bus (WRITE ZEROES), and a loop device's
 /// backing file stays sparse. Where the ioctl is missing (a regular file), the bytes are written.
 fn put(dev: &File, data: &[u8], offset: u64) -> io::Result<()> {
-    let aligned = offset % 512 == 0 && data.len() % 512 == 0;
+    let aligned = offset.is_multiple_of(512) && data.len().is_multiple_of(512);
     if aligned && !data.is_empty() && data.iter().all(|&b| b == 0) {
         let range = [offset, data.len() as u64];
         // SAFETY: BLKZEROOUT reads two u64 (start, length) from the pointer.
