@@ -236,7 +236,8 @@ fn installs_from_a_file_onto_a_larger_disk() {
         "--json",
     ]);
     assert!(out.status.success(), "keel install: {}", text(&out));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect(&text(&out));
+    let r: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
     assert_eq!(r["image_bytes"], size);
     assert_eq!(r["layout"]["relocated"], true);
     assert_eq!(r["usr_a"]["version"], "1.0.0");
