@@ -51,7 +51,8 @@ impl Location {
             Location::File(p) => {
                 let f = File::open(p)
                     .map_err(|e| InstallError::Input(format!("{}: {e}", p.display())))?;
-                let len = f.metadata().ok().map(|m| m.len());
+                // A block device reports length 0; only a regular file's length means anything.
+                let len = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
                 Ok((Box::new(f), len))
             }
             Location::Url(u) => http_get(u).map_err(|e| InstallError::Input(format!("{u}: {e}"))),
