@@ -145,15 +145,21 @@ impl Disk {
                 ));
             }
         }
-        for dir in ["/", "/usr"] {
-            if let Ok(m) = fs::metadata(dir) {
-                if underlying_disks(dev_of(m.dev()), 0).contains(&self.name) {
-                    why.insert(
-                        0,
-                        format!("it holds the running system ({dir} lives on it)"),
-                    );
-                }
-            }
+        let running: Vec<&str> = ["/", "/usr"]
+            .into_iter()
+            .filter(|dir| {
+                fs::metadata(dir)
+                    .is_ok_and(|m| underlying_disks(dev_of(m.dev()), 0).contains(&self.name))
+            })
+            .collect();
+        if !running.is_empty() {
+            why.insert(
+                0,
+                format!(
+                    "it holds the running system ({} on it)",
+                    running.join(" and ")
+                ),
+            );
         }
         why.dedup();
         why

@@ -1,7 +1,9 @@
 //! `keel install` inside a booted Keel system (QEMU, TCG, UEFI through OVMF), then the
 //! installed disk booted alone. The guest is a debug image whose test driver runs the script on
-//! /dev/vdb at boot (the pattern of updater/tests/qemu_update.rs); /dev/vdc is the default image
-//! (its signature travels in the script), /dev/vdd a blank, larger disk. The guest runs the
+//! /dev/vdb at boot (the pattern of updater/tests/qemu_update.rs); /dev/vdc is an ext4
+//! filesystem (made by mke2fs -d) holding the default image and its `disk.raw.sig`, as a USB
+//! stick would (attached raw, its GPT would carry the boot disk GUID a second time and keel-init
+//! rightly refuses to guess); /dev/vdd is a blank, larger disk. The guest runs the
 //! static `keel install` every image ships at /usr/bin/keel, trusting the keys the system
 //! trusts (/usr/share/keel/keys). After it powers off, the host reads the target with `sgdisk`
 //! and `debugfs`, then boots it alone to the demo unit's `Hello World`.
@@ -59,7 +61,7 @@ fn driver_image() -> support::Image {
         }
     }
     let dir = support::images_dir().join(format!(
-        "install-e2e-files-{:016x}",
+        "installer-driver-files-{:016x}",
         std::hash::Hasher::finish(&h)
     ));
     fs::create_dir_all(&dir).unwrap();
@@ -107,26 +109,35 @@ fn section(s: &mut Session, name: &str, timeout: Duration) -> String {
     let end = format!("@@END-{name}");
     expect(s, &end, timeout);
     let text = s.output_since(from);
-    text[..text.find(&end).unwrap_or(text.len())].to_string()
+    let text = &text[..text.find(&end).unwrap_or(text.len())];
+    // Lines come through the journal to the console: `[  12.3] driver[231]: text`.
+    text.lines()
+        .map(|l| match l.find("driver[") {
+            Some(i) => l[i..].split_once("]: ").map_or("", |(_, t)| t),
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
-fn script(dir: &Path, sig_json: &str) -> PathBuf {
+fn script(dir: &Path) -> PathBuf {
     let text = format!(
         "#!/bin/sh\n\
          systemctl stop hello.service\n\
-         cat > /run/disk.raw.sig <<'KEEL_EOF'\n{sig_json}KEEL_EOF\n\
+         mkdir -p /run/src && mount -o ro /dev/vdc /run/src\n\
          printf '%s' '{CLOUD_CONFIG}' > /run/user.yml\n\
          echo @@REFUSE\n\
-         keel install --image /dev/vdc --signature /run/disk.raw.sig --device /dev/vda 2>&1\n\
+         keel install --image /run/src/disk.raw --device /dev/vda 2>&1\n\
          echo \"rc=$?\"\n\
          echo @@END-REFUSE\n\
-         keel install --image /dev/vdc --signature /run/disk.raw.sig --device /dev/vdd \
+         keel install --image /run/src/disk.raw --device /dev/vdd \
             --cloud-config /run/user.yml --json > /run/install.json 2> /run/install.err\n\
          rc=$?\n\
          echo @@INSTALL\n\
          echo \"rc=$rc\"\n\
          cat /run/install.json /run/install.err\n\
          echo @@END-INSTALL\n\
+         umount /run/src\n\
          sync\n\
          systemctl poweroff\n"
     );
@@ -135,6 +146,29 @@ fn script(dir: &Path, sig_json: &str) -> PathBuf {
     let p = dir.join("script.img");
     fs::write(&p, bytes).unwrap();
     p
+}
+
+/// An ext4 filesystem image holding the image and its signature (sparse, by mke2fs -d).
+fn source_disk(dir: &Path, image: &support::Image) -> PathBuf {
+    let tree = dir.join("source-tree");
+    fs::create_dir_all(&tree).unwrap();
+    for name in ["disk.raw", "disk.raw.sig"] {
+        let from = image.dir.join(name);
+        if fs::hard_link(&from, tree.join(name)).is_err() {
+            support::sparse_copy(&from, &tree);
+        }
+    }
+    let size = fs::metadata(&image.disk).unwrap().len() + 128 * MIB;
+    let out = dir.join("source.ext4");
+    let (ok, o) = support::run(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-E", "root_owner=0:0", "-d"])
+            .arg(&tree)
+            .arg(&out)
+            .arg(format!("{}M", size / MIB)),
+    );
+    assert!(ok, "mkfs.ext4 -d: {o}");
+    out
 }
 
 /// A loop device with the target's partitions (added from user space: this host's kernel may
@@ -177,9 +211,8 @@ fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
         .unwrap()
         .set_len(image_size + 1024 * MIB)
         .unwrap();
-    let source = support::sparse_copy(&image.disk, dir.path());
-    let sig = fs::read_to_string(image.dir.join("disk.raw.sig")).unwrap();
-    let script = script(dir.path(), &sig);
+    let source = source_disk(dir.path(), &image);
+    let script = script(dir.path());
     let guest_disk = support::sparse_copy(&driver.disk, &{
         let d = dir.path().join("guest");
         fs::create_dir_all(&d).unwrap();
@@ -203,9 +236,8 @@ fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
     );
     let json_start = installed.find('{').expect("JSON summary");
     let json_end = installed.rfind('}').expect("JSON summary") + 1;
-    let report: serde_json::Value =
-        serde_json::from_str(&installed[json_start..json_end].replace("\r\n", "\n"))
-            .unwrap_or_else(|e| panic!("summary is not JSON ({e}):\n{installed}"));
+    let report: serde_json::Value = serde_json::from_str(&installed[json_start..json_end])
+        .unwrap_or_else(|e| panic!("summary is not JSON ({e}):\n{installed}"));
     assert_eq!(report["image_bytes"], image_size);
     assert_eq!(report["layout"]["relocated"], true);
     assert_eq!(report["cloud_config"], "/oem/cloud-config.yml");
