@@ -11,8 +11,9 @@ use crate::error::{io_at, Error, Result};
 pub const BIN: &str = "usr/bin/keel-install";
 pub const ALIAS: &str = "usr/bin/keel";
 
-/// `--install-bin`, else `$KEEL_INSTALL`, else `keel-install` next to `keel`, else
-/// `../x86_64-unknown-linux-gnu/init/keel-install` (where ci/build.sh puts it).
+/// `--install-bin`, else `$KEEL_INSTALL`, else a static `keel-install` next to `keel`, else
+/// `../x86_64-unknown-linux-gnu/init/keel-install` (where ci/build.sh puts it). A dynamic one
+/// next to `keel` (cargo's own build of the crate) is passed over.
 pub fn find_install_bin(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return if p.is_file() {
@@ -43,14 +44,16 @@ pub fn find_install_bin(explicit: Option<&Path>) -> Result<PathBuf> {
             dir.join("keel-install"),
             dir.join("../x86_64-unknown-linux-gnu/init/keel-install"),
         ] {
-            if p.is_file() {
+            let is_static =
+                std::fs::read(&p).is_ok_and(|bytes| check_install_bin(&p, &bytes).is_ok());
+            if is_static {
                 return Ok(p);
             }
             tried.push(p.display().to_string());
         }
     }
     Err(Error::Environment(format!(
-        "no keel-install binary: pass --install-bin PATH or set KEEL_INSTALL, or build it with ci/build.sh (looked at {})",
+        "no static keel-install binary: pass --install-bin PATH or set KEEL_INSTALL, or build it with ci/build.sh (looked at {})",
         tried.join(", ")
     )))
 }

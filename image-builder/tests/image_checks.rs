@@ -281,6 +281,13 @@ fn usr_tree_has_the_keel_layout() {
         "keel\n"
     );
     assert!(usr.join("lib/systemd/systemd").is_file());
+    // The installer, static, and `keel` as its alias (tree unpacked by fsck.erofs --extract).
+    let installer = std::fs::read(usr.join("bin/keel-install")).unwrap();
+    assert_eq!(installer, std::fs::read(keel_install()).unwrap());
+    assert_eq!(
+        std::fs::read_link(usr.join("bin/keel")).unwrap(),
+        Path::new("keel-install")
+    );
 }
 
 #[test]
