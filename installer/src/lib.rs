@@ -24,6 +24,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use keel_format::image_sig::ImageSignature;
 use serde::Serialize;
 
 pub use error::{exit, InstallError, Result};
@@ -58,75 +59,9 @@ pub struct Report {
 
 pub fn install(opts: &Options, progress: &dyn Progress) -> Result<Report> {
     let started = Instant::now();
-    // Everything that can be checked without touching the disk comes first.
-    let cloud_config = match &opts.cloud_config {
-        Some(p) => Some(cloud_config::load(p)?),
-        None => None,
-    };
-    if let Location::File(p) = &opts.image {
-        std::fs::metadata(p)
-            .map_err(|e| InstallError::Input(format!("--image {}: {e}", p.display())))?;
-    }
-    let sig_at = opts
-        .signature
-        .clone()
-        .unwrap_or_else(|| opts.image.signature());
-    let sig = source::read_signature(&sig_at)?;
-    sig.verify(&opts.trusted.keys).map_err(|e| {
-        InstallError::Verification(format!(
-            "signature {}: {e} (trusted: {})",
-            sig_at.name(),
-            opts.trusted.source
-        ))
-    })?;
-    let disk = device::Disk::open(&opts.device)?;
-    let in_use = disk.in_use();
-    if !in_use.is_empty() {
-        return Err(InstallError::Refused(format!(
-            "refusing to write {}: {}",
-            opts.device.display(),
-            in_use.join("; ")
-        )));
-    }
-    let (mut reader, announced) = opts.image.open()?;
-    if let Some(len) = announced {
-        if len != sig.size {
-            return Err(InstallError::Verification(format!(
-                "{} is {len} bytes; its signature covers {}",
-                opts.image.name(),
-                sig.size
-            )));
-        }
-    }
-    // O_EXCL on a block device: the kernel refuses it while anything mounts or holds the disk.
-    let mut dev = File::options()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_EXCL)
-        .open(&opts.device)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::EBUSY) {
-                InstallError::Refused(format!(
-                    "refusing to write {}: the kernel reports it busy (in use)",
-                    opts.device.display()
-                ))
-            } else {
-                InstallError::Io(format!("{}: {e}", opts.device.display()))
-            }
-        })?;
-    let disk_bytes = dev
-        .seek(SeekFrom::End(0))
-        .map_err(|e| InstallError::Io(format!("{}: size: {e}", opts.device.display())))?;
-    if disk_bytes < sig.size {
-        return Err(InstallError::Refused(format!(
-            "refusing to write {}: the disk has {disk_bytes} bytes ({} MiB), the image needs {} ({} MiB)",
-            opts.device.display(),
-            disk_bytes >> 20,
-            sig.size,
-            sig.size.div_ceil(1 << 20)
-        )));
-    }
-
+    let mut checked = preflight(opts)?;
+    let sig = &checked.signature;
+    let (mut dev, disk_bytes) = open_target(&opts.device, sig.size)?;
     let wipe_then = |dev: &File, e: InstallError| -> InstallError {
         match write::wipe_tables(dev, sig.size, disk_bytes) {
             Ok(()) => {
@@ -141,7 +76,7 @@ pub fn install(opts: &Options, progress: &dyn Progress) -> Result<Report> {
 
     progress.start("writing", sig.size);
     let streamed = write::stream(
-        reader.as_mut(),
+        checked.image.as_mut(),
         &dev,
         sig.size,
         &sig.sha256_bytes(),
@@ -153,15 +88,16 @@ pub fn install(opts: &Options, progress: &dyn Progress) -> Result<Report> {
     let usr_a =
         slot_check::check_usr_a(&mut dev, &opts.trusted.keys).map_err(|e| wipe_then(&dev, e))?;
     table::reread(&dev).map_err(|e| wipe_then(&dev, e))?;
-    table::announce_partitions(&dev, &disk.kernel_partitions(), &layout.partitions)
+    table::announce_partitions(&dev, &checked.disk.kernel_partitions(), &layout.partitions)
         .map_err(|e| wipe_then(&dev, e))?;
     dev.sync_all()
         .map_err(|e| InstallError::Io(format!("{}: {e}", opts.device.display())))?;
     // The exclusive open of the whole disk would keep its partitions from being mounted.
     drop(dev);
-    let placed = match &cloud_config {
+    let placed = match &checked.cloud_config {
         Some(bytes) => {
-            let oem = disk
+            let oem = checked
+                .disk
                 .partition_node(keel_format::layout::OEM.number, Duration::from_secs(20))
                 .and_then(|node| cloud_config::write_to_oem(&node, bytes));
             match oem {
@@ -179,7 +115,7 @@ pub fn install(opts: &Options, progress: &dyn Progress) -> Result<Report> {
     };
     Ok(Report {
         image: opts.image.name(),
-        signature: sig_at.name(),
+        signature: checked.signature_at.name(),
         device: opts.device.display().to_string(),
         image_bytes: streamed.bytes,
         disk_bytes,
@@ -190,6 +126,97 @@ pub fn install(opts: &Options, progress: &dyn Progress) -> Result<Report> {
         cloud_config: placed,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// What was checked before the disk is touched.
+struct Checked {
+    cloud_config: Option<Vec<u8>>,
+    /// The image stream, opened (an HTTP response whose length matched the signature's).
+    image: Box<dyn std::io::Read + Send>,
+    signature_at: Location,
+    signature: ImageSignature,
+    disk: device::Disk,
+}
+
+/// Everything that can be refused without writing: the cloud-config, the image's presence and
+/// announced size, its signature against the trusted keys, the disk being free.
+fn preflight(opts: &Options) -> Result<Checked> {
+    let cloud_config = match &opts.cloud_config {
+        Some(p) => Some(cloud_config::load(p)?),
+        None => None,
+    };
+    if let Location::File(p) = &opts.image {
+        std::fs::metadata(p)
+            .map_err(|e| InstallError::Input(format!("--image {}: {e}", p.display())))?;
+    }
+    let signature_at = opts
+        .signature
+        .clone()
+        .unwrap_or_else(|| opts.image.signature());
+    let signature = source::read_signature(&signature_at)?;
+    signature.verify(&opts.trusted.keys).map_err(|e| {
+        InstallError::Verification(format!(
+            "signature {}: {e} (trusted: {})",
+            signature_at.name(),
+            opts.trusted.source
+        ))
+    })?;
+    let (image, announced) = opts.image.open()?;
+    if let Some(len) = announced.filter(|&l| l != signature.size) {
+        return Err(InstallError::Verification(format!(
+            "{} is {len} bytes; its signature covers {}",
+            opts.image.name(),
+            signature.size
+        )));
+    }
+    let disk = device::Disk::open(&opts.device)?;
+    let in_use = disk.in_use();
+    if !in_use.is_empty() {
+        return Err(InstallError::Refused(format!(
+            "refusing to write {}: {}",
+            opts.device.display(),
+            in_use.join("; ")
+        )));
+    }
+    Ok(Checked {
+        cloud_config,
+        image,
+        signature_at,
+        signature,
+        disk,
+    })
+}
+
+/// Open the disk exclusively (the kernel then refuses it while anything mounts or holds it)
+/// and check it can take `image_bytes`; returns it and its size.
+fn open_target(device: &std::path::Path, image_bytes: u64) -> Result<(File, u64)> {
+    let mut dev = File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_EXCL)
+        .open(device)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::EBUSY) {
+                InstallError::Refused(format!(
+                    "refusing to write {}: the kernel reports it busy (in use)",
+                    device.display()
+                ))
+            } else {
+                InstallError::Io(format!("{}: {e}", device.display()))
+            }
+        })?;
+    let disk_bytes = dev
+        .seek(SeekFrom::End(0))
+        .map_err(|e| InstallError::Io(format!("{}: size: {e}", device.display())))?;
+    if disk_bytes < image_bytes {
+        return Err(InstallError::Refused(format!(
+            "refusing to write {}: the disk has {disk_bytes} bytes ({} MiB), the image needs {image_bytes} ({} MiB)",
+            device.display(),
+            disk_bytes >> 20,
+            image_bytes.div_ceil(1 << 20)
+        )));
+    }
+    Ok((dev, disk_bytes))
 }
 
 fn with_note(e: InstallError, note: &str) -> InstallError {

@@ -490,6 +490,38 @@ fn refuses_missing_or_unsigned_signatures_and_wrong_keys() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not among the trusted keys"), "{err}");
 
+    // A truncated image with the genuine signature: refused before anything is written.
+    let short = dir.path().join("short.raw");
+    let st = Command::new("cp")
+        .arg("--sparse=always")
+        .arg(&img.disk)
+        .arg(&short)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&short)
+        .unwrap()
+        .set_len(size - MIB)
+        .unwrap();
+    fs::copy(
+        img.dir.join("disk.raw.sig"),
+        dir.path().join("short.raw.sig"),
+    )
+    .unwrap();
+    let out = install(&[
+        "--image",
+        short.to_str().unwrap(),
+        "--device",
+        &dev,
+        "--key",
+        &pubkey(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("its signature covers"), "{err}");
+
     // A missing image.
     let out = install(&[
         "--image",
