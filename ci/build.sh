@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Builds the host CLI (`keel`, and `keel-upload-ami` beside it, which `keel upload-ami` runs) and
-# the static binaries that go into images (`keel-init`, `keel-update`).
+# the static binaries that go into images (`keel-init`, `keel-update`, `keel-install`).
 # Prints nothing but cargo's own progress; the binaries land in target/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p keel-builder
 # Separate package: the AWS SDK it needs takes minutes to compile, keel itself does not wait for it.
 cargo build --release -p keel-ami
-# keel-init runs as PID 1 before any library exists, keel-update must not depend on the
-# slot's libraries: both static glibc binaries.
+# keel-init runs as PID 1 before any library exists, keel-update and keel-install must not
+# depend on the slot's libraries: all static glibc binaries.
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --profile init --target x86_64-unknown-linux-gnu -p keel-init -p keel-update
+  cargo build --profile init --target x86_64-unknown-linux-gnu -p keel-init -p keel-update -p keel-install

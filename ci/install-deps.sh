@@ -9,6 +9,8 @@ packages=(
   binutils systemd-boot-efi cpio zstd xz-utils kmod
   # independent checkers used by the tests
   gdisk fdisk cryptsetup-bin openssl libxml2-utils
+  # the installer tests serve images over HTTP with python3 -m http.server
+  python3
   # booting images
   qemu-system-x86 qemu-utils ovmf
   # building the static PID 1 and crates with C parts

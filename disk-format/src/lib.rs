@@ -6,12 +6,14 @@
 //! * [`gpt`]: reading and crash-safely writing the partition table.
 //! * [`verity`]: the dm-verity hash tree (veritysetup-compatible, format 1, SHA-256).
 //! * [`metadata`]: the signed 4 KiB block that describes a USR slot, and the keys that sign it.
+//! * [`image_sig`]: the detached signature of a whole disk image (`disk.raw.sig`).
 //! * [`slot`]: where that block and the verity area sit in a partition and in a payload file.
 //!
 //! `README.md` beside this crate is the five-minute tour of the format.
 
 pub mod attrs;
 pub mod gpt;
+pub mod image_sig;
 pub mod initramfs;
 pub mod keys;
 pub mod layout;

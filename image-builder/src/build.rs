@@ -13,6 +13,7 @@ use crate::digest;
 use crate::disk;
 use crate::error::{io_at, Error, Result};
 use crate::initramfs;
+use crate::installer;
 use crate::kernel::Kernel;
 use crate::keys;
 use crate::manifest::{self, Manifest};
@@ -43,6 +44,8 @@ pub struct BuildOptions {
     pub extra_bins: Vec<(String, PathBuf)>,
     /// keel-update; `None`: found like keel-init (see [`crate::updater::find_update_bin`]).
     pub update_bin: Option<PathBuf>,
+    /// keel-install; `None`: found like keel-update (see [`crate::installer::find_install_bin`]).
+    pub install_bin: Option<PathBuf>,
     /// Files laid into the tree: (source, absolute destination under /usr or /etc).
     pub extra_files: Vec<(PathBuf, String)>,
     /// Debug images only: root autologin on the serial console.
@@ -64,7 +67,7 @@ pub struct BuildReport {
 
 /// Scratch directories in the output directory: `.keel-build-<pid>-…`.
 const SCRATCH_PREFIX: &str = ".keel-build-";
-pub const OUTPUTS: [&str; 3] = ["disk.raw", "usr.img", "manifest.json"];
+pub const OUTPUTS: [&str; 4] = ["disk.raw", "disk.raw.sig", "usr.img", "manifest.json"];
 const HAND_OFF: &str = "/usr/lib/systemd/systemd";
 
 fn word_ok(s: &str) -> bool {
@@ -80,6 +83,7 @@ struct Checked {
     channel: String,
     init: PathBuf,
     update_bin: PathBuf,
+    install_bin: PathBuf,
     epoch: u64,
     formats: Vec<Format>,
 }
@@ -184,6 +188,9 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
     let update_bin = updater::find_update_bin(opts.update_bin.as_deref())?;
     let bytes = std::fs::read(&update_bin).map_err(io_at(&update_bin))?;
     updater::check_update_bin(&update_bin, &bytes)?;
+    let install_bin = installer::find_install_bin(opts.install_bin.as_deref())?;
+    let bytes = std::fs::read(&install_bin).map_err(io_at(&install_bin))?;
+    installer::check_install_bin(&install_bin, &bytes)?;
     let mut tools = vec![
         "cp",
         "mkfs.erofs",
@@ -231,6 +238,7 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
         channel,
         init,
         update_bin,
+        install_bin,
         epoch,
         formats,
     })
@@ -244,6 +252,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         channel,
         init,
         update_bin,
+        install_bin,
         epoch,
         formats,
     } = check(opts)?;
@@ -328,6 +337,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             extra_bins: &opts.extra_bins,
             update_bin: &update_bin,
             trusted: &trusted,
+            install_bin: &install_bin,
             extra_files: &opts.extra_files,
             debug_autologin_serial: opts.debug_autologin_serial,
         },
@@ -471,6 +481,30 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             size,
         });
     }
+    // The detached signature of the whole disk, which `keel install` checks while streaming.
+    let raw = &outputs[0];
+    let sig = keel_format::image_sig::ImageSignature::new(
+        &raw.name,
+        raw.size,
+        &hex::decode(&raw.sha256)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .expect("file_sha256 gives 64 hex digits"),
+        &key.public(),
+        |m| key.sign(m),
+    );
+    let sig_path = work.join("disk.raw.sig");
+    std::fs::write(&sig_path, sig.to_json()).map_err(io_at(&sig_path))?;
+    outputs.insert(
+        1,
+        manifest::Output {
+            name: "disk.raw.sig".into(),
+            sha256: digest::file_sha256(&sig_path, |_| {})?,
+            size: std::fs::metadata(&sig_path)
+                .map_err(io_at(&sig_path))?
+                .len(),
+        },
+    );
     let file_input = |p: &Path| -> Result<manifest::FileInput> {
         Ok(manifest::FileInput {
             path: p.to_path_buf(),
@@ -530,6 +564,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             key_id: key.key_id(),
             extra_bins,
             keel_update: file_input(&update_bin)?,
+            keel_install: file_input(&install_bin)?,
             extra_files,
         },
         debug_autologin_serial: opts.debug_autologin_serial,

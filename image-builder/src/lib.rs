@@ -15,6 +15,7 @@ pub mod disk;
 pub mod error;
 pub mod initramfs;
 pub mod inspect;
+pub mod installer;
 pub mod kernel;
 pub mod keys;
 pub mod manifest;

@@ -36,6 +36,9 @@ enum Command {
     Apply(ApplyArgs),
     /// Boot an image in QEMU (UEFI through OVMF by default) and watch its serial console.
     Boot(keel_qemu::BootArgs),
+    /// Write a signed disk image (file or http(s) URL) to a disk, checking its signature
+    /// (IMAGE.sig) while streaming; moves the backup GPT to the disk's end and grows ROOT.
+    Install(keel_install::cli::InstallArgs),
     /// Upload disk.raw as an EBS snapshot and register it as an AMI (runs keel-upload-ami;
     /// `keel upload-ami --help` for its options).
     #[command(disable_help_flag = true)]
@@ -80,6 +83,10 @@ struct BuildArgs {
     /// [default: $KEEL_UPDATE, or keel-update next to keel, or ../x86_64-unknown-linux-gnu/init/keel-update]
     #[arg(long)]
     update_bin: Option<PathBuf>,
+    /// keel-install binary (static) shipped at /usr/bin/keel-install, with /usr/bin/keel -> it
+    /// [default: $KEEL_INSTALL, or keel-install next to keel, or ../x86_64-unknown-linux-gnu/init/keel-install]
+    #[arg(long)]
+    install_bin: Option<PathBuf>,
     /// Add a file to the image (repeatable): SRC=DEST, DEST an absolute path under /usr or /etc
     #[arg(long = "extra-file", value_name = "SRC=DEST", value_parser = parse_extra_file)]
     extra_files: Vec<(PathBuf, String)>,
@@ -183,6 +190,12 @@ fn main() -> ExitCode {
         Command::Apply(a) => run_apply(a, cli.quiet),
         Command::Boot(a) => keel_qemu::boot_command(&a),
         Command::UploadAmi(a) => run_upload_ami(a, cli.quiet),
+        // The installer prints its own errors and picks its exit codes (installer/README.md).
+        Command::Install(a) => {
+            return ExitCode::from(
+                keel_install::cli::run(&a, cli.quiet, keys::dev_public_key()) as u8,
+            )
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -250,6 +263,7 @@ fn run_build(a: BuildArgs, reporter: &Reporter, quiet: bool) -> anyhow::Result<i
         init: a.init,
         extra_bins: a.extra_bins,
         update_bin: a.update_bin,
+        install_bin: a.install_bin,
         extra_files: a.extra_files,
         debug_autologin_serial: a.debug_autologin_serial,
         source_date_epoch: a.source_date_epoch,

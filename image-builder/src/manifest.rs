@@ -49,6 +49,7 @@ pub struct Inputs {
     pub key_id: String,
     pub extra_bins: Vec<ExtraBin>,
     pub keel_update: FileInput,
+    pub keel_install: FileInput,
     pub extra_files: Vec<ExtraFile>,
 }
 

@@ -33,6 +33,8 @@ pub struct Inputs<'a> {
     /// The static keel-update and the keys it trusts for payloads.
     pub update_bin: &'a Path,
     pub trusted: &'a [ed25519_dalek::VerifyingKey],
+    /// The static keel-install (/usr/bin/keel-install, /usr/bin/keel).
+    pub install_bin: &'a Path,
     /// `--extra-file SRC=DEST`: DEST is an absolute path under /usr or /etc.
     pub extra_files: &'a [(PathBuf, String)],
     /// Debug images only: a root shell on the serial console without a password.
@@ -114,6 +116,7 @@ pub fn assemble(staging: &Path, inp: &Inputs) -> Result<PathBuf> {
         copy_file(src, &usr.join("bin").join(name), 0o755)?;
     }
     crate::updater::install(&root, inp.update_bin, inp.trusted)?;
+    crate::installer::install(&root, inp.install_bin)?;
     for (src, dest) in inp.extra_files {
         let to = root.join(dest.trim_start_matches('/'));
         let meta = std::fs::symlink_metadata(src).map_err(io_at(src))?;

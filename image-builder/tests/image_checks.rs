@@ -281,6 +281,13 @@ fn usr_tree_has_the_keel_layout() {
         "keel\n"
     );
     assert!(usr.join("lib/systemd/systemd").is_file());
+    // The installer, static, and `keel` as its alias (tree unpacked by fsck.erofs --extract).
+    let installer = std::fs::read(usr.join("bin/keel-install")).unwrap();
+    assert_eq!(installer, std::fs::read(keel_install()).unwrap());
+    assert_eq!(
+        std::fs::read_link(usr.join("bin/keel")).unwrap(),
+        Path::new("keel-install")
+    );
 }
 
 #[test]
@@ -453,4 +460,73 @@ fn manifest_records_inputs_and_outputs() {
             o["sha256"].as_str().unwrap()
         );
     }
+}
+
+/// disk.raw.sig names disk.raw's size and SHA-256 (sha256sum), and openssl, an independent
+/// Ed25519 implementation, verifies its signature over the documented text with the public key.
+#[test]
+fn disk_signature_verifies_with_openssl() {
+    let img = default_image();
+    let sig: Value =
+        serde_json::from_slice(&std::fs::read(img.dir.join("disk.raw.sig")).unwrap()).unwrap();
+    assert_eq!(sig["format"], "keel-image-signature");
+    assert_eq!(
+        sig["size"].as_u64().unwrap(),
+        std::fs::metadata(&img.disk).unwrap().len()
+    );
+    let (ok, text) = run(Command::new("sha256sum").arg(&img.disk));
+    assert!(ok, "{text}");
+    assert_eq!(text.split_whitespace().next().unwrap(), sig["sha256"]);
+    let listed = manifest(&img)["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|o| o["name"] == "disk.raw.sig");
+    assert!(listed, "manifest.json does not list disk.raw.sig");
+
+    let dir = tempfile::tempdir().unwrap();
+    let msg = dir.path().join("message");
+    std::fs::write(
+        &msg,
+        format!(
+            "keel-image-signature v1\nsize {}\nsha256 {}\n",
+            sig["size"],
+            sig["sha256"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let raw_sig = dir.path().join("sig.bin");
+    let bytes: Vec<u8> = (0..64)
+        .map(|i| {
+            u8::from_str_radix(&sig["signature"].as_str().unwrap()[2 * i..2 * i + 2], 16).unwrap()
+        })
+        .collect();
+    std::fs::write(&raw_sig, bytes).unwrap();
+    let verify = |message: &Path| {
+        run(Command::new("openssl")
+            .args(["pkeyutl", "-verify", "-pubin", "-rawin", "-inkey"])
+            .arg(&img.pubkey)
+            .arg("-in")
+            .arg(message)
+            .arg("-sigfile")
+            .arg(&raw_sig))
+    };
+    let (ok, text) = verify(&msg);
+    assert!(
+        ok && text.contains("Signature Verified Successfully"),
+        "openssl: {text}"
+    );
+    // The same signature over a different size must not verify.
+    let other = dir.path().join("other");
+    std::fs::write(
+        &other,
+        format!(
+            "keel-image-signature v1\nsize {}\nsha256 {}\n",
+            sig["size"].as_u64().unwrap() + 512,
+            sig["sha256"].as_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, text) = verify(&other);
+    assert!(!ok, "openssl accepted an altered message: {text}");
 }

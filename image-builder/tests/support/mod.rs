@@ -127,7 +127,17 @@ pub fn keel_update() -> PathBuf {
     static_bin("keel-update")
 }
 
-/// `name` (keel-init or keel-update) as ci/build.sh builds it; both are built together.
+/// The static `keel-install` every image ships: `$KEEL_INSTALL`, or where ci/build.sh puts it,
+/// built now if missing (under the lock: do not call it while holding [`lock`]).
+pub fn keel_install() -> PathBuf {
+    if let Some(p) = std::env::var_os("KEEL_INSTALL") {
+        return PathBuf::from(p);
+    }
+    static_bin("keel-install")
+}
+
+/// `name` (keel-init, keel-update or keel-install) as ci/build.sh builds it; all are built
+/// together.
 fn static_bin(name: &str) -> PathBuf {
     let p = target_dir()
         .join("x86_64-unknown-linux-gnu/init")
@@ -146,6 +156,8 @@ fn static_bin(name: &str) -> PathBuf {
                     "keel-init",
                     "-p",
                     "keel-update",
+                    "-p",
+                    "keel-install",
                 ])
                 .env(
                     "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
@@ -154,7 +166,10 @@ fn static_bin(name: &str) -> PathBuf {
                 .env("CARGO_TARGET_DIR", target_dir())
                 .status()
                 .expect("cargo");
-            assert!(st.success(), "building keel-init and keel-update failed");
+            assert!(
+                st.success(),
+                "building keel-init, keel-update and keel-install failed"
+            );
         }
     }
     p
@@ -235,6 +250,7 @@ fn fingerprint(opts: &BuildOpts) -> String {
     hash_file(&mut h, &keel_bin());
     hash_file(&mut h, &keel_init());
     hash_file(&mut h, &keel_update());
+    hash_file(&mut h, &keel_install());
     hash_file(&mut h, &test_key_dir().join("keel-signing.pub"));
     hash_tree(&mut h, &repo_root().join("boards"));
     hash_tree(&mut h, &repo_root().join("rootfs"));
@@ -256,6 +272,8 @@ pub fn build_args(opts: &BuildOpts, out: &Path) -> Vec<String> {
         keel_init().display().to_string(),
         "--update-bin".into(),
         keel_update().display().to_string(),
+        "--install-bin".into(),
+        keel_install().display().to_string(),
         "--version".into(),
         opts.version.clone(),
         "--out".into(),

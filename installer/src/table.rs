@@ -1,0 +1,141 @@
+//! After the image is down: move the backup GPT to the end of a larger disk and grow ROOT to
+//! fill it (keel-init grows the ext4 inside on first boot, as it does for a cloud disk), then
+//! make the kernel re-read the table (BLKRRPART).
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use keel_format::gpt::{DiskTable, Partition};
+use keel_format::layout::{self, SECTOR};
+use serde::Serialize;
+
+use crate::error::{InstallError, Result};
+
+nix::ioctl_none!(blkrrpart, 0x12, 95);
+
+const BLKPG_ADD_PARTITION: libc::c_int = 1;
+
+#[repr(C)]
+struct BlkpgIoctlArg {
+    op: libc::c_int,
+    flags: libc::c_int,
+    datalen: libc::c_int,
+    data: *mut libc::c_void,
+}
+
+#[repr(C)]
+struct BlkpgPartition {
+    start: i64,
+    length: i64,
+    pno: libc::c_int,
+    devname: [u8; 64],
+    volname: [u8; 64],
+}
+
+nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlArg);
+
+#[derive(Debug, Serialize)]
+pub struct Layout {
+    /// The backup header moved from the image's end to the disk's.
+    pub relocated: bool,
+    pub backup_header_lba: u64,
+    pub root_grown: bool,
+    pub root_bytes: u64,
+    pub partitions: Vec<Partition>,
+}
+
+/// Fit the table to a disk of `disk_bytes`; the image was `image_bytes`.
+pub fn fit(dev: &mut File, image_bytes: u64, disk_bytes: u64) -> Result<Layout> {
+    let bad = |e: keel_format::gpt::GptError| {
+        InstallError::Verification(format!("the written partition table: {e}"))
+    };
+    let mut table = DiskTable::read(dev).map_err(bad)?;
+    let last_lba = disk_bytes / SECTOR - 1;
+    let old_backup = table.backup_lba();
+    let mut relocated = false;
+    let mut root_grown = false;
+    if old_backup < last_lba {
+        table.relocate_backup(disk_bytes).map_err(bad)?;
+        root_grown = table.grow_to_end(layout::ROOT.number).map_err(bad)?;
+        table.write(dev).map_err(bad)?;
+        // The image's backup header now lies inside ROOT: clear it so no tool finds a stale
+        // second table there.
+        if old_backup * SECTOR < image_bytes {
+            dev.write_all_at(&[0u8; SECTOR as usize], old_backup * SECTOR)
+                .and_then(|_| dev.sync_all())
+                .map_err(|e| InstallError::Io(format!("clearing the old backup header: {e}")))?;
+        }
+        relocated = true;
+    }
+    let root = table.partition(layout::ROOT.number).map_err(bad)?;
+    Ok(Layout {
+        relocated,
+        backup_header_lba: table.backup_lba(),
+        root_grown,
+        root_bytes: root.size(),
+        partitions: table.partitions(),
+    })
+}
+
+/// BLKRRPART, retried while the kernel reports the disk busy (udev probing the new partitions).
+pub fn reread(dev: &File) -> Result<()> {
+    let mut last = None;
+    for _ in 0..50 {
+        // SAFETY: BLKRRPART takes no argument; the fd is an open block device.
+        match unsafe { blkrrpart(dev.as_raw_fd()) } {
+            Ok(_) => return Ok(()),
+            Err(nix::errno::Errno::EBUSY) => {
+                last = Some(nix::errno::Errno::EBUSY);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => {
+                return Err(InstallError::Environment(format!(
+                    "re-reading the partition table (BLKRRPART): {e}{}",
+                    if e == nix::errno::Errno::EINVAL {
+                        " (a loop device needs partition scanning: losetup -P)"
+                    } else {
+                        ""
+                    }
+                )))
+            }
+        }
+    }
+    Err(InstallError::Environment(format!(
+        "re-reading the partition table (BLKRRPART): {}",
+        last.map(|e| e.to_string()).unwrap_or_default()
+    )))
+}
+
+/// After BLKRRPART: a kernel built without a GPT parser (CONFIG_EFI_PARTITION unset) finds no
+/// partitions. Then tell it about each one from the table just written (BLKPG_ADD_PARTITION,
+/// what `partx -a` does). Returns whether partitions had to be added.
+pub fn announce_partitions(dev: &File, known: &[u32], partitions: &[Partition]) -> Result<bool> {
+    if partitions.iter().all(|p| known.contains(&p.number)) {
+        return Ok(false);
+    }
+    for p in partitions.iter().filter(|p| !known.contains(&p.number)) {
+        let mut part = BlkpgPartition {
+            start: p.offset() as i64,
+            length: p.size() as i64,
+            pno: p.number as libc::c_int,
+            devname: [0; 64],
+            volname: [0; 64],
+        };
+        let arg = BlkpgIoctlArg {
+            op: BLKPG_ADD_PARTITION,
+            flags: 0,
+            datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+            data: (&mut part as *mut BlkpgPartition).cast(),
+        };
+        // SAFETY: `arg` points at a live blkpg_partition for the duration of the call.
+        unsafe { blkpg(dev.as_raw_fd(), &arg) }.map_err(|e| {
+            InstallError::Environment(format!(
+                "telling the kernel about partition {} ({}) with BLKPG_ADD_PARTITION: {e}",
+                p.number, p.label
+            ))
+        })?;
+    }
+    Ok(true)
+}

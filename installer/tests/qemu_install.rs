@@ -1,0 +1,277 @@
+//! `keel install` inside a booted Keel system (QEMU, TCG, UEFI through OVMF), then the
+//! installed disk booted alone. The guest is a debug image whose test driver runs the script on
+//! /dev/vdb at boot (the pattern of updater/tests/qemu_update.rs); /dev/vdc is an ext4
+//! filesystem (made by mke2fs -d) holding the default image and its `disk.raw.sig`, as a USB
+//! stick would (attached raw, its GPT would carry the boot disk GUID a second time and keel-init
+//! rightly refuses to guess); /dev/vdd is a blank, larger disk. The guest runs the
+//! static `keel install` every image ships at /usr/bin/keel, trusting the keys the system
+//! trusts (/usr/share/keel/keys). After it powers off, the host reads the target with `sgdisk`
+//! and `debugfs`, then boots it alone to the demo unit's `Hello World`.
+
+#[path = "../../image-builder/tests/support/mod.rs"]
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use keel_qemu::{BootOptions, Session};
+
+const BOOT: Duration = Duration::from_secs(300);
+/// Reading and hashing the 3.3 GiB image under TCG.
+const INSTALL: Duration = Duration::from_secs(900);
+const MIB: u64 = 1 << 20;
+const CLOUD_CONFIG: &str = "#cloud-config\nhostname: installed-in-qemu\n";
+
+const DRIVER: &str = "#!/bin/sh\n\
+    # Keel e2e TEST IMAGE ONLY: runs the script on /dev/vdb as root at every boot.\n\
+    [ \"$(head -c 2 /dev/vdb 2>/dev/null)\" = '#!' ] || exit 0\n\
+    tr -d '\\000' < /dev/vdb > /run/keel-e2e.sh\n\
+    exec /bin/sh /run/keel-e2e.sh\n";
+const DRIVER_UNIT: &str = "[Unit]\n\
+    Description=Keel e2e test driver (TEST IMAGE ONLY)\n\
+    After=multi-user.target\n\n\
+    [Service]\n\
+    Type=simple\n\
+    ExecStart=/usr/lib/keel-e2e/driver\n\
+    StandardOutput=journal+console\n\
+    StandardError=journal+console\n";
+
+/// The driver image: the default image plus the test driver (files named after their content,
+/// since the image cache key covers the build arguments, not the files' bytes).
+fn driver_image() -> support::Image {
+    let files: [(&str, &str, &str); 3] = [
+        ("driver", "/usr/lib/keel-e2e/driver", DRIVER),
+        (
+            "keel-e2e-driver.service",
+            "/usr/lib/systemd/system/keel-e2e-driver.service",
+            DRIVER_UNIT,
+        ),
+        (
+            "keel-e2e-driver.service.wants",
+            "/usr/lib/systemd/system/multi-user.target.wants/keel-e2e-driver.service",
+            "symlink:../keel-e2e-driver.service",
+        ),
+    ];
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for (name, dest, text) in &files {
+        for part in [name, dest, text] {
+            std::hash::Hasher::write(&mut h, part.as_bytes());
+        }
+    }
+    let dir = support::images_dir().join(format!(
+        "installer-driver-files-{:016x}",
+        std::hash::Hasher::finish(&h)
+    ));
+    fs::create_dir_all(&dir).unwrap();
+    let mut args = Vec::new();
+    for (name, dest, text) in files {
+        let src = dir.join(name);
+        if let Some(target) = text.strip_prefix("symlink:") {
+            if src.symlink_metadata().is_err() {
+                std::os::unix::fs::symlink(target, &src).unwrap();
+            }
+        } else {
+            fs::write(&src, text).unwrap();
+            let mode = if text.starts_with("#!") { 0o755 } else { 0o644 };
+            fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        }
+        args.push("--extra-file".to_string());
+        args.push(format!("{}={dest}", src.display()));
+    }
+    support::build_image(&support::BuildOpts {
+        name: "install-e2e".into(),
+        extra_args: args,
+        ..support::BuildOpts::default()
+    })
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+fn expect(s: &mut Session, pattern: &str, timeout: Duration) {
+    if let Err(e) = s.wait_for(pattern, timeout) {
+        panic!(
+            "waiting for {pattern:?}: {e}\n--- console tail:\n{}\n--- full log: {}",
+            tail(&s.log(), 60),
+            s.log_path().display()
+        );
+    }
+}
+
+/// The text between `@@NAME` and `@@END-NAME` on the console.
+fn section(s: &mut Session, name: &str, timeout: Duration) -> String {
+    expect(s, &format!("@@{name}"), timeout);
+    let from = s.cursor();
+    let end = format!("@@END-{name}");
+    expect(s, &end, timeout);
+    let text = s.output_since(from);
+    let text = &text[..text.find(&end).unwrap_or(text.len())];
+    // Lines come through the journal to the console: `[  12.3] driver[231]: text`.
+    text.lines()
+        .map(|l| match l.find("driver[") {
+            Some(i) => l[i..].split_once("]: ").map_or("", |(_, t)| t),
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn script(dir: &Path) -> PathBuf {
+    let text = format!(
+        "#!/bin/sh\n\
+         systemctl stop hello.service\n\
+         mkdir -p /run/src && mount -o ro /dev/vdc /run/src\n\
+         printf '%s' '{CLOUD_CONFIG}' > /run/user.yml\n\
+         echo @@REFUSE\n\
+         keel install --image /run/src/disk.raw --device /dev/vda 2>&1\n\
+         echo \"rc=$?\"\n\
+         echo @@END-REFUSE\n\
+         keel install --image /run/src/disk.raw --device /dev/vdd \
+            --cloud-config /run/user.yml --json > /run/install.json 2> /run/install.err\n\
+         rc=$?\n\
+         echo @@INSTALL\n\
+         echo \"rc=$rc\"\n\
+         cat /run/install.json /run/install.err\n\
+         echo @@END-INSTALL\n\
+         umount /run/src\n\
+         sync\n\
+         systemctl poweroff\n"
+    );
+    let mut bytes = text.into_bytes();
+    bytes.resize(bytes.len().div_ceil(4096) * 4096, 0);
+    let p = dir.join("script.img");
+    fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// An ext4 filesystem image holding the image and its signature (sparse, by mke2fs -d).
+fn source_disk(dir: &Path, image: &support::Image) -> PathBuf {
+    let tree = dir.join("source-tree");
+    fs::create_dir_all(&tree).unwrap();
+    for name in ["disk.raw", "disk.raw.sig"] {
+        let from = image.dir.join(name);
+        if fs::hard_link(&from, tree.join(name)).is_err() {
+            support::sparse_copy(&from, &tree);
+        }
+    }
+    let size = fs::metadata(&image.disk).unwrap().len() + 128 * MIB;
+    let out = dir.join("source.ext4");
+    let (ok, o) = support::run(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-E", "root_owner=0:0", "-d"])
+            .arg(&tree)
+            .arg(&out)
+            .arg(format!("{}M", size / MIB)),
+    );
+    assert!(ok, "mkfs.ext4 -d: {o}");
+    out
+}
+
+/// A loop device with the target's partitions (added from user space: this host's kernel may
+/// have no GPT parser), detached on drop.
+struct Loop(String);
+impl Loop {
+    fn new(file: &Path) -> Loop {
+        let out = Command::new("losetup")
+            .args(["-P", "-f", "--show"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let l = Loop(String::from_utf8_lossy(&out.stdout).trim().to_string());
+        if !Path::new(&format!("{}p6", l.0)).exists() {
+            let (ok, o) = support::run(Command::new("partx").arg("-a").arg(&l.0));
+            assert!(ok, "partx -a: {o}");
+        }
+        l
+    }
+}
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+#[test]
+fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
+    let driver = driver_image();
+    let image = support::default_image();
+    let dir = tempfile::tempdir().unwrap();
+    let image_size = fs::metadata(&image.disk).unwrap().len();
+    let target = dir.path().join("target.raw");
+    fs::File::create(&target)
+        .unwrap()
+        .set_len(image_size + 1024 * MIB)
+        .unwrap();
+    let source = source_disk(dir.path(), &image);
+    let script = script(dir.path());
+    let guest_disk = support::sparse_copy(&driver.disk, &{
+        let d = dir.path().join("guest");
+        fs::create_dir_all(&d).unwrap();
+        d
+    });
+
+    let mut opts = BootOptions::new(&guest_disk);
+    opts.mem_mb = 1024;
+    opts.extra_disks = vec![script, source, target.clone()];
+    let mut s = Session::start(&opts).unwrap_or_else(|e| panic!("QEMU did not start: {e}"));
+    let refused = section(&mut s, "REFUSE", BOOT);
+    assert!(
+        refused.contains("holds the running system") && refused.contains("rc=5"),
+        "installing onto the running disk was not refused:\n{refused}"
+    );
+    let installed = section(&mut s, "INSTALL", INSTALL);
+    assert!(
+        installed.contains("rc=0"),
+        "keel install in the guest failed:\n{installed}\n--- console tail:\n{}",
+        tail(&s.log(), 40)
+    );
+    let json_start = installed.find('{').expect("JSON summary");
+    let json_end = installed.rfind('}').expect("JSON summary") + 1;
+    let report: serde_json::Value = serde_json::from_str(&installed[json_start..json_end])
+        .unwrap_or_else(|e| panic!("summary is not JSON ({e}):\n{installed}"));
+    assert_eq!(report["image_bytes"], image_size);
+    assert_eq!(report["layout"]["relocated"], true);
+    assert_eq!(report["cloud_config"], "/oem/cloud-config.yml");
+    if let Err(e) = s.wait_exit(Duration::from_secs(180)) {
+        panic!("the guest did not power off: {e}\n{}", tail(&s.log(), 40));
+    }
+    drop(s);
+
+    // The host's own tools read what the guest wrote.
+    {
+        let l = Loop::new(&target);
+        let (ok, v) = support::run(Command::new("sgdisk").arg("-v").arg(&l.0));
+        assert!(ok && v.contains("No problems found"), "sgdisk -v:\n{v}");
+        let (ok, cat) = support::run(
+            Command::new("debugfs")
+                .args(["-R", "cat /cloud-config.yml"])
+                .arg(format!("{}p6", l.0)),
+        );
+        assert!(
+            ok && cat.contains(CLOUD_CONFIG),
+            "cloud-config on OEM:\n{cat}"
+        );
+    }
+
+    // The installed disk alone, under UEFI: keel-init grows ROOT's filesystem, the demo unit runs.
+    let mut opts = BootOptions::new(&target);
+    opts.mem_mb = 1024;
+    let mut s = Session::start(&opts).unwrap_or_else(|e| panic!("QEMU did not start: {e}"));
+    for p in [
+        "grew the filesystem on vda9 from 1024 to 2048 MiB",
+        "booting USR-A version 1.0.0",
+        "Hello World",
+    ] {
+        expect(&mut s, p, BOOT);
+    }
+    let _ = s.kill();
+}
