@@ -185,14 +185,9 @@ fn make(
         }
         Form::Pxe => {
             let out = dir.join("pxe");
-            pxe::write(
-                &out,
-                &inp.kernel,
-                &inp.keel_initramfs,
-                &inp.usr,
-                &inp.cmdline,
-                inp.epoch,
-            )?;
+            let payload = std::fs::read(&inp.usr)?;
+            let live = pxe::initramfs(&inp.keel_initramfs, payload, inp.epoch);
+            pxe::write(&out, &inp.kernel, &live, &inp.cmdline)?;
             out
         }
     })
