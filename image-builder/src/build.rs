@@ -52,6 +52,8 @@ pub struct BuildOptions {
     pub extra_files: Vec<(PathBuf, String)>,
     /// Debug images only: root autologin on the serial console.
     pub debug_autologin_serial: bool,
+    /// Appended to the board's kernel command line (e.g. a VM-only switch for a test build).
+    pub kernel_args: Vec<String>,
     /// `None`: $SOURCE_DATE_EPOCH, else the rootfs definition's.
     pub source_date_epoch: Option<u64>,
     /// Forms to deliver (`--format`); `None`: the board's `formats`. disk.raw, usr.img and
@@ -392,7 +394,10 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
     // 5. The ESP with the unified kernel image.
     let step = reporter.step("UKI and ESP");
     let uki_path = work.join("BOOTX64.EFI");
-    let cmdline = board.cmdline_string();
+    let cmdline = std::iter::once(board.cmdline_string())
+        .chain(opts.kernel_args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
     uki::build(
         &uki::Parts {
             stub: Path::new(uki::STUB),

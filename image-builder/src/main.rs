@@ -93,6 +93,9 @@ struct BuildArgs {
     /// DEBUG IMAGES ONLY (tests): log root in on the serial console (ttyS0) without a password
     #[arg(long)]
     debug_autologin_serial: bool,
+    /// Append one word to the board's kernel command line (repeatable)
+    #[arg(long = "kernel-arg", value_name = "ARG", value_parser = parse_kernel_arg)]
+    kernel_args: Vec<String>,
     /// Timestamp for every file and filesystem [default: $SOURCE_DATE_EPOCH, else the rootfs definition's]
     #[arg(long)]
     source_date_epoch: Option<u64>,
@@ -169,6 +172,13 @@ fn parse_extra_bin(s: &str) -> Result<(String, PathBuf), String> {
         return Err(format!("{name:?} is not a file name"));
     }
     Ok((name.to_string(), PathBuf::from(path)))
+}
+
+fn parse_kernel_arg(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("one non-empty word without spaces or control characters".into());
+    }
+    Ok(s.to_string())
 }
 
 fn parse_extra_file(s: &str) -> Result<(PathBuf, String), String> {
@@ -266,6 +276,7 @@ fn run_build(a: BuildArgs, reporter: &Reporter, quiet: bool) -> anyhow::Result<i
         install_bin: a.install_bin,
         extra_files: a.extra_files,
         debug_autologin_serial: a.debug_autologin_serial,
+        kernel_args: a.kernel_args,
         source_date_epoch: a.source_date_epoch,
         formats: (!a.formats.is_empty()).then_some(a.formats),
     };

@@ -12,6 +12,9 @@ fn every_command_has_help() {
         vec!["inspect", "--help"],
         vec!["verify", "--help"],
         vec!["keygen", "--help"],
+        vec!["apply", "--help"],
+        vec!["boot", "--help"],
+        vec!["install", "--help"],
     ] {
         let r = keel(&cmd);
         assert!(r.status.success(), "{cmd:?}");
@@ -22,6 +25,23 @@ fn every_command_has_help() {
     }
     let r = keel(&["build", "--no-such-flag"]);
     assert_eq!(r.status.code(), Some(2));
+}
+
+#[test]
+fn a_kernel_arg_is_one_word() {
+    let r = keel(&[
+        "build",
+        "--kernel-arg",
+        "quiet splash",
+        "--out",
+        "/nonexistent",
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("--kernel-arg") && err.contains("without spaces"),
+        "{err}"
+    );
 }
 
 #[test]
