@@ -95,14 +95,9 @@ fn check_formats(board: &Board, asked: Option<&[Format]>) -> Result<Vec<Format>>
         ),
     };
     let mut out: Vec<Format> = Vec::new();
+    // `ami` adds no file: the AMI is made from disk.raw (always written) by `keel upload-ami`.
     for f in formats {
         match f {
-            Format::Ami => {
-                return Err(Error::input(format!(
-                    "{source}: ami is not an image format: build raw, then run \
-                     `keel upload-ami --image OUT/disk.raw --name NAME --region REGION`"
-                )))
-            }
             Format::Iso => {
                 return Err(Error::input(format!(
                     "{source}: the {} format is not implemented yet (raw, qcow2, vmdk, ova and pxe are)",
