@@ -11,7 +11,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aws_support::*;
-use keel_ami::image::BLOCK_SIZE;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -342,5 +341,4 @@ fn keel_upload_ami_runs_the_uploader_beside_keel() {
         err.contains("keel-upload-ami") && err.contains("cargo build"),
         "{err}"
     );
-    let _ = BLOCK_SIZE;
 }

@@ -100,7 +100,7 @@ fn check_formats(board: &Board, asked: Option<&[Format]>) -> Result<Vec<Format>>
         match f {
             Format::Iso => {
                 return Err(Error::input(format!(
-                    "{source}: the {} format is not implemented yet (raw, qcow2, vmdk, ova and pxe are)",
+                    "{source}: the {} format is not implemented yet (raw, qcow2, vmdk, ova, pxe and ami are)",
                     f.as_str()
                 )))
             }
