@@ -653,3 +653,29 @@ fn write_formats(inp: &FormatInputs) -> Result<(Vec<String>, Vec<String>)> {
     }
     Ok((files, placed))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board(name: &str) -> Board {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../boards")
+            .join(name);
+        Board::load(&path).expect("board loads")
+    }
+
+    /// The EC2 board asks for `ami`, which adds no file: `keel upload-ami` makes the AMI from
+    /// disk.raw. ISO is still refused by name.
+    #[test]
+    fn ami_is_accepted_and_iso_refused() {
+        let ec2 = board("ec2-x86_64.yaml");
+        let formats = check_formats(&ec2, None).unwrap();
+        assert!(formats.contains(&Format::Ami), "{formats:?}");
+        let err = check_formats(&ec2, Some(&[Format::Iso])).unwrap_err();
+        assert!(
+            err.to_string().contains("iso format is not implemented"),
+            "{err}"
+        );
+    }
+}
