@@ -11,7 +11,6 @@ pub mod image;
 pub mod snapshot;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +25,6 @@ pub use snapshot::RetryPolicy;
 /// What to upload and how.
 #[derive(Clone, Debug)]
 pub struct Request {
-    pub image: PathBuf,
     /// The AMI's name (unique per account and region).
     pub name: String,
     pub description: Option<String>,
@@ -105,7 +103,7 @@ pub fn check_name(name: &str) -> Result<(), UploadError> {
     Ok(())
 }
 
-/// Uploads `request.image` and registers the AMI. `progress` counts image bytes (hidden bars
+/// Uploads `image` and registers the AMI. `progress` counts image bytes (hidden bars
 /// are fine). When `interrupted` resolves before registration starts, the upload stops, the
 /// snapshot is deleted and the result is [`UploadError::Interrupted`]; once RegisterImage is on
 /// its way it is let finish, so an AMI is never registered without being reported.

@@ -81,7 +81,6 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
     })
     .await?;
     let request = Request {
-        image: cli.image.clone(),
         name: cli.name.clone(),
         description: cli.description.clone(),
         concurrency: cli.concurrency.into(),

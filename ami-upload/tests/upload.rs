@@ -11,7 +11,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aws_support::*;
-use keel_ami::image::BLOCK_SIZE;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -326,6 +325,16 @@ fn keel_upload_ami_runs_the_uploader_beside_keel() {
     if keel.with_file_name("keel-upload-ami").is_file() {
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains("/nonexistent/disk.raw"), "{err}");
+        let help = std::process::Command::new(&keel)
+            .args(["upload-ami", "--help"])
+            .output()
+            .unwrap();
+        assert!(help.status.success());
+        let text = String::from_utf8_lossy(&help.stdout);
+        assert!(
+            text.contains("Usage: keel-upload-ami") && text.contains("--endpoint-url"),
+            "{text}"
+        );
     }
     // Alone, keel says what is missing.
     let dir = tempfile::tempdir().unwrap();
@@ -342,5 +351,4 @@ fn keel_upload_ami_runs_the_uploader_beside_keel() {
         err.contains("keel-upload-ami") && err.contains("cargo build"),
         "{err}"
     );
-    let _ = BLOCK_SIZE;
 }

@@ -92,25 +92,14 @@ struct Checked {
     formats: Vec<Format>,
 }
 
-/// The formats to write, checked against what the board provides. The error names the board
-/// file and field, or the `--format` flag when the list came from there.
+/// The formats to write (`--format`, else the board's `formats`), checked against what the
+/// board provides; the error names the board file and the field that lacks it.
 fn check_formats(board: &Board, asked: Option<&[Format]>) -> Result<Vec<Format>> {
-    let (formats, source) = match asked {
-        Some(f) => (f.to_vec(), "--format".to_string()),
-        None => (
-            board.formats.clone(),
-            format!("{}: formats", board.path.display()),
-        ),
-    };
+    let formats = asked.map_or_else(|| board.formats.clone(), <[Format]>::to_vec);
     let mut out: Vec<Format> = Vec::new();
+    // `ami` adds no file: the AMI is made from disk.raw (always written) by `keel upload-ami`.
     for f in formats {
         match f {
-            Format::Ami => {
-                return Err(Error::input(format!(
-                    "{source}: ami is not an image format: build raw, then run \
-                     `keel upload-ami --image OUT/disk.raw --name NAME --region REGION`"
-                )))
-            }
             Format::Pxe | Format::Iso if !board.boot_modules.iter().any(|m| m == "loop") => {
                 return Err(Error::input(format!(
                     "{}: boot_modules: the {} format boots diskless from a loop device; add `loop` to boot_modules",
@@ -744,4 +733,30 @@ fn write_formats(inp: &FormatInputs) -> Result<(Vec<String>, Vec<String>)> {
         }
     }
     Ok((files, placed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board(name: &str) -> Board {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../boards")
+            .join(name);
+        Board::load(&path).expect("board loads")
+    }
+
+    /// The EC2 board asks for `ami`, which adds no file: `keel upload-ami` makes the AMI from
+    /// disk.raw. An ISO is refused: the board has no `loop` module to boot it diskless.
+    #[test]
+    fn ami_is_accepted_and_iso_refused() {
+        let ec2 = board("ec2-x86_64.yaml");
+        let formats = check_formats(&ec2, None).unwrap();
+        assert!(formats.contains(&Format::Ami), "{formats:?}");
+        let err = check_formats(&ec2, Some(&[Format::Iso])).unwrap_err();
+        assert!(
+            err.to_string().contains("boot_modules") && err.to_string().contains("`loop`"),
+            "{err}"
+        );
+    }
 }

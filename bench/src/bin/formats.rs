@@ -210,9 +210,9 @@ fn inputs(dir: &Path) -> Result<Inputs> {
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.join("manifest.json")).context("manifest.json")?,
     )?;
-    let epoch = manifest["source_date_epoch"]
+    let epoch = manifest["image"]["source_date_epoch"]
         .as_u64()
-        .context("manifest.json: source_date_epoch")?;
+        .context("manifest.json: image.source_date_epoch")?;
     let script = std::fs::read_to_string(pxe_dir.join(pxe::SCRIPT))?;
     let kernel_line = script
         .lines()
