@@ -7,12 +7,14 @@ packages=(
   # building images
   mmdebstrap debian-archive-keyring dpkg-dev e2fsprogs erofs-utils dosfstools mtools
   binutils systemd-boot-efi cpio zstd xz-utils kmod
+  # boot loaders for legacy BIOS (disk, ISO) and the ISO's UEFI entry; the ISO writer
+  grub-common grub-pc-bin grub-efi-amd64-bin xorriso
   # independent checkers used by the tests
   gdisk fdisk cryptsetup-bin openssl libxml2-utils
   # the installer tests serve images over HTTP with python3 -m http.server
   python3
   # booting images
-  qemu-system-x86 qemu-utils ovmf
+  qemu-system-x86 qemu-utils ovmf seabios ipxe-qemu
   # building the static PID 1 and crates with C parts
   build-essential pkg-config
 )

@@ -12,8 +12,10 @@ use crate::definition::{Board, Rootfs};
 use crate::digest;
 use crate::disk;
 use crate::error::{io_at, Error, Result};
+use crate::grub_bios;
 use crate::initramfs;
 use crate::installer;
+use crate::iso;
 use crate::kernel::Kernel;
 use crate::keys;
 use crate::manifest::{self, Manifest};
@@ -101,15 +103,24 @@ fn check_formats(board: &Board, asked: Option<&[Format]>) -> Result<Vec<Format>>
     let mut out: Vec<Format> = Vec::new();
     for f in formats {
         match f {
-            Format::Ami | Format::Iso => {
+            Format::Ami => {
                 return Err(Error::input(format!(
-                    "{source}: the {} format is not implemented yet (raw, qcow2, vmdk, ova and pxe are)",
+                    "{source}: the ami format is not written by keel build (raw, qcow2, vmdk, ova, pxe and iso are)"
+                )))
+            }
+            Format::Pxe | Format::Iso if !board.boot_modules.iter().any(|m| m == "loop") => {
+                return Err(Error::input(format!(
+                    "{}: boot_modules: the {} format boots diskless from a loop device; add `loop` to boot_modules",
+                    board.path.display(),
                     f.as_str()
                 )))
             }
-            Format::Pxe if !board.boot_modules.iter().any(|m| m == "loop") => {
+            Format::Iso
+                if !(board.firmware.contains(&Firmware::Bios)
+                    && board.firmware.contains(&Firmware::Uefi)) =>
+            {
                 return Err(Error::input(format!(
-                    "{}: boot_modules: the pxe format boots diskless from a loop device; add `loop` to boot_modules",
+                    "{}: firmware: the iso format boots under both BIOS and UEFI; list both `uefi` and `bios`",
                     board.path.display()
                 )))
             }
@@ -153,7 +164,7 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
     }
     if !board.firmware.contains(&Firmware::Uefi) {
         return Err(Error::input(format!(
-            "{}: firmware lists no uefi; only UEFI boot (a unified kernel image) is implemented",
+            "{}: firmware lists no uefi; every image boots UEFI (a unified kernel image), bios only adds GRUB next to it",
             board.path.display()
         )));
     }
@@ -208,6 +219,12 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
     }
     for t in tools {
         tool::find(t)?;
+    }
+    if board.firmware.contains(&Firmware::Bios) {
+        grub_bios::check_host()?;
+    }
+    if formats.contains(&Format::Iso) {
+        iso::check_host()?;
     }
     if !Path::new(uki::STUB).is_file() {
         return Err(Error::Environment(format!(
@@ -390,23 +407,33 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
     let uki_size = std::fs::metadata(&uki_path)
         .map_err(io_at(&uki_path))?
         .len();
+    let bios = board.firmware.contains(&Firmware::Bios);
+    // Legacy BIOS: GRUB reads its menu, the kernel and the initramfs from the ESP too.
+    let grub_cfg = work.join("grub.cfg");
+    let mut esp_files: Vec<(&Path, &str)> = vec![(&uki_path, "EFI/BOOT/BOOTX64.EFI")];
+    let mut esp_content = uki_size;
+    if bios {
+        std::fs::write(&grub_cfg, grub_bios::config(&cmdline)).map_err(io_at(&grub_cfg))?;
+        esp_files.push((&grub_cfg, grub_bios::CONFIG));
+        esp_files.push((&kernel.image, grub_bios::KERNEL));
+        esp_files.push((&initrd_path, grub_bios::INITRAMFS));
+        esp_content += std::fs::metadata(&kernel.image)
+            .map_err(io_at(&kernel.image))?
+            .len()
+            + ramfs.bytes.len() as u64;
+    }
     let esp_size = board.partitions.esp_mib << 20;
-    if uki_size + (4 << 20) > esp_size {
+    if esp_content + (4 << 20) > esp_size {
         return Err(Error::input(format!(
-            "{}: partitions.esp_mib: the unified kernel image is {} MiB, too big for a {} MiB ESP",
+            "{}: partitions.esp_mib: the boot files (unified kernel image{}) are {} MiB, too big for a {} MiB ESP",
             board.path.display(),
-            uki_size.div_ceil(1 << 20),
+            if bios { ", and kernel + initramfs for GRUB" } else { "" },
+            esp_content.div_ceil(1 << 20),
             board.partitions.esp_mib
         )));
     }
     let esp = work.join("esp.img");
-    mkfs::vfat(
-        &esp,
-        esp_size,
-        "EFI-SYSTEM",
-        epoch,
-        &[(&uki_path, "EFI/BOOT/BOOTX64.EFI")],
-    )?;
+    mkfs::vfat(&esp, esp_size, "EFI-SYSTEM", epoch, &esp_files)?;
     step.done(&format!("UKI {} MiB", uki_size >> 20));
 
     // 6. OEM and ROOT.
@@ -443,6 +470,18 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         },
         reporter,
     )?;
+    if bios {
+        let step = reporter.step("GRUB (BIOS)");
+        let core = grub_bios::make_core(&work.join("core.img"))?;
+        let core = std::fs::read(&core).map_err(io_at(&core))?;
+        grub_bios::install(
+            &disk_path,
+            &grub_bios::boot_img()?,
+            &core,
+            plan.get(layout::BIOS_BOOT),
+        )?;
+        step.done(&format!("core.img {} KiB", core.len() / 1024));
+    }
     let payload_path = work.join("usr.img");
     usr_slot::write_payload(&slot, &payload_path)?;
 
@@ -669,21 +708,34 @@ fn write_formats(inp: &FormatInputs) -> Result<(Vec<String>, Vec<String>)> {
             placed.push(vmdk_name);
         }
     }
-    if inp.formats.contains(&Format::Pxe) {
-        let step = inp.reporter.step("PXE");
-        pxe::write(
-            &work.join(pxe::DIR),
-            inp.kernel,
-            inp.initramfs,
-            &work.join("usr.img"),
-            inp.cmdline,
-            inp.epoch,
-        )?;
-        for f in [pxe::KERNEL, pxe::INITRAMFS, pxe::SCRIPT] {
-            files.push(format!("{}/{f}", pxe::DIR));
+    if inp.formats.contains(&Format::Pxe) || inp.formats.contains(&Format::Iso) {
+        let payload = work.join("usr.img");
+        let body = std::fs::read(&payload).map_err(io_at(&payload))?;
+        let live = pxe::initramfs(inp.initramfs, body, inp.epoch);
+        if inp.formats.contains(&Format::Pxe) {
+            let step = inp.reporter.step("PXE");
+            pxe::write(&work.join(pxe::DIR), inp.kernel, &live, inp.cmdline)?;
+            for f in [pxe::KERNEL, pxe::INITRAMFS, pxe::SCRIPT] {
+                files.push(format!("{}/{f}", pxe::DIR));
+            }
+            placed.push(pxe::DIR.to_string());
+            step.done("");
         }
-        placed.push(pxe::DIR.to_string());
-        step.done("");
+        if inp.formats.contains(&Format::Iso) {
+            let step = inp.reporter.step("ISO (xorriso)");
+            let name = iso::file_name(&artifact_name(inp.board, inp.version));
+            iso::write(
+                &work.join(&name),
+                &work.join("iso"),
+                inp.kernel,
+                &live,
+                inp.cmdline,
+                inp.epoch,
+            )?;
+            files.push(name.clone());
+            placed.push(name);
+            step.done("");
+        }
     }
     Ok((files, placed))
 }

@@ -2,7 +2,7 @@
 //!
 //! One module, one job: [`definition`] reads the YAML inputs, [`rootfs_cache`] runs mmdebstrap,
 //! [`usr_tree`] shapes /usr, [`initramfs`] packs keel-init and modules, [`mkfs`] makes the
-//! filesystems, [`uki`] the boot executable, [`usr_slot`] the verity-protected signed slot,
+//! filesystems, [`uki`] the boot executable, [`grub_bios`] legacy BIOS boot, [`usr_slot`] the verity-protected signed slot,
 //! [`disk`] the GPT image, and [`build`] runs them in order. [`inspect`] and [`verify`] read
 //! images back.
 
@@ -13,9 +13,11 @@ pub mod definition;
 pub mod digest;
 pub mod disk;
 pub mod error;
+pub mod grub_bios;
 pub mod initramfs;
 pub mod inspect;
 pub mod installer;
+pub mod iso;
 pub mod kernel;
 pub mod keys;
 pub mod manifest;

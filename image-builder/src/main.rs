@@ -85,7 +85,7 @@ struct BuildArgs {
     /// Timestamp for every file and filesystem [default: $SOURCE_DATE_EPOCH, else the rootfs definition's]
     #[arg(long)]
     source_date_epoch: Option<u64>,
-    /// Output format, repeatable: raw, qcow2, vmdk, ova, pxe [default: the board's formats]
+    /// Output format, repeatable: raw, qcow2, vmdk, ova, pxe, iso [default: the board's formats]
     #[arg(long = "format", value_name = "FORMAT", value_parser = parse_format)]
     formats: Vec<keel_builder::definition::board::Format>,
     /// Print the manifest as JSON on stdout

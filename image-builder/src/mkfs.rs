@@ -41,11 +41,33 @@ pub fn erofs(
 /// A FAT32 filesystem of `size` bytes holding `files` (source, destination like
 /// `EFI/BOOT/BOOTX64.EFI`).
 pub fn vfat(out: &Path, size: u64, label: &str, epoch: u64, files: &[(&Path, &str)]) -> Result<()> {
+    vfat_with("32", out, size, label, epoch, files)
+}
+
+/// A FAT12 filesystem for a few MiB of `files` (the ISO's EFI boot image).
+pub fn vfat_small(
+    out: &Path,
+    size: u64,
+    label: &str,
+    epoch: u64,
+    files: &[(&Path, &str)],
+) -> Result<()> {
+    vfat_with("12", out, size, label, epoch, files)
+}
+
+fn vfat_with(
+    fat_bits: &str,
+    out: &Path,
+    size: u64,
+    label: &str,
+    epoch: u64,
+    files: &[(&Path, &str)],
+) -> Result<()> {
     if out.exists() {
         std::fs::remove_file(out).map_err(io_at(out))?;
     }
     Tool::new("mkfs.vfat")?
-        .args(["-F", "32", "-n", label, "--invariant", "-C"])
+        .args(["-F", fat_bits, "-n", label, "--invariant", "-C"])
         .arg(out)
         .arg((size / 1024).to_string())
         .env("SOURCE_DATE_EPOCH", epoch.to_string())

@@ -30,21 +30,13 @@ pub fn ipxe_script(cmdline: &str) -> String {
     format!("#!ipxe\nkernel {KERNEL} initrd={INITRAMFS} {cmdline}\ninitrd {INITRAMFS}\nboot\n")
 }
 
-/// Write `dir` (created) with the three files.
-pub fn write(
-    dir: &Path,
-    kernel: &Path,
-    keel_initramfs: &[u8],
-    payload: &Path,
-    cmdline: &str,
-    mtime: u64,
-) -> Result<()> {
+/// Write `dir` (created) with the three files; `live_initramfs` is [`initramfs`]'s result.
+pub fn write(dir: &Path, kernel: &Path, live_initramfs: &[u8], cmdline: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_at(dir))?;
     let k = dir.join(KERNEL);
     std::fs::copy(kernel, &k).map_err(io_at(&k))?;
-    let body = std::fs::read(payload).map_err(io_at(payload))?;
     let i = dir.join(INITRAMFS);
-    std::fs::write(&i, initramfs(keel_initramfs, body, mtime)).map_err(io_at(&i))?;
+    std::fs::write(&i, live_initramfs).map_err(io_at(&i))?;
     let s = dir.join(SCRIPT);
     std::fs::write(&s, ipxe_script(cmdline)).map_err(io_at(&s))?;
     Ok(())

@@ -19,6 +19,8 @@ fn package_of(tool: &str) -> &'static str {
         "objcopy" | "objdump" => "binutils",
         "cp" => "coreutils",
         "qemu-img" => "qemu-utils",
+        "grub-mkimage" => "grub-common",
+        "xorriso" => "xorriso",
         _ => "?",
     }
 }

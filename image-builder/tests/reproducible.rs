@@ -57,3 +57,35 @@ fn two_builds_are_bit_identical() {
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(printed, written);
 }
+
+/// The metal board (GRUB in the MBR and BIOS-BOOT, GRUB's files on the ESP, the PXE directory,
+/// the ISO): a second build gives the same bytes.
+#[test]
+fn metal_media_are_bit_identical() {
+    let opts = BuildOpts {
+        name: "metal".into(),
+        board: repo_root().join("boards/metal-x86_64.yaml"),
+        ..BuildOpts::default()
+    };
+    let first = build_image(&opts);
+    let d = tempfile::tempdir_in(images_dir()).unwrap();
+    let out = d.path().join("again");
+    let args = build_args(&opts, &out);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = keel(&args);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    for name in [
+        "disk.raw",
+        "usr.img",
+        "manifest.json",
+        "keel-metal-x86_64-1.0.0.iso",
+        "pxe/vmlinuz",
+        "pxe/initramfs.img",
+        "pxe/keel.ipxe",
+    ] {
+        let (ok, text) = run(std::process::Command::new("cmp")
+            .arg(first.dir.join(name))
+            .arg(out.join(name)));
+        assert!(ok, "{name} differs between two builds: {text}");
+    }
+}

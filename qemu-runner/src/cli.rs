@@ -40,14 +40,18 @@ pub enum AccelArg {
 #[derive(Debug, Clone, Args)]
 pub struct BootArgs {
     /// Disk image (raw, qcow2 or VMDK); booted through a throwaway overlay unless --persist.
-    /// With --pxe it may be left out: the machine then has a blank disk.
-    #[arg(required_unless_present = "pxe")]
+    /// With --pxe or --iso it may be left out: the machine then has a blank disk.
+    #[arg(required_unless_present_any = ["pxe", "iso"])]
     pub image: Option<PathBuf>,
-    /// Network-boot form of `keel build --format pxe`: the directory holding keel.ipxe,
-    /// vmlinuz and initramfs.img (or its parent). QEMU loads the kernel and initramfs the
-    /// script names, with the script's command line (direct kernel boot, no TFTP).
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["firmware", "kernel"])]
+    /// Network boot of `keel build --format pxe`: DIR (or DIR/pxe) holds keel.ipxe, vmlinuz
+    /// and initramfs.img. QEMU's user network serves DIR over TFTP and announces keel.ipxe;
+    /// the NIC's iPXE ROM (Debian's ipxe-qemu) fetches and runs it (SeaBIOS or OVMF).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["kernel", "iso", "tftp", "bootfile"])]
     pub pxe: Option<PathBuf>,
+    /// Boot an ISO (`keel build --format iso`) from a CD-ROM drive, under --firmware uefi
+    /// or bios.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["kernel", "cdrom"])]
+    pub iso: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "uefi")]
     pub firmware: FirmwareArg,
     /// Kernel for --firmware direct.
@@ -112,8 +116,18 @@ impl BootArgs {
             image: image.to_path_buf(),
             ..self.boot_options()
         };
+        if self.pxe.is_some() || self.iso.is_some() {
+            if let Firmware::Direct { .. } = options.firmware {
+                anyhow::bail!("--pxe and --iso boot through firmware: use --firmware uefi or bios");
+            }
+        }
         if let Some(dir) = &self.pxe {
-            options.firmware = pxe_firmware(dir)?;
+            options.net = Some(pxe_network(dir)?);
+        }
+        if let Some(iso) = &self.iso {
+            if !iso.is_file() {
+                anyhow::bail!("--iso {}: no such file", iso.display());
+            }
         }
         Ok(options)
     }
@@ -147,7 +161,7 @@ impl BootArgs {
                 AccelArg::Tcg => Accel::Tcg,
             },
             net,
-            cdrom: self.cdrom.clone(),
+            cdrom: self.iso.clone().or_else(|| self.cdrom.clone()),
             echo_console: self.console || std::io::stdout().is_terminal(),
             ..BootOptions::new(self.image.clone().unwrap_or_default())
         }
@@ -162,45 +176,43 @@ impl BootArgs {
     }
 }
 
-/// The kernel, initramfs and command line of the `kernel` and `initrd` lines of `keel.ipxe`
-/// in `dir` (or `dir/pxe`), as a direct kernel boot.
-pub fn pxe_firmware(dir: &std::path::Path) -> anyhow::Result<Firmware> {
+/// The script iPXE runs, announced as the DHCP boot file.
+pub const PXE_SCRIPT: &str = "keel.ipxe";
+
+/// The user network for `--pxe DIR`: TFTP serves the directory holding keel.ipxe (`dir` or
+/// `dir/pxe`), and DHCP names keel.ipxe as the boot file. Every file the script names must
+/// be there.
+pub fn pxe_network(dir: &std::path::Path) -> anyhow::Result<NetOptions> {
     use anyhow::Context;
-    let dir = if dir.join("keel.ipxe").is_file() {
+    let dir = if dir.join(PXE_SCRIPT).is_file() {
         dir.to_path_buf()
     } else {
         dir.join("pxe")
     };
-    let script_path = dir.join("keel.ipxe");
+    let script_path = dir.join(PXE_SCRIPT);
     let script = std::fs::read_to_string(&script_path)
         .with_context(|| format!("--pxe: reading {}", script_path.display()))?;
-    let mut kernel = None;
-    let mut initrd = None;
     for line in script.lines() {
         let mut words = line.split_whitespace();
-        match words.next() {
-            Some("kernel") => {
-                let file = words
-                    .next()
-                    .context("keel.ipxe: kernel line without a file")?;
-                let append: Vec<&str> = words.filter(|w| !w.starts_with("initrd=")).collect();
-                kernel = Some((dir.join(file), append.join(" ")));
-            }
-            Some("initrd") => {
-                let file = words
-                    .next()
-                    .context("keel.ipxe: initrd line without a file")?;
-                initrd = Some(dir.join(file));
-            }
-            _ => {}
+        if let Some("kernel" | "initrd") = words.next() {
+            let file = words
+                .next()
+                .with_context(|| format!("{}: {line:?} names no file", script_path.display()))?;
+            anyhow::ensure!(
+                dir.join(file).is_file(),
+                "{}: {line:?}: {} is missing",
+                script_path.display(),
+                dir.join(file).display()
+            );
         }
     }
-    let (kernel, append) =
-        kernel.with_context(|| format!("{}: no kernel line", script_path.display()))?;
-    Ok(Firmware::Direct {
-        kernel,
-        initrd,
-        append,
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("--pxe {}", dir.display()))?;
+    Ok(NetOptions {
+        tftp_dir: Some(dir),
+        bootfile: Some(PXE_SCRIPT.into()),
+        ..NetOptions::default()
     })
 }
 

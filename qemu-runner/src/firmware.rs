@@ -1,5 +1,6 @@
-//! OVMF files for UEFI boots: Debian's read-only code image and a private copy of
-//! the variable store per session (the guest writes boot entries into it).
+//! Firmware files: for UEFI boots OVMF's read-only code image and a private copy of
+//! the variable store per session (the guest writes boot entries into it); for BIOS
+//! boots the fw_cfg file that turns on SeaBIOS's serial console.
 
 use std::path::{Path, PathBuf};
 
@@ -34,4 +35,18 @@ pub fn prepare_ovmf(session_dir: &Path) -> Result<OvmfFiles, StartError> {
         source,
     })?;
     Ok(OvmfFiles { code, vars })
+}
+
+/// COM1, where the guest's console is.
+const SERIAL_PORT: u16 = 0x3f8;
+
+/// Writes the `etc/sercon-port` fw_cfg file (the I/O port as a little-endian integer) into
+/// `session_dir`: SeaBIOS then mirrors the text screen on that serial port.
+pub fn prepare_seabios_serial(session_dir: &Path) -> Result<PathBuf, StartError> {
+    let path = session_dir.join("sercon-port");
+    std::fs::write(&path, SERIAL_PORT.to_le_bytes()).map_err(|source| StartError::Io {
+        context: format!("write {}", path.display()),
+        source,
+    })?;
+    Ok(path)
 }

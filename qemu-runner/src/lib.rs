@@ -15,7 +15,7 @@ mod session;
 mod tool;
 
 pub use accel::ResolvedAccel;
-pub use cli::{boot_command, exit_code, AccelArg, BootArgs, FirmwareArg};
+pub use cli::{boot_command, exit_code, pxe_network, AccelArg, BootArgs, FirmwareArg, PXE_SCRIPT};
 pub use disk::{convert_to_raw, detect_format, DiskFormat};
 pub use error::{BootError, SessionError, StartError, ToolError};
 pub use firmware::{OVMF_CODE, OVMF_VARS_TEMPLATE};

@@ -12,7 +12,10 @@ use crate::options::NetOptions;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlannedFirmware {
     Uefi(OvmfFiles),
-    Bios,
+    /// SeaBIOS; the file holds the serial port SeaBIOS copies its screen output to.
+    Bios {
+        serial_console: PathBuf,
+    },
     Direct {
         kernel: PathBuf,
         initrd: Option<PathBuf>,
@@ -90,7 +93,15 @@ pub fn qemu_args(plan: &LaunchPlan) -> Vec<OsString> {
                 &escape(ovmf.vars.as_os_str()),
             ]);
         }
-        PlannedFirmware::Bios => {}
+        PlannedFirmware::Bios { serial_console } => {
+            // SeaBIOS's serial console: its own messages, option ROMs' (iPXE) and boot
+            // loaders' (GRUB) screen output reach the console log (there is no display).
+            args.push("-fw_cfg");
+            args.push_joined(&[
+                "name=etc/sercon-port,file=".as_ref(),
+                &escape(serial_console.as_os_str()),
+            ]);
+        }
         PlannedFirmware::Direct {
             kernel,
             initrd,
@@ -203,7 +214,9 @@ mod tests {
     fn plan() -> LaunchPlan {
         LaunchPlan {
             accel: ResolvedAccel::Tcg,
-            firmware: PlannedFirmware::Bios,
+            firmware: PlannedFirmware::Bios {
+                serial_console: "/tmp/s/sercon-port".into(),
+            },
             mem_mb: 512,
             smp: 1,
             disks: vec![PlannedDisk {

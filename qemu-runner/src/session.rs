@@ -143,7 +143,9 @@ impl Session {
 
         let firmware = match &options.firmware {
             Firmware::Uefi => PlannedFirmware::Uefi(firmware::prepare_ovmf(dir.path())?),
-            Firmware::Bios => PlannedFirmware::Bios,
+            Firmware::Bios => PlannedFirmware::Bios {
+                serial_console: firmware::prepare_seabios_serial(dir.path())?,
+            },
             Firmware::Direct {
                 kernel,
                 initrd,
