@@ -1,12 +1,13 @@
 //! `keel install` inside a booted Keel system (QEMU, TCG, UEFI through OVMF), then the
-//! installed disk booted alone. The guest is a debug image whose test driver runs the script on
+//! installed disk booted alone, under UEFI and under legacy BIOS. The installed image is the
+//! metal board's (`firmware: [uefi, bios]`: GRUB i386-pc in the MBR and BIOS-BOOT). The guest is a debug image whose test driver runs the script on
 //! /dev/vdb at boot (the pattern of updater/tests/qemu_update.rs); /dev/vdc is an ext4
-//! filesystem (made by mke2fs -d) holding the default image and its `disk.raw.sig`, as a USB
+//! filesystem (made by mke2fs -d) holding the metal image and its `disk.raw.sig`, as a USB
 //! stick would (attached raw, its GPT would carry the boot disk GUID a second time and keel-init
 //! rightly refuses to guess); /dev/vdd is a blank, larger disk. The guest runs the
 //! static `keel install` every image ships at /usr/bin/keel, trusting the keys the system
 //! trusts (/usr/share/keel/keys). After it powers off, the host reads the target with `sgdisk`
-//! and `debugfs`, then boots it alone to the demo unit's `Hello World`.
+//! and `debugfs`, then boots it alone to the demo unit's `Hello World` under each firmware.
 
 #[path = "../../image-builder/tests/support/mod.rs"]
 mod support;
@@ -16,10 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use keel_qemu::{BootOptions, Session};
+use keel_qemu::{BootOptions, Firmware, Session};
 
 const BOOT: Duration = Duration::from_secs(300);
-/// Reading and hashing the 3.3 GiB image under TCG.
+/// Reading and hashing the 4.4 GiB image under TCG.
 const INSTALL: Duration = Duration::from_secs(900);
 const MIB: u64 = 1 << 20;
 const CLOUD_CONFIG: &str = "#cloud-config\nhostname: installed-in-qemu\n";
@@ -203,7 +204,12 @@ impl Drop for Loop {
 #[test]
 fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
     let driver = driver_image();
-    let image = support::default_image();
+    // The metal board's image, shared with image-builder/tests/boot_media.rs.
+    let image = support::build_image(&support::BuildOpts {
+        name: "metal".into(),
+        board: support::repo_root().join("boards/metal-x86_64.yaml"),
+        ..support::BuildOpts::default()
+    });
     let dir = tempfile::tempdir().unwrap();
     let image_size = fs::metadata(&image.disk).unwrap().len();
     let target = dir.path().join("target.raw");
@@ -240,6 +246,7 @@ fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
         .unwrap_or_else(|e| panic!("summary is not JSON ({e}):\n{installed}"));
     assert_eq!(report["image_bytes"], image_size);
     assert_eq!(report["layout"]["relocated"], true);
+    assert_eq!(report["layout"]["root_grown"], true);
     assert_eq!(report["cloud_config"], "/oem/cloud-config.yml");
     if let Err(e) = s.wait_exit(Duration::from_secs(180)) {
         panic!("the guest did not power off: {e}\n{}", tail(&s.log(), 40));
@@ -262,16 +269,33 @@ fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
         );
     }
 
-    // The installed disk alone, under UEFI: keel-init grows ROOT's filesystem, the demo unit runs.
-    let mut opts = BootOptions::new(&target);
-    opts.mem_mb = 1024;
-    let mut s = Session::start(&opts).unwrap_or_else(|e| panic!("QEMU did not start: {e}"));
-    for p in [
-        "grew the filesystem on vda9 from 1024 to 2048 MiB",
-        "booting USR-A version 1.0.0",
-        "Hello World",
-    ] {
-        expect(&mut s, p, BOOT);
+    // The installed disk alone (each boot on its own overlay): keel-init grows ROOT's
+    // filesystem into the grown partition, the demo unit runs.
+    for firmware in [Firmware::Uefi, Firmware::Bios] {
+        let mut opts = BootOptions::new(&target);
+        opts.mem_mb = 1024;
+        opts.firmware = firmware.clone();
+        let mut s = Session::start(&opts).unwrap_or_else(|e| panic!("QEMU did not start: {e}"));
+        // The firmware's own line first: OVMF's boot manager, or SeaBIOS handing to GRUB's
+        // boot.img in the MBR the installer wrote.
+        let loader = if firmware == Firmware::Bios {
+            "GRUB loading"
+        } else {
+            "BdsDxe: starting"
+        };
+        for p in [
+            loader,
+            "grew the filesystem on vda9",
+            "booting USR-A version 1.0.0",
+            "Hello World",
+        ] {
+            if let Err(e) = s.wait_for(p, BOOT) {
+                panic!(
+                    "{firmware:?} boot of the installed disk, waiting for {p:?}: {e}\n--- console tail:\n{}",
+                    tail(&s.log(), 60)
+                );
+            }
+        }
+        let _ = s.kill();
     }
-    let _ = s.kill();
 }
