@@ -14,7 +14,6 @@ use crate::disk;
 use crate::error::{io_at, Error, Result};
 use crate::grub_bios;
 use crate::initramfs;
-use crate::installer;
 use crate::iso;
 use crate::kernel::Kernel;
 use crate::keys;
@@ -26,9 +25,9 @@ use crate::pxe;
 use crate::qcow2;
 use crate::rootfs_cache;
 use crate::scratch;
+use crate::static_bin;
 use crate::tool;
 use crate::uki;
-use crate::updater;
 use crate::usr_slot;
 use crate::usr_tree::{self, Release};
 use crate::vmdk;
@@ -44,9 +43,9 @@ pub struct BuildOptions {
     pub cache: PathBuf,
     pub init: Option<PathBuf>,
     pub extra_bins: Vec<(String, PathBuf)>,
-    /// keel-update; `None`: found like keel-init (see [`crate::updater::find_update_bin`]).
+    /// keel-update; `None`: found like keel-init (see [`crate::static_bin::StaticBin::find`]).
     pub update_bin: Option<PathBuf>,
-    /// keel-install; `None`: found like keel-update (see [`crate::installer::find_install_bin`]).
+    /// keel-install; `None`: found like keel-update (see [`crate::static_bin::StaticBin::find`]).
     pub install_bin: Option<PathBuf>,
     /// Files laid into the tree: (source, absolute destination under /usr or /etc).
     pub extra_files: Vec<(PathBuf, String)>,
@@ -179,15 +178,15 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
         }
     }
     let formats = check_formats(&board, opts.formats.as_deref())?;
-    let init = initramfs::find_init(opts.init.as_deref())?;
+    let init = static_bin::INIT.find(opts.init.as_deref())?;
     let bytes = std::fs::read(&init).map_err(io_at(&init))?;
-    initramfs::check_init(&init, &bytes)?;
-    let update_bin = updater::find_update_bin(opts.update_bin.as_deref())?;
+    static_bin::INIT.check(&init, &bytes)?;
+    let update_bin = static_bin::UPDATE.find(opts.update_bin.as_deref())?;
     let bytes = std::fs::read(&update_bin).map_err(io_at(&update_bin))?;
-    updater::check_update_bin(&update_bin, &bytes)?;
-    let install_bin = installer::find_install_bin(opts.install_bin.as_deref())?;
+    static_bin::UPDATE.check(&update_bin, &bytes)?;
+    let install_bin = static_bin::INSTALL.find(opts.install_bin.as_deref())?;
     let bytes = std::fs::read(&install_bin).map_err(io_at(&install_bin))?;
-    installer::check_install_bin(&install_bin, &bytes)?;
+    static_bin::INSTALL.check(&install_bin, &bytes)?;
     let mut tools = vec![
         "cp",
         "mkfs.erofs",

@@ -1,7 +1,7 @@
 //! The Keel initramfs: keel-init as /init, its config, the trusted keys, the boot modules and
 //! two device nodes, as a reproducible gzip'd cpio (layout: `keel_format::initramfs`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
 use keel_format::initramfs::{InitConfig, CONFIG_PATH, KEYS_DIR};
@@ -10,65 +10,6 @@ use keel_format::keys;
 use crate::cpio::{self, Archive, Entry};
 use crate::error::{io_at, Error, Result};
 use crate::modules::{self, ModuleIndex};
-
-/// Where keel-init comes from, in order: `--init`, `$KEEL_INIT`, next to the running `keel`,
-/// and where `ci/build.sh` puts it relative to `target/release/keel`.
-pub fn find_init(explicit: Option<&Path>) -> Result<PathBuf> {
-    let mut tried = Vec::new();
-    if let Some(p) = explicit {
-        if p.is_file() {
-            return Ok(p.to_path_buf());
-        }
-        return Err(Error::input(format!(
-            "--init {}: no such file",
-            p.display()
-        )));
-    }
-    if let Some(p) = std::env::var_os("KEEL_INIT").map(PathBuf::from) {
-        if p.is_file() {
-            return Ok(p);
-        }
-        return Err(Error::input(format!(
-            "KEEL_INIT={}: no such file",
-            p.display()
-        )));
-    }
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        for p in [
-            dir.join("keel-init"),
-            dir.join("../x86_64-unknown-linux-gnu/init/keel-init"),
-        ] {
-            if p.is_file() {
-                return Ok(p);
-            }
-            tried.push(p.display().to_string());
-        }
-    }
-    Err(Error::Environment(format!(
-        "no keel-init binary: pass --init PATH or set KEEL_INIT, or build it with ci/build.sh (looked at {})",
-        tried.join(", ")
-    )))
-}
-
-/// keel-init runs before any library exists: it must be a static ELF executable.
-pub fn check_init(path: &Path, bytes: &[u8]) -> Result<()> {
-    let elf = goblin::elf::Elf::parse(bytes).map_err(|e| {
-        Error::input(format!(
-            "{}: keel-init is not an ELF executable: {e}",
-            path.display()
-        ))
-    })?;
-    if let Some(interp) = elf.interpreter {
-        return Err(Error::input(format!(
-            "{}: keel-init is dynamically linked (interpreter {interp}); it must be static",
-            path.display()
-        )));
-    }
-    Ok(())
-}
 
 pub struct Inputs<'a> {
     pub init: &'a Path,
@@ -101,7 +42,7 @@ fn read_or_empty(p: &Path) -> Result<String> {
 
 pub fn build(inp: &Inputs) -> Result<Initramfs> {
     let init = std::fs::read(inp.init).map_err(io_at(inp.init))?;
-    check_init(inp.init, &init)?;
+    crate::static_bin::INIT.check(inp.init, &init)?;
 
     let dep = inp.modules_dir.join("modules.dep");
     let index = ModuleIndex::parse(

@@ -30,6 +30,7 @@ pub mod qcow2;
 pub mod rootfs_cache;
 pub mod scratch;
 pub mod sparse;
+pub mod static_bin;
 pub mod tool;
 pub mod uki;
 pub mod units;

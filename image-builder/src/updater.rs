@@ -3,12 +3,12 @@
 //! `keel-health-generator` symlink, and the public keys the running system trusts for
 //! payloads at /usr/share/keel/keys/<key id>.pem. The release file is written by `usr_tree`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
 use keel_format::keys;
 
-use crate::error::{io_at, Error, Result};
+use crate::error::{io_at, Result};
 use crate::units;
 
 /// The units ship with the builder that was compiled beside them, so an image never gets
@@ -33,67 +33,6 @@ pub const BIN: &str = "usr/bin/keel-update";
 pub const GENERATOR: &str = "usr/lib/systemd/system-generators/keel-health-generator";
 pub const KEYS_DIR: &str = "usr/share/keel/keys";
 const UNIT_DIR: &str = "usr/lib/systemd/system";
-
-/// `--update-bin`, else `$KEEL_UPDATE`, else `keel-update` next to `keel`, else
-/// `../x86_64-unknown-linux-gnu/init/keel-update` (where ci/build.sh puts it).
-pub fn find_update_bin(explicit: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = explicit {
-        return if p.is_file() {
-            Ok(p.to_path_buf())
-        } else {
-            Err(Error::input(format!(
-                "--update-bin {}: no such file",
-                p.display()
-            )))
-        };
-    }
-    if let Some(p) = std::env::var_os("KEEL_UPDATE").map(PathBuf::from) {
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(Error::input(format!(
-                "KEEL_UPDATE={}: no such file",
-                p.display()
-            )))
-        };
-    }
-    let mut tried = Vec::new();
-    if let Some(dir) = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-    {
-        for p in [
-            dir.join("keel-update"),
-            dir.join("../x86_64-unknown-linux-gnu/init/keel-update"),
-        ] {
-            if p.is_file() {
-                return Ok(p);
-            }
-            tried.push(p.display().to_string());
-        }
-    }
-    Err(Error::Environment(format!(
-        "no keel-update binary: pass --update-bin PATH or set KEEL_UPDATE, or build it with ci/build.sh (looked at {})",
-        tried.join(", ")
-    )))
-}
-
-/// keel-update runs from the slot it updates; it must not need the slot's libraries.
-pub fn check_update_bin(path: &Path, bytes: &[u8]) -> Result<()> {
-    let elf = goblin::elf::Elf::parse(bytes).map_err(|e| {
-        Error::input(format!(
-            "{}: keel-update is not an ELF executable: {e}",
-            path.display()
-        ))
-    })?;
-    if let Some(interp) = elf.interpreter {
-        return Err(Error::input(format!(
-            "{}: keel-update is dynamically linked (interpreter {interp}); it must be static (ci/build.sh)",
-            path.display()
-        )));
-    }
-    Ok(())
-}
 
 /// Put the updater into `root` (the staging root: usr/, etc/, var/).
 pub fn install(root: &Path, bin: &Path, trusted: &[VerifyingKey]) -> Result<()> {

@@ -1,0 +1,120 @@
+//! The static binaries `keel build` puts into images (keel-init, keel-update, keel-install):
+//! where to find them, and the check that they need no dynamic loader (keel-init runs before
+//! any library exists; the other two must run whatever the slot's libraries are).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub struct StaticBin {
+    pub name: &'static str,
+    /// The `keel build` option naming it.
+    pub flag: &'static str,
+    /// The environment variable naming it.
+    pub env: &'static str,
+}
+
+pub const INIT: StaticBin = StaticBin {
+    name: "keel-init",
+    flag: "--init",
+    env: "KEEL_INIT",
+};
+pub const UPDATE: StaticBin = StaticBin {
+    name: "keel-update",
+    flag: "--update-bin",
+    env: "KEEL_UPDATE",
+};
+pub const INSTALL: StaticBin = StaticBin {
+    name: "keel-install",
+    flag: "--install-bin",
+    env: "KEEL_INSTALL",
+};
+
+impl StaticBin {
+    /// The option, else the environment variable, else a static `NAME` next to `keel`, else
+    /// `../x86_64-unknown-linux-gnu/init/NAME` (where ci/build.sh puts it). A dynamic build
+    /// next to `keel` (any plain workspace build leaves one there) is passed over.
+    pub fn find(&self, explicit: Option<&Path>) -> Result<PathBuf> {
+        let named = |p: PathBuf, by: String| {
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(Error::input(format!("{by}: no such file")))
+            }
+        };
+        if let Some(p) = explicit {
+            return named(p.to_path_buf(), format!("{} {}", self.flag, p.display()));
+        }
+        if let Some(p) = std::env::var_os(self.env).map(PathBuf::from) {
+            return named(p.clone(), format!("{}={}", self.env, p.display()));
+        }
+        let mut tried = Vec::new();
+        if let Some(dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+        {
+            for p in [
+                dir.join(self.name),
+                dir.join("../x86_64-unknown-linux-gnu/init").join(self.name),
+            ] {
+                if std::fs::read(&p).is_ok_and(|bytes| self.check(&p, &bytes).is_ok()) {
+                    return Ok(p);
+                }
+                tried.push(p.display().to_string());
+            }
+        }
+        Err(Error::Environment(format!(
+            "no static {} binary: pass {} PATH or set {}, or build it with ci/build.sh (looked at {})",
+            self.name,
+            self.flag,
+            self.env,
+            tried.join(", ")
+        )))
+    }
+
+    /// `bytes` (read from `path`) must be an ELF executable without an interpreter.
+    pub fn check(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let elf = goblin::elf::Elf::parse(bytes).map_err(|e| {
+            Error::input(format!(
+                "{}: {} is not an ELF executable: {e}",
+                path.display(),
+                self.name
+            ))
+        })?;
+        if let Some(interp) = elf.interpreter {
+            return Err(Error::input(format!(
+                "{}: {} is dynamically linked (interpreter {interp}); it must be static (ci/build.sh)",
+                path.display(),
+                self.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dynamic_binary_is_refused_by_name() {
+        let this = std::env::current_exe().unwrap();
+        let bytes = std::fs::read(&this).unwrap();
+        let err = UPDATE.check(&this, &bytes).unwrap_err().to_string();
+        assert!(err.contains("keel-update is dynamically linked"), "{err}");
+        let err = INIT.check(&this, b"#!/bin/sh\n").unwrap_err().to_string();
+        assert!(err.contains("keel-init is not an ELF executable"), "{err}");
+    }
+
+    #[test]
+    fn a_named_file_must_exist() {
+        let err = INSTALL
+            .find(Some(Path::new("/nonexistent/keel-install")))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--install-bin /nonexistent/keel-install: no such file"),
+            "{err}"
+        );
+    }
+}
