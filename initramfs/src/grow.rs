@@ -14,26 +14,6 @@ use keel_format::layout::SECTOR;
 
 use crate::disk::{BootDisk, PartitionNode};
 
-const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
-
-#[repr(C)]
-struct BlkpgIoctlArg {
-    op: libc::c_int,
-    flags: libc::c_int,
-    datalen: libc::c_int,
-    data: *mut libc::c_void,
-}
-
-#[repr(C)]
-struct BlkpgPartition {
-    start: i64,
-    length: i64,
-    pno: libc::c_int,
-    devname: [u8; 64],
-    volname: [u8; 64],
-}
-
-nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlArg);
 nix::ioctl_write_ptr!(ext4_resize_fs, b'f', 16, u64);
 
 /// Is the backup GPT short of the disk's last sector?
@@ -136,21 +116,7 @@ pub fn grow_partition(disk: &BootDisk, table: &mut DiskTable, number: u32) -> Re
 
 fn resize_kernel_partition(disk: &BootDisk, number: u32, start: u64, length: u64) -> Result<()> {
     let f = disk.open_read()?;
-    let mut part = BlkpgPartition {
-        start: start as i64,
-        length: length as i64,
-        pno: number as libc::c_int,
-        devname: [0; 64],
-        volname: [0; 64],
-    };
-    let arg = BlkpgIoctlArg {
-        op: BLKPG_RESIZE_PARTITION,
-        flags: 0,
-        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
-        data: (&mut part as *mut BlkpgPartition).cast(),
-    };
-    // SAFETY: `arg` points at a live blkpg_partition for the duration of the call.
-    unsafe { blkpg(f.as_raw_fd(), &arg) }
+    keel_blockdev::resize_partition(&f, number, start, length)
         .with_context(|| format!("BLKPG_RESIZE_PARTITION of partition {number}"))?;
     Ok(())
 }

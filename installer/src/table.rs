@@ -3,7 +3,6 @@
 //! make the kernel re-read the table (BLKRRPART).
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
@@ -12,29 +11,6 @@ use keel_format::layout::{self, SECTOR};
 use serde::Serialize;
 
 use crate::error::{InstallError, Result};
-
-nix::ioctl_none!(blkrrpart, 0x12, 95);
-
-const BLKPG_ADD_PARTITION: libc::c_int = 1;
-
-#[repr(C)]
-struct BlkpgIoctlArg {
-    op: libc::c_int,
-    flags: libc::c_int,
-    datalen: libc::c_int,
-    data: *mut libc::c_void,
-}
-
-#[repr(C)]
-struct BlkpgPartition {
-    start: i64,
-    length: i64,
-    pno: libc::c_int,
-    devname: [u8; 64],
-    volname: [u8; 64],
-}
-
-nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlArg);
 
 #[derive(Debug, Serialize)]
 pub struct Layout {
@@ -83,8 +59,7 @@ pub fn fit(dev: &mut File, image_bytes: u64, disk_bytes: u64) -> Result<Layout> 
 pub fn reread(dev: &File) -> Result<()> {
     let mut last = None;
     for _ in 0..50 {
-        // SAFETY: BLKRRPART takes no argument; the fd is an open block device.
-        match unsafe { blkrrpart(dev.as_raw_fd()) } {
+        match keel_blockdev::reread_partitions(dev) {
             Ok(_) => return Ok(()),
             Err(nix::errno::Errno::EBUSY) => {
                 last = Some(nix::errno::Errno::EBUSY);
@@ -116,21 +91,7 @@ pub fn announce_partitions(dev: &File, known: &[u32], partitions: &[Partition]) 
         return Ok(false);
     }
     for p in partitions.iter().filter(|p| !known.contains(&p.number)) {
-        let mut part = BlkpgPartition {
-            start: p.offset() as i64,
-            length: p.size() as i64,
-            pno: p.number as libc::c_int,
-            devname: [0; 64],
-            volname: [0; 64],
-        };
-        let arg = BlkpgIoctlArg {
-            op: BLKPG_ADD_PARTITION,
-            flags: 0,
-            datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
-            data: (&mut part as *mut BlkpgPartition).cast(),
-        };
-        // SAFETY: `arg` points at a live blkpg_partition for the duration of the call.
-        unsafe { blkpg(dev.as_raw_fd(), &arg) }.map_err(|e| {
+        keel_blockdev::add_partition(dev, p.number, p.offset(), p.size()).map_err(|e| {
             InstallError::Environment(format!(
                 "telling the kernel about partition {} ({}) with BLKPG_ADD_PARTITION: {e}",
                 p.number, p.label
