@@ -167,9 +167,8 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn a_good_stream_lands_whole() {
-        let img = image(9 * (1 << 20) + 4096);
+    /// A file standing in for the target disk: (its directory, path, open file).
+    fn fake_device(size: u64) -> (tempfile::TempDir, std::path::PathBuf, File) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("dev");
         let dev = File::options()
@@ -179,7 +178,14 @@ mod tests {
             .truncate(true)
             .open(&p)
             .unwrap();
-        dev.set_len(16 << 20).unwrap();
+        dev.set_len(size).unwrap();
+        (dir, p, dev)
+    }
+
+    #[test]
+    fn a_good_stream_lands_whole() {
+        let img = image(9 * (1 << 20) + 4096);
+        let (_dir, p, dev) = fake_device(16 << 20);
         let s = stream(&mut &img[..], &dev, img.len() as u64, &sha(&img), &Silent).unwrap();
         assert_eq!(s.bytes, img.len() as u64);
         let back = std::fs::read(&p).unwrap();
@@ -192,16 +198,7 @@ mod tests {
         let want = sha(&img);
         let mut bad = img.clone();
         bad[3 << 20] ^= 1;
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("dev");
-        let dev = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&p)
-            .unwrap();
-        dev.set_len(8 << 20).unwrap();
+        let (_dir, p, dev) = fake_device(8 << 20);
         let e = stream(&mut &bad[..], &dev, bad.len() as u64, &want, &Silent).unwrap_err();
         assert!(
             e.to_string().contains("does not match its signature"),
