@@ -25,62 +25,9 @@ const INSTALL: Duration = Duration::from_secs(900);
 const MIB: u64 = 1 << 20;
 const CLOUD_CONFIG: &str = "#cloud-config\nhostname: installed-in-qemu\n";
 
-const DRIVER: &str = "#!/bin/sh\n\
-    # Keel e2e TEST IMAGE ONLY: runs the script on /dev/vdb as root at every boot.\n\
-    [ \"$(head -c 2 /dev/vdb 2>/dev/null)\" = '#!' ] || exit 0\n\
-    tr -d '\\000' < /dev/vdb > /run/keel-e2e.sh\n\
-    exec /bin/sh /run/keel-e2e.sh\n";
-const DRIVER_UNIT: &str = "[Unit]\n\
-    Description=Keel e2e test driver (TEST IMAGE ONLY)\n\
-    After=multi-user.target\n\n\
-    [Service]\n\
-    Type=simple\n\
-    ExecStart=/usr/lib/keel-e2e/driver\n\
-    StandardOutput=journal+console\n\
-    StandardError=journal+console\n";
-
-/// The driver image: the default image plus the test driver (files named after their content,
-/// since the image cache key covers the build arguments, not the files' bytes).
+/// The driver image: the default image plus the test driver.
 fn driver_image() -> support::Image {
-    let files: [(&str, &str, &str); 3] = [
-        ("driver", "/usr/lib/keel-e2e/driver", DRIVER),
-        (
-            "keel-e2e-driver.service",
-            "/usr/lib/systemd/system/keel-e2e-driver.service",
-            DRIVER_UNIT,
-        ),
-        (
-            "keel-e2e-driver.service.wants",
-            "/usr/lib/systemd/system/multi-user.target.wants/keel-e2e-driver.service",
-            "symlink:../keel-e2e-driver.service",
-        ),
-    ];
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for (name, dest, text) in &files {
-        for part in [name, dest, text] {
-            std::hash::Hasher::write(&mut h, part.as_bytes());
-        }
-    }
-    let dir = support::images_dir().join(format!(
-        "installer-driver-files-{:016x}",
-        std::hash::Hasher::finish(&h)
-    ));
-    fs::create_dir_all(&dir).unwrap();
-    let mut args = Vec::new();
-    for (name, dest, text) in files {
-        let src = dir.join(name);
-        if let Some(target) = text.strip_prefix("symlink:") {
-            if src.symlink_metadata().is_err() {
-                std::os::unix::fs::symlink(target, &src).unwrap();
-            }
-        } else {
-            fs::write(&src, text).unwrap();
-            let mode = if text.starts_with("#!") { 0o755 } else { 0o644 };
-            fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
-        }
-        args.push("--extra-file".to_string());
-        args.push(format!("{}={dest}", src.display()));
-    }
+    let args = support::extra_file_args(&support::driver_files());
     support::build_image(&support::BuildOpts {
         name: "install-e2e".into(),
         extra_args: args,

@@ -25,76 +25,10 @@ struct Images {
     v3_broken: support::Image,
 }
 
-/// Test files shipped with `--extra-file`, under a path named after their content (the image
-/// cache key covers the build arguments, not the files' bytes).
-fn extra_files(files: &[(&str, &str, &str)]) -> Vec<String> {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for (name, dest, text) in files {
-        for part in [name, dest, text] {
-            std::hash::Hasher::write(&mut h, part.as_bytes());
-        }
-    }
-    let dir =
-        support::images_dir().join(format!("e2e-files-{:016x}", std::hash::Hasher::finish(&h)));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut args = Vec::new();
-    for (name, dest, text) in files {
-        let src = dir.join(name);
-        if let Some(target) = text.strip_prefix("symlink:") {
-            if src.symlink_metadata().is_err() {
-                std::os::unix::fs::symlink(target, &src).unwrap();
-            }
-            args.push("--extra-file".to_string());
-            args.push(format!("{}={dest}", src.display()));
-            continue;
-        }
-        std::fs::write(&src, text).unwrap();
-        let mode = if text.starts_with("#!") { 0o755 } else { 0o644 };
-        std::fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
-        args.push("--extra-file".to_string());
-        args.push(format!("{}={dest}", src.display()));
-    }
-    args
-}
-
-/// The test driver of the e2e images: at every boot it runs the script on /dev/vdb (the
-/// first extra disk, a shell script padded with zeros) with its output on the serial console.
-/// Serial console input does not reach the guest's shell (see the report), so tests talk to
-/// the guest through scripts and console output.
-const DRIVER: &str = "#!/bin/sh\n\
-    # Keel e2e TEST IMAGE ONLY: runs the script on /dev/vdb as root at every boot.\n\
-    [ \"$(head -c 2 /dev/vdb 2>/dev/null)\" = '#!' ] || exit 0\n\
-    tr -d '\\000' < /dev/vdb > /run/keel-e2e.sh\n\
-    exec /bin/sh /run/keel-e2e.sh\n";
-const DRIVER_UNIT: &str = "[Unit]\n\
-    Description=Keel e2e test driver (TEST IMAGE ONLY)\n\
-    After=multi-user.target\n\n\
-    [Service]\n\
-    Type=simple\n\
-    ExecStart=/usr/lib/keel-e2e/driver\n\
-    StandardOutput=journal+console\n\
-    StandardError=journal+console\n";
 const BROKEN_UNIT: &str = "[Unit]\nDescription=Keel e2e: a required unit that always fails\n\n\
                            [Service]\nType=oneshot\nExecStart=/bin/false\n";
 const REQUIRED: &str =
     "# e2e test: this image must never pass the health gate\nkeel-e2e-broken.service\n";
-
-fn driver_files() -> Vec<(&'static str, &'static str, &'static str)> {
-    vec![
-        ("driver", "/usr/lib/keel-e2e/driver", DRIVER),
-        (
-            "keel-e2e-driver.service",
-            "/usr/lib/systemd/system/keel-e2e-driver.service",
-            DRIVER_UNIT,
-        ),
-        // Enabled as `systemctl enable` would: a symlink in multi-user.target.wants.
-        (
-            "keel-e2e-driver.service.wants",
-            "/usr/lib/systemd/system/multi-user.target.wants/keel-e2e-driver.service",
-            "symlink:../keel-e2e-driver.service",
-        ),
-    ]
-}
 
 fn images() -> &'static Images {
     static IMAGES: OnceLock<Images> = OnceLock::new();
@@ -103,11 +37,11 @@ fn images() -> &'static Images {
             support::build_image(&support::BuildOpts {
                 name: name.into(),
                 version: version.into(),
-                extra_args: extra_files(&files),
+                extra_args: support::extra_file_args(&files),
                 ..support::BuildOpts::default()
             })
         };
-        let mut broken = driver_files();
+        let mut broken = support::driver_files();
         broken.push((
             "keel-e2e-broken.service",
             "/usr/lib/systemd/system/keel-e2e-broken.service",
@@ -115,8 +49,8 @@ fn images() -> &'static Images {
         ));
         broken.push(("required-units", "/usr/lib/keel/required-units", REQUIRED));
         Images {
-            v1: build("e2e-v1", "1.0.0", driver_files()),
-            v2: build("e2e-v2", "2.0.0", driver_files()),
+            v1: build("e2e-v1", "1.0.0", support::driver_files()),
+            v2: build("e2e-v2", "2.0.0", support::driver_files()),
             v3_broken: build("e2e-v3-broken", "3.0.0", broken),
         }
     })
