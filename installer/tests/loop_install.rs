@@ -82,6 +82,13 @@ fn install(args: &[&str]) -> Output {
     support::keel(&a)
 }
 
+/// `keel install --image IMAGE --device DEV --key KEY`, which must exit with `code`; its stderr.
+fn refused(image: &str, dev: &str, key: &str, code: i32) -> String {
+    let out = install(&["--image", image, "--device", dev, "--key", key]);
+    assert_eq!(out.status.code(), Some(code), "{}", text(&out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 fn read_range(path: &Path, offset: u64, len: u64) -> Vec<u8> {
     let mut f = fs::File::open(path).unwrap();
     f.seek(SeekFrom::Start(offset)).unwrap();
@@ -425,16 +432,7 @@ fn refuses_missing_or_unsigned_signatures_and_wrong_keys() {
     std::os::unix::fs::symlink(&img.disk, &lone).unwrap();
 
     // No .sig beside the image.
-    let out = install(&[
-        "--image",
-        lone.to_str().unwrap(),
-        "--device",
-        &dev,
-        "--key",
-        &pubkey(),
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(lone.to_str().unwrap(), &dev, &pubkey(), 1);
     assert!(
         err.contains("lone.raw.sig") && err.contains("signature"),
         "{err}"
@@ -442,16 +440,7 @@ fn refuses_missing_or_unsigned_signatures_and_wrong_keys() {
 
     // A .sig that is no signature (a checksum list).
     fs::write(dir.path().join("lone.raw.sig"), "0123abcd  disk.raw\n").unwrap();
-    let out = install(&[
-        "--image",
-        lone.to_str().unwrap(),
-        "--device",
-        &dev,
-        "--key",
-        &pubkey(),
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(lone.to_str().unwrap(), &dev, &pubkey(), 1);
     assert!(err.contains("not a Keel image signature"), "{err}");
 
     // A signature whose size was edited no longer verifies.
@@ -478,16 +467,12 @@ fn refuses_missing_or_unsigned_signatures_and_wrong_keys() {
     let other = dir.path().join("other-key");
     let k = support::keel(&["keygen", "--out", other.to_str().unwrap()]);
     assert!(k.status.success(), "{}", text(&k));
-    let out = install(&[
-        "--image",
+    let err = refused(
         img.disk.to_str().unwrap(),
-        "--device",
         &dev,
-        "--key",
         other.join("keel-signing.pub").to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+        1,
+    );
     assert!(err.contains("not among the trusted keys"), "{err}");
 
     // A truncated image with the genuine signature: refused before anything is written.
@@ -510,29 +495,11 @@ fn refuses_missing_or_unsigned_signatures_and_wrong_keys() {
         dir.path().join("short.raw.sig"),
     )
     .unwrap();
-    let out = install(&[
-        "--image",
-        short.to_str().unwrap(),
-        "--device",
-        &dev,
-        "--key",
-        &pubkey(),
-    ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(short.to_str().unwrap(), &dev, &pubkey(), 1);
     assert!(err.contains("its signature covers"), "{err}");
 
     // A missing image.
-    let out = install(&[
-        "--image",
-        "/nonexistent/disk.raw",
-        "--device",
-        &dev,
-        "--key",
-        &pubkey(),
-    ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused("/nonexistent/disk.raw", &dev, &pubkey(), 2);
     assert!(
         err.contains("/nonexistent/disk.raw") && err.contains("No such file"),
         "{err}"
