@@ -2,11 +2,14 @@
 # Builds the host CLI (`keel`, and `keel-upload-ami` beside it, which `keel upload-ami` runs) and
 # the static binaries that go into images (`keel-init`, `keel-update`, `keel-install`).
 # Prints nothing but cargo's own progress; the binaries land in target/.
+# `ci/build.sh --no-ami` skips keel-upload-ami (the demo does not upload anything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p keel-builder
 # Separate package: the AWS SDK it needs takes minutes to compile, keel itself does not wait for it.
-cargo build --release -p keel-ami
+if [[ "${1:-}" != "--no-ami" ]]; then
+  cargo build --release -p keel-ami
+fi
 # keel-init runs as PID 1 before any library exists, keel-update and keel-install must not
 # depend on the slot's libraries: all static glibc binaries.
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ci/install-deps.sh
-ci/build.sh
+ci/build.sh --no-ami
 keel=target/release/keel
 "$keel" build --out out/
 "$keel" boot out/disk.raw --console --expect "Hello World" --timeout 300
