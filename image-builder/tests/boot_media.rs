@@ -11,20 +11,13 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use support::{build_image, keel_bin, repo_root, run, BuildOpts, Image};
+use support::{build_image, keel_bin, metal_opts, repo_root, run, Image};
 
 static ONE_GUEST: Mutex<()> = Mutex::new(());
 const ISO: &str = "keel-metal-x86_64-1.0.0.iso";
 
 fn metal() -> Image {
-    build_image(&BuildOpts {
-        name: "metal".into(),
-        board: repo_root().join("boards/metal-x86_64.yaml"),
-        // Booted in software emulation on a busy host, where the kernel's check that the timer
-        // interrupt arrives can fail and panic; VM images skip it (qemu-x86_64 board does).
-        extra_args: vec!["--kernel-arg".into(), "no_timer_check".into()],
-        ..BuildOpts::default()
-    })
+    build_image(&metal_opts())
 }
 
 fn one_guest() -> std::sync::MutexGuard<'static, ()> {

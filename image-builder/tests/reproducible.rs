@@ -62,14 +62,7 @@ fn two_builds_are_bit_identical() {
 /// the ISO): a second build gives the same bytes.
 #[test]
 fn metal_media_are_bit_identical() {
-    let opts = BuildOpts {
-        name: "metal".into(),
-        board: repo_root().join("boards/metal-x86_64.yaml"),
-        // Booted in software emulation on a busy host, where the kernel's check that the timer
-        // interrupt arrives can fail and panic; VM images skip it (qemu-x86_64 board does).
-        extra_args: vec!["--kernel-arg".into(), "no_timer_check".into()],
-        ..BuildOpts::default()
-    };
+    let opts = metal_opts();
     let first = build_image(&opts);
     let d = tempfile::tempdir_in(images_dir()).unwrap();
     let out = d.path().join("again");

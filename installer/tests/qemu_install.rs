@@ -152,11 +152,7 @@ impl Drop for Loop {
 fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
     let driver = driver_image();
     // The metal board's image, shared with image-builder/tests/boot_media.rs.
-    let image = support::build_image(&support::BuildOpts {
-        name: "metal".into(),
-        board: support::repo_root().join("boards/metal-x86_64.yaml"),
-        ..support::BuildOpts::default()
-    });
+    let image = support::build_image(&support::metal_opts());
     let dir = tempfile::tempdir().unwrap();
     let image_size = fs::metadata(&image.disk).unwrap().len();
     let target = dir.path().join("target.raw");

@@ -336,6 +336,19 @@ pub fn default_image() -> Image {
     build_image(&BuildOpts::default())
 }
 
+/// The metal board's image as the tests build and boot it (one cache entry for every test
+/// binary): booted in software emulation on a busy host, where the kernel's check that the
+/// timer interrupt arrives can fail and panic, so it skips that check as VM images do (the
+/// qemu-x86_64 board has it in its command line).
+pub fn metal_opts() -> BuildOpts {
+    BuildOpts {
+        name: "metal".into(),
+        board: repo_root().join("boards/metal-x86_64.yaml"),
+        extra_args: vec!["--kernel-arg".into(), "no_timer_check".into()],
+        ..BuildOpts::default()
+    }
+}
+
 /// Path of the default image's disk.raw.
 pub fn built_image() -> PathBuf {
     default_image().disk
