@@ -604,3 +604,33 @@ fn refuses_busy_small_or_partial_devices() {
     );
     assert!(read_range(&blank.dev, 0, MIB).iter().all(|&b| b == 0));
 }
+
+/// A swap area on the disk (here the whole loop device, enabled only for the length of one
+/// install call) makes it a disk in use.
+#[test]
+fn refuses_a_disk_used_as_swap() {
+    struct SwapOff(PathBuf);
+    impl Drop for SwapOff {
+        fn drop(&mut self) {
+            let _ = Command::new("swapoff").arg(&self.0).status();
+        }
+    }
+    let img = support::default_image();
+    let size = fs::metadata(&img.disk).unwrap().len();
+    let disk = Loop::sparse(size);
+    let (ok, o) = support::run(Command::new("mkswap").arg(&disk.dev));
+    assert!(ok, "mkswap: {o}");
+    let (ok, o) = support::run(Command::new("swapon").args(["-p", "0"]).arg(&disk.dev));
+    assert!(ok, "swapon: {o}");
+    let swap = SwapOff(disk.dev.clone());
+    let err = refused(
+        img.disk.to_str().unwrap(),
+        disk.dev.to_str().unwrap(),
+        &pubkey(),
+        5,
+    );
+    drop(swap);
+    assert!(err.contains("is in use as swap"), "{err}");
+    // Untouched: the swap signature is still where mkswap put it (the end of the first page).
+    assert_eq!(&read_range(&disk.dev, 4096 - 10, 10), b"SWAPSPACE2");
+}
