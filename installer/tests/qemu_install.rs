@@ -68,16 +68,23 @@ fn section(s: &mut Session, name: &str, timeout: Duration) -> String {
         .join("\n")
 }
 
-fn script(dir: &Path) -> PathBuf {
+/// The guest's script: install the image from the ext4 stick on /dev/vdc onto /dev/vdd, after
+/// trying (with `refuse_own_disk`) to install onto its own boot disk /dev/vda.
+fn script(dir: &Path, refuse_own_disk: bool) -> PathBuf {
+    let refuse = if refuse_own_disk {
+        "echo @@REFUSE\n\
+         keel install --image /run/src/disk.raw --device /dev/vda 2>&1\n\
+         echo \"rc=$?\"\n\
+         echo @@END-REFUSE\n"
+    } else {
+        ""
+    };
     let text = format!(
         "#!/bin/sh\n\
          systemctl stop hello.service\n\
          mkdir -p /run/src && mount -o ro /dev/vdc /run/src\n\
          printf '%s' '{CLOUD_CONFIG}' > /run/user.yml\n\
-         echo @@REFUSE\n\
-         keel install --image /run/src/disk.raw --device /dev/vda 2>&1\n\
-         echo \"rc=$?\"\n\
-         echo @@END-REFUSE\n\
+         {refuse}\
          keel install --image /run/src/disk.raw --device /dev/vdd \
             --cloud-config /run/user.yml --json > /run/install.json 2> /run/install.err\n\
          rc=$?\n\
@@ -148,6 +155,47 @@ impl Drop for Loop {
     }
 }
 
+/// Read the INSTALL section of the guest's run, wait for it to power off, and check what it
+/// wrote onto `target` with the host's own tools.
+fn check_install(s: &mut Session, image: &support::Image, target: &Path) {
+    let installed = section(s, "INSTALL", INSTALL);
+    assert!(
+        installed.contains("rc=0"),
+        "keel install in the guest failed:\n{installed}\n--- console tail:\n{}",
+        tail(&s.log(), 40)
+    );
+    let json_start = installed.find('{').expect("JSON summary");
+    let json_end = installed.rfind('}').expect("JSON summary") + 1;
+    let report: serde_json::Value = serde_json::from_str(&installed[json_start..json_end])
+        .unwrap_or_else(|e| panic!("summary is not JSON ({e}):\n{installed}"));
+    assert_eq!(
+        report["image_bytes"],
+        fs::metadata(&image.disk).unwrap().len()
+    );
+    assert_eq!(report["layout"]["relocated"], true);
+    assert_eq!(report["layout"]["root_grown"], true);
+    assert_eq!(report["cloud_config"], "/oem/cloud-config.yml");
+    if let Err(e) = s.wait_exit(Duration::from_secs(180)) {
+        panic!("the guest did not power off: {e}\n{}", tail(&s.log(), 40));
+    }
+
+    // The host's own tools read what the guest wrote.
+    {
+        let l = Loop::new(target);
+        let (ok, v) = support::run(Command::new("sgdisk").arg("-v").arg(&l.0));
+        assert!(ok && v.contains("No problems found"), "sgdisk -v:\n{v}");
+        let (ok, cat) = support::run(
+            Command::new("debugfs")
+                .args(["-R", "cat /cloud-config.yml"])
+                .arg(format!("{}p6", l.0)),
+        );
+        assert!(
+            ok && cat.contains(CLOUD_CONFIG),
+            "cloud-config on OEM:\n{cat}"
+        );
+    }
+}
+
 #[test]
 fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
     let driver = driver_image();
@@ -161,7 +209,7 @@ fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
         .set_len(image_size + 1024 * MIB)
         .unwrap();
     let source = source_disk(dir.path(), &image);
-    let script = script(dir.path());
+    let script = script(dir.path(), true);
     let guest_disk = support::sparse_copy(&driver.disk, &{
         let d = dir.path().join("guest");
         fs::create_dir_all(&d).unwrap();
@@ -177,40 +225,7 @@ fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
         refused.contains("holds the running system") && refused.contains("rc=5"),
         "installing onto the running disk was not refused:\n{refused}"
     );
-    let installed = section(&mut s, "INSTALL", INSTALL);
-    assert!(
-        installed.contains("rc=0"),
-        "keel install in the guest failed:\n{installed}\n--- console tail:\n{}",
-        tail(&s.log(), 40)
-    );
-    let json_start = installed.find('{').expect("JSON summary");
-    let json_end = installed.rfind('}').expect("JSON summary") + 1;
-    let report: serde_json::Value = serde_json::from_str(&installed[json_start..json_end])
-        .unwrap_or_else(|e| panic!("summary is not JSON ({e}):\n{installed}"));
-    assert_eq!(report["image_bytes"], image_size);
-    assert_eq!(report["layout"]["relocated"], true);
-    assert_eq!(report["layout"]["root_grown"], true);
-    assert_eq!(report["cloud_config"], "/oem/cloud-config.yml");
-    if let Err(e) = s.wait_exit(Duration::from_secs(180)) {
-        panic!("the guest did not power off: {e}\n{}", tail(&s.log(), 40));
-    }
-    drop(s);
-
-    // The host's own tools read what the guest wrote.
-    {
-        let l = Loop::new(&target);
-        let (ok, v) = support::run(Command::new("sgdisk").arg("-v").arg(&l.0));
-        assert!(ok && v.contains("No problems found"), "sgdisk -v:\n{v}");
-        let (ok, cat) = support::run(
-            Command::new("debugfs")
-                .args(["-R", "cat /cloud-config.yml"])
-                .arg(format!("{}p6", l.0)),
-        );
-        assert!(
-            ok && cat.contains(CLOUD_CONFIG),
-            "cloud-config on OEM:\n{cat}"
-        );
-    }
+    check_install(&mut s, &image, &target);
 
     // The installed disk alone (each boot on its own overlay): keel-init grows ROOT's
     // filesystem into the grown partition, the demo unit runs.
@@ -241,4 +256,37 @@ fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
         }
         let _ = s.kill();
     }
+}
+
+/// The live system of the ISO (root in RAM, /usr from the signed payload in the initramfs)
+/// carries the same installer: booted from the CD, it installs the metal image onto a blank disk.
+#[test]
+fn install_from_the_live_iso() {
+    let mut live_opts = support::metal_opts();
+    live_opts.name = "live-installer".into();
+    live_opts
+        .extra_args
+        .extend(support::extra_file_args(&support::driver_files()));
+    let live = support::build_image(&live_opts);
+    let image = support::build_image(&support::metal_opts());
+    let dir = tempfile::tempdir().unwrap();
+    let blank = dir.path().join("blank.raw");
+    fs::File::create(&blank).unwrap().set_len(64 * MIB).unwrap();
+    let target = dir.path().join("target.raw");
+    fs::File::create(&target)
+        .unwrap()
+        .set_len(fs::metadata(&image.disk).unwrap().len() + 1024 * MIB)
+        .unwrap();
+
+    let mut opts = BootOptions::new(&blank);
+    opts.mem_mb = 2048;
+    opts.cdrom = Some(live.dir.join("keel-metal-x86_64-1.0.0.iso"));
+    opts.extra_disks = vec![
+        script(dir.path(), false),
+        source_disk(dir.path(), &image),
+        target.clone(),
+    ];
+    let mut s = Session::start(&opts).unwrap_or_else(|e| panic!("QEMU did not start: {e}"));
+    expect(&mut s, "(diskless, ROOT in RAM)", BOOT);
+    check_install(&mut s, &image, &target);
 }
