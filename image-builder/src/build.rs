@@ -179,14 +179,8 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
     }
     let formats = check_formats(&board, opts.formats.as_deref())?;
     let init = static_bin::INIT.find(opts.init.as_deref())?;
-    let bytes = std::fs::read(&init).map_err(io_at(&init))?;
-    static_bin::INIT.check(&init, &bytes)?;
     let update_bin = static_bin::UPDATE.find(opts.update_bin.as_deref())?;
-    let bytes = std::fs::read(&update_bin).map_err(io_at(&update_bin))?;
-    static_bin::UPDATE.check(&update_bin, &bytes)?;
     let install_bin = static_bin::INSTALL.find(opts.install_bin.as_deref())?;
-    let bytes = std::fs::read(&install_bin).map_err(io_at(&install_bin))?;
-    static_bin::INSTALL.check(&install_bin, &bytes)?;
     let mut tools = vec![
         "cp",
         "mkfs.erofs",

@@ -32,15 +32,17 @@ pub const INSTALL: StaticBin = StaticBin {
 
 impl StaticBin {
     /// The option, else the environment variable, else a static `NAME` next to `keel`, else
-    /// `../x86_64-unknown-linux-gnu/init/NAME` (where ci/build.sh puts it). A dynamic build
-    /// next to `keel` (any plain workspace build leaves one there) is passed over.
+    /// `../x86_64-unknown-linux-gnu/init/NAME` (where ci/build.sh puts it); checked with
+    /// [`Self::check`]. A dynamic build next to `keel` (any plain workspace build leaves one
+    /// there) is passed over; one named by the option or the variable is an error.
     pub fn find(&self, explicit: Option<&Path>) -> Result<PathBuf> {
         let named = |p: PathBuf, by: String| {
-            if p.is_file() {
-                Ok(p)
-            } else {
-                Err(Error::input(format!("{by}: no such file")))
+            if !p.is_file() {
+                return Err(Error::input(format!("{by}: no such file")));
             }
+            let bytes = std::fs::read(&p).map_err(crate::error::io_at(&p))?;
+            self.check(&p, &bytes)?;
+            Ok(p)
         };
         if let Some(p) = explicit {
             return named(p.to_path_buf(), format!("{} {}", self.flag, p.display()));
