@@ -78,7 +78,7 @@ mod tests {
     /// error comes back instead of a crash or a silent success.
     #[test]
     fn a_regular_file_is_refused_by_the_kernel() {
-        let f = tempfile_in_tmp();
+        let f = tempfile::tempfile().unwrap();
         assert!(reread_partitions(&f).is_err());
         assert!(add_partition(&f, 1, 1 << 20, 1 << 20).is_err());
         assert!(resize_partition(&f, 1, 1 << 20, 1 << 20).is_err());
@@ -86,17 +86,10 @@ mod tests {
 
     #[test]
     fn sizes_beyond_the_ioctl_are_an_error() {
-        let f = tempfile_in_tmp();
+        let f = tempfile::tempfile().unwrap();
         assert_eq!(
             add_partition(&f, 1, u64::MAX, 1),
             Err(nix::errno::Errno::EOVERFLOW)
         );
-    }
-
-    fn tempfile_in_tmp() -> std::fs::File {
-        let p = std::env::temp_dir().join(format!("keel-blockdev-test-{}", std::process::id()));
-        let f = std::fs::File::create(&p).unwrap();
-        std::fs::remove_file(&p).unwrap();
-        f
     }
 }
