@@ -634,3 +634,25 @@ fn refuses_a_disk_used_as_swap() {
     // Untouched: the swap signature is still where mkswap put it (the end of the first page).
     assert_eq!(&read_range(&disk.dev, 4096 - 10, 10), b"SWAPSPACE2");
 }
+
+/// A device that does not exist, or a file that is no block device, is bad input (exit 2) and
+/// named; nothing is written.
+#[test]
+fn refuses_a_missing_or_non_block_device() {
+    let img = support::default_image();
+    let image = img.disk.to_str().unwrap();
+    let err = refused(image, "/dev/keel-no-such-disk", &pubkey(), 2);
+    assert!(
+        err.contains("--device /dev/keel-no-such-disk: No such file"),
+        "{err}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-disk");
+    fs::write(&file, b"").unwrap();
+    let err = refused(image, file.to_str().unwrap(), &pubkey(), 2);
+    assert!(
+        err.contains(file.to_str().unwrap()) && err.contains("not a block device"),
+        "{err}"
+    );
+    assert_eq!(fs::metadata(&file).unwrap().len(), 0);
+}
