@@ -464,8 +464,12 @@ pub fn extra_file_args(files: &[(&str, &str, &str)]) -> Vec<String> {
     for (name, dest, text) in files {
         let src = dir.join(name);
         if let Some(target) = text.strip_prefix("symlink:") {
-            if src.symlink_metadata().is_err() {
-                std::os::unix::fs::symlink(target, &src).unwrap();
+            // Tests running in parallel make the same files: the first link made stands.
+            match std::os::unix::fs::symlink(target, &src) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    panic!("symlink {}: {e}", src.display())
+                }
+                _ => {}
             }
         } else {
             fs::write(&src, text).unwrap();
