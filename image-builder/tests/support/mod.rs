@@ -459,6 +459,8 @@ pub fn extra_file_args(files: &[(&str, &str, &str)]) -> Vec<String> {
         }
     }
     let dir = images_dir().join(format!("e2e-files-{:016x}", h.finish()));
+    // Builds read these files while holding the lock: never rewrite one under them.
+    let _l = lock();
     fs::create_dir_all(&dir).unwrap();
     let mut args = Vec::new();
     for (name, dest, text) in files {
