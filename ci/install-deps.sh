@@ -19,15 +19,31 @@ packages=(
   build-essential pkg-config
 )
 
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
-done
+missing_packages() {
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+  done
+}
+
+export DEBIAN_FRONTEND=noninteractive
+missing_packages
 if ((${#missing[@]})); then
   echo "ci/install-deps.sh: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # An install can remove a package that was there: a machine that came with qemu-utils from
+  # bookworm-backports loses it when qemu-system-x86 comes from bookworm. Put those back.
+  missing_packages
+  if ((${#missing[@]})); then
+    echo "ci/install-deps.sh: installing again what that install removed: ${missing[*]}" >&2
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    missing_packages
+    if ((${#missing[@]})); then
+      echo "ci/install-deps.sh: still not installed: ${missing[*]}" >&2
+      exit 1
+    fi
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
