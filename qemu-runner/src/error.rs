@@ -61,12 +61,15 @@ fn hint_suffix(hint: &str) -> String {
 /// What went wrong while waiting for the guest.
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
-    #[error("timed out after {timeout:?} waiting for {}\nconsole log: {}\n--- console tail ---\n{tail}", describe(pattern), log_path.display())]
+    #[error("timed out after {timeout:?} waiting for {}\nconsole log: {}\n--- console tail ---\n{tail}{}", describe(pattern), log_path.display(), describe_cpus(cpus))]
     Timeout {
         pattern: Option<String>,
         timeout: Duration,
         log_path: PathBuf,
         tail: String,
+        /// QEMU's `info cpus` at the timeout (where each vCPU was, whether halted): tells a
+        /// guest that hangs in firmware from one that is merely slow. Empty if QMP did not answer.
+        cpus: String,
     },
     #[error("kernel panic while waiting for {}\nconsole log: {}\n--- console tail ---\n{tail}", describe(pattern), log_path.display())]
     KernelPanic {
@@ -95,6 +98,14 @@ fn describe_status(status: &Option<ExitStatus>) -> String {
     match status {
         Some(status) => status.to_string(),
         None => "status unknown".to_string(),
+    }
+}
+
+fn describe_cpus(cpus: &str) -> String {
+    if cpus.trim().is_empty() {
+        String::new()
+    } else {
+        format!("\n--- QEMU's vCPUs (info cpus) ---\n{}", cpus.trim_end())
     }
 }
 

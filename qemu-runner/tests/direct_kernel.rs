@@ -89,9 +89,17 @@ fn a_pattern_that_never_appears_times_out_with_the_tail() {
         .unwrap_err();
     let waited = started.elapsed();
     match &error {
-        BootError::Timeout { tail, timeout, .. } => {
+        BootError::Timeout {
+            tail,
+            timeout,
+            cpus,
+            ..
+        } => {
             assert_eq!(*timeout, Duration::from_secs(3));
             assert!(tail.contains(SHELL_READY), "tail:\n{tail}");
+            // Where the guest's vCPUs were, from QEMU itself.
+            assert!(cpus.contains("CPU #0"), "info cpus:\n{cpus}");
+            assert!(error.to_string().contains("info cpus"), "{error}");
         }
         other => panic!("expected Timeout, got {other}"),
     }
@@ -172,4 +180,47 @@ fn shutdown_presses_the_power_button_and_kills_a_guest_that_ignores_it() {
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
     assert!(started.elapsed() >= Duration::from_secs(3));
     assert!(!vm.log().contains("keel-test-shell: power button"));
+}
+
+/// Prints Linux's reset line (as if the machine had just reset) and then nothing, as firmware
+/// that hangs after a reset does.
+const FAKE_RESET: &str = "echo 'reboot: machine restart'; sleep 600";
+
+#[test]
+fn a_machine_silent_after_a_reset_is_reset_again_by_the_watchdog() {
+    let kernel = test_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let initramfs = shell_initramfs(dir.path(), &kernel);
+    let image = blank_disk(dir.path(), "disk.raw", 8);
+    let mut opts = shell_options(&image, &kernel, &initramfs);
+    opts.reset_watchdog = Some(Duration::from_secs(4));
+    // Not quiet: the kernel speaks at once after the reset, as OVMF does.
+    if let keel_qemu::Firmware::Direct { append, .. } = &mut opts.firmware {
+        *append = append.replace(" quiet", "");
+    }
+    let mut vm = Session::start(&opts).unwrap();
+    vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
+    vm.send_line(FAKE_RESET).unwrap();
+    // Only a reset brings the shell back: the kernel boots again from the start.
+    vm.wait_for(SHELL_READY, BOOT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the watchdog did not reset the machine: {e}"));
+    assert_eq!(vm.watchdog_resets(), 1);
+}
+
+#[test]
+fn without_the_watchdog_a_silent_machine_stays_as_it_is() {
+    let kernel = test_kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let initramfs = shell_initramfs(dir.path(), &kernel);
+    let image = blank_disk(dir.path(), "disk.raw", 8);
+    let mut opts = shell_options(&image, &kernel, &initramfs);
+    opts.reset_watchdog = None;
+    let mut vm = Session::start(&opts).unwrap();
+    vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
+    vm.send_line(FAKE_RESET).unwrap();
+    let error = vm
+        .wait_for(SHELL_READY, Duration::from_secs(12))
+        .unwrap_err();
+    assert!(matches!(error, BootError::Timeout { .. }), "{error}");
+    assert_eq!(vm.watchdog_resets(), 0);
 }
