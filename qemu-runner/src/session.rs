@@ -354,12 +354,12 @@ impl Session {
                 state.last_output,
             )
         });
-        let quiet_since = match (last_output, self.last_watchdog_reset) {
-            (Some(a), Some(b)) => a.max(b),
-            (a, b) => match a.or(b) {
-                Some(t) => t,
-                None => return,
-            },
+        let Some(quiet_since) = last_output
+            .into_iter()
+            .chain(self.last_watchdog_reset)
+            .max()
+        else {
+            return;
         };
         if !in_reset || quiet_since.elapsed() < limit {
             return;
