@@ -3,10 +3,11 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use keel_qemu::{BootError, Session};
+use keel_qemu::{BootError, Firmware, Session};
 
 #[test]
 fn kernel_banner_is_seen_then_its_panic_is_reported() {
@@ -182,25 +183,30 @@ fn shutdown_presses_the_power_button_and_kills_a_guest_that_ignores_it() {
     assert!(!vm.log().contains("keel-test-shell: power button"));
 }
 
-/// Prints Linux's reset line (as if the machine had just reset) and then nothing, as firmware
-/// that hangs after a reset does.
-const FAKE_RESET: &str = "echo 'reboot: machine restart'; sleep 600";
-
-#[test]
-fn a_machine_silent_after_a_reset_is_reset_again_by_the_watchdog() {
+/// A shell guest, booted with `watchdog`, that has printed Linux's reset line and gone quiet, as
+/// firmware that hangs after a reset does. Late kernel messages are kept off the console
+/// (`dmesg -n 1`) and the kernel is not `quiet`: after a real reset it speaks at once, as OVMF
+/// does.
+fn quiet_after_a_reset(dir: &Path, watchdog: Option<Duration>) -> Session {
     let kernel = test_kernel();
-    let dir = tempfile::tempdir().unwrap();
-    let initramfs = shell_initramfs(dir.path(), &kernel);
-    let image = blank_disk(dir.path(), "disk.raw", 8);
+    let initramfs = shell_initramfs(dir, &kernel);
+    let image = blank_disk(dir, "disk.raw", 8);
     let mut opts = shell_options(&image, &kernel, &initramfs);
-    opts.reset_watchdog = Some(Duration::from_secs(4));
-    // Not quiet: the kernel speaks at once after the reset, as OVMF does.
-    if let keel_qemu::Firmware::Direct { append, .. } = &mut opts.firmware {
+    opts.reset_watchdog = watchdog;
+    if let Firmware::Direct { append, .. } = &mut opts.firmware {
         *append = append.replace(" quiet", "");
     }
     let mut vm = Session::start(&opts).unwrap();
     vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
-    vm.send_line(FAKE_RESET).unwrap();
+    vm.send_line("busybox dmesg -n 1; echo 'reboot: machine restart'; sleep 600")
+        .unwrap();
+    vm
+}
+
+#[test]
+fn a_machine_silent_after_a_reset_is_reset_again_by_the_watchdog() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vm = quiet_after_a_reset(dir.path(), Some(Duration::from_secs(4)));
     // Only a reset brings the shell back: the kernel boots again from the start.
     vm.wait_for(SHELL_READY, BOOT_TIMEOUT)
         .unwrap_or_else(|e| panic!("the watchdog did not reset the machine: {e}"));
@@ -209,15 +215,8 @@ fn a_machine_silent_after_a_reset_is_reset_again_by_the_watchdog() {
 
 #[test]
 fn without_the_watchdog_a_silent_machine_stays_as_it_is() {
-    let kernel = test_kernel();
     let dir = tempfile::tempdir().unwrap();
-    let initramfs = shell_initramfs(dir.path(), &kernel);
-    let image = blank_disk(dir.path(), "disk.raw", 8);
-    let mut opts = shell_options(&image, &kernel, &initramfs);
-    opts.reset_watchdog = None;
-    let mut vm = Session::start(&opts).unwrap();
-    vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
-    vm.send_line(FAKE_RESET).unwrap();
+    let mut vm = quiet_after_a_reset(dir.path(), None);
     let error = vm
         .wait_for(SHELL_READY, Duration::from_secs(12))
         .unwrap_err();
