@@ -13,8 +13,6 @@ pub struct ConsoleState {
     pub bytes: Vec<u8>,
     /// QEMU closed its end: it has exited.
     pub closed: bool,
-    /// When the last byte arrived.
-    pub last_output: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -76,16 +74,8 @@ impl Console {
         String::from_utf8_lossy(&state.bytes[start..]).into_owned()
     }
 
-    /// Calls `f` on the current state.
-    pub fn inspect<T>(&self, f: impl FnOnce(&ConsoleState) -> T) -> T {
-        f(&self.lock())
-    }
-
     fn append(&self, chunk: &[u8]) {
-        let mut state = self.lock();
-        state.bytes.extend_from_slice(chunk);
-        state.last_output = Some(Instant::now());
-        drop(state);
+        self.lock().bytes.extend_from_slice(chunk);
         self.changed.notify_all();
     }
 
@@ -166,20 +156,6 @@ pub fn find_after(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> 
         .map(|pos| from + pos + needle.len())
 }
 
-/// Whether the last line the guest printed is Linux's last word before a reset
-/// (`reboot: machine restart`): the machine is in its firmware, or should be.
-pub fn ends_in_reset(bytes: &[u8]) -> bool {
-    let tail = &bytes[bytes.len().saturating_sub(256)..];
-    let text = String::from_utf8_lossy(tail);
-    text.trim_end()
-        .lines()
-        .last()
-        .is_some_and(|line| line.contains(RESET_MARKER))
-}
-
-/// What Linux prints last when it resets the machine.
-pub const RESET_MARKER: &str = "reboot: machine restart";
-
 /// The last `lines` lines of console output, readable: carriage returns and
 /// terminal escape sequences (OVMF draws with them) removed.
 pub fn tail(bytes: &[u8], lines: usize) -> String {
@@ -224,20 +200,6 @@ mod tests {
         assert_eq!(find_after(b"login:", 1, b"login:"), None);
         assert_eq!(find_after(b"ab", 5, b"a"), None);
         assert_eq!(find_after(b"ab", 1, b""), Some(1));
-    }
-
-    #[test]
-    fn a_reset_is_the_last_line_only_until_the_firmware_speaks() {
-        let reset =
-            b"[   57.966356] ACPI: PM: Preparing\r\n[   57.967110] reboot: machine restart\r\n";
-        assert!(ends_in_reset(reset));
-        let mut after = reset.to_vec();
-        after.extend_from_slice(b"\x1b[2J\x1b[01;01HBdsDxe: loading Boot0001");
-        assert!(!ends_in_reset(&after));
-        assert!(!ends_in_reset(b""));
-        assert!(!ends_in_reset(
-            b"reboot: machine restart is a phrase\nlogin: "
-        ));
     }
 
     #[test]

@@ -19,5 +19,5 @@ pub use cli::{boot_command, exit_code, pxe_network, AccelArg, BootArgs, Firmware
 pub use disk::{convert_to_raw, detect_format, DiskFormat};
 pub use error::{BootError, SessionError, StartError, ToolError};
 pub use firmware::{OVMF_CODE, OVMF_VARS_TEMPLATE};
-pub use options::{default_log_dir, Accel, BootOptions, Firmware, NetOptions, RESET_WATCHDOG};
+pub use options::{default_log_dir, Accel, BootOptions, Firmware, NetOptions};
 pub use session::{ConsoleInput, Session, TAIL_LINES};

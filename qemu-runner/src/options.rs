@@ -1,7 +1,6 @@
 //! What to boot and how: the plain description of one QEMU virtual machine.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// How the virtual machine starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,17 +74,7 @@ pub struct BootOptions {
     pub cdrom: Option<PathBuf>,
     /// Copy every console byte to this process's stdout as it arrives.
     pub echo_console: bool,
-    /// A hardware watchdog for the firmware: when Linux's last line was `reboot: machine
-    /// restart` and the console then stays silent this long, the machine is reset again (at
-    /// most twice per session). Under TCG, OVMF once hung for good right after a reset, before
-    /// printing anything (edk2 waits without a timeout for every emulated CPU to check in).
-    /// `None`: off.
-    pub reset_watchdog: Option<Duration>,
 }
-
-/// The [`BootOptions::reset_watchdog`] default: OVMF prints within seconds of a reset, also
-/// on a busy host under TCG.
-pub const RESET_WATCHDOG: Duration = Duration::from_secs(60);
 
 impl BootOptions {
     /// Defaults: UEFI, 1024 MiB, 2 CPUs, overlay, no network.
@@ -102,7 +91,6 @@ impl BootOptions {
             net: None,
             cdrom: None,
             echo_console: false,
-            reset_watchdog: Some(RESET_WATCHDOG),
         }
     }
 }

@@ -31,10 +31,6 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const PANIC_REPORT_QUIET: Duration = Duration::from_millis(300);
 const PANIC_REPORT_CAP: Duration = Duration::from_secs(3);
 const PANIC_MARKER: &[u8] = b"Kernel panic";
-/// How often a wait wakes up to let the reset watchdog look at the console.
-const WATCHDOG_POLL: Duration = Duration::from_secs(2);
-/// Firmware that hangs again after this many watchdog resets is left to the caller's timeout.
-const MAX_WATCHDOG_RESETS: u32 = 2;
 const PANIC_END_MARKER: &[u8] = b"---[ end Kernel panic";
 
 /// A QEMU process booting one disk. Dropping it kills QEMU and removes the
@@ -48,10 +44,6 @@ pub struct Session {
     threads: Vec<JoinHandle<()>>,
     qmp: Option<Qmp>,
     cursor: usize,
-    reset_watchdog: Option<Duration>,
-    /// Resets the watchdog made, and when the last one was.
-    watchdog_resets: u32,
-    last_watchdog_reset: Option<Instant>,
     accel: ResolvedAccel,
     disk: PathBuf,
     overlay: bool,
@@ -210,9 +202,6 @@ impl Session {
             threads: Vec::new(),
             qmp: None,
             cursor: 0,
-            reset_watchdog: options.reset_watchdog,
-            watchdog_resets: 0,
-            last_watchdog_reset: None,
             accel,
             disk: disk_path,
             overlay,
@@ -284,24 +273,15 @@ impl Session {
         let needle = pattern.map(str::as_bytes);
         let cursor = self.cursor;
         let mut scan_from = cursor;
-        let seen = loop {
-            // Wake up now and then for the reset watchdog.
-            let slice_end = Instant::now() + WATCHDOG_POLL;
-            let slice_end = deadline.map_or(slice_end, |d| d.min(slice_end));
-            let seen = self.console.wait_until(Some(slice_end), |state| {
-                let bytes = &state.bytes;
-                // Only the new bytes (plus an overlap for matches split across reads)
-                // need searching on each wake-up.
-                let overlap = needle.map_or(0, <[u8]>::len).max(PANIC_MARKER.len());
-                let from = scan_from.saturating_sub(overlap).max(cursor);
-                scan_from = bytes.len();
-                scan(bytes, from, needle, state.closed)
-            });
-            if seen.is_some() || deadline.is_some_and(|d| Instant::now() >= d) {
-                break seen;
-            }
-            self.watch_reset();
-        };
+        let seen = self.console.wait_until(deadline, |state| {
+            let bytes = &state.bytes;
+            // Only the new bytes (plus an overlap for matches split across reads)
+            // need searching on each wake-up.
+            let overlap = needle.map_or(0, <[u8]>::len).max(PANIC_MARKER.len());
+            let from = scan_from.saturating_sub(overlap).max(cursor);
+            scan_from = bytes.len();
+            scan(bytes, from, needle, state.closed)
+        });
         match seen {
             Some(Seen::Match(end)) => {
                 self.cursor = end;
@@ -334,57 +314,8 @@ impl Session {
                 timeout,
                 log_path: self.log_path.clone(),
                 tail: self.tail(),
-                cpus: self.vcpu_states(),
             }),
         }
-    }
-
-    /// The reset watchdog (see [`BootOptions::reset_watchdog`]): resets the machine when the
-    /// console has been silent too long since Linux reset it.
-    fn watch_reset(&mut self) {
-        let Some(limit) = self.reset_watchdog else {
-            return;
-        };
-        if self.watchdog_resets >= MAX_WATCHDOG_RESETS {
-            return;
-        }
-        let (in_reset, last_output) = self.console.inspect(|state| {
-            (
-                !state.closed && console::ends_in_reset(&state.bytes),
-                state.last_output,
-            )
-        });
-        let Some(quiet_since) = last_output
-            .into_iter()
-            .chain(self.last_watchdog_reset)
-            .max()
-        else {
-            return;
-        };
-        if !in_reset || quiet_since.elapsed() < limit {
-            return;
-        }
-        let cpus = self.vcpu_states();
-        let reset = self.qmp("system_reset", None);
-        self.watchdog_resets += 1;
-        self.last_watchdog_reset = Some(Instant::now());
-        eprintln!(
-            "keel-qemu: no console output for {}s since the guest reset the machine: the \
-             firmware hung (QEMU's vCPUs: {}); reset again, as a hardware watchdog would \
-             ({}; console log {})",
-            limit.as_secs(),
-            cpus.trim().replace("\r\n", "; "),
-            match reset {
-                Ok(_) => "done".to_string(),
-                Err(e) => format!("failed: {e}"),
-            },
-            self.log_path.display()
-        );
-    }
-
-    /// How often the reset watchdog reset this machine.
-    pub fn watchdog_resets(&self) -> u32 {
-        self.watchdog_resets
     }
 
     /// Lets the rest of a panic report (reason, trace) reach the console before the
@@ -468,16 +399,6 @@ impl Session {
                 command: command.into(),
                 message: "no QMP connection".into(),
             }),
-        }
-    }
-
-    /// QEMU's `info cpus` (each vCPU's program counter and whether it is halted), or "" when
-    /// QMP does not answer.
-    fn vcpu_states(&mut self) -> String {
-        let args = serde_json::json!({ "command-line": "info cpus" });
-        match self.qmp("human-monitor-command", Some(args)) {
-            Ok(Value::String(text)) => text,
-            _ => String::new(),
         }
     }
 

@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use keel_qemu::{BootError, Firmware, Session};
+use keel_qemu::{BootError, Session};
 
 #[test]
 fn kernel_banner_is_seen_then_its_panic_is_reported() {
@@ -90,17 +89,9 @@ fn a_pattern_that_never_appears_times_out_with_the_tail() {
         .unwrap_err();
     let waited = started.elapsed();
     match &error {
-        BootError::Timeout {
-            tail,
-            timeout,
-            cpus,
-            ..
-        } => {
+        BootError::Timeout { tail, timeout, .. } => {
             assert_eq!(*timeout, Duration::from_secs(3));
             assert!(tail.contains(SHELL_READY), "tail:\n{tail}");
-            // Where the guest's vCPUs were, from QEMU itself.
-            assert!(cpus.contains("CPU #0"), "info cpus:\n{cpus}");
-            assert!(error.to_string().contains("info cpus"), "{error}");
         }
         other => panic!("expected Timeout, got {other}"),
     }
@@ -181,45 +172,4 @@ fn shutdown_presses_the_power_button_and_kills_a_guest_that_ignores_it() {
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
     assert!(started.elapsed() >= Duration::from_secs(3));
     assert!(!vm.log().contains("keel-test-shell: power button"));
-}
-
-/// A shell guest, booted with `watchdog`, that has printed Linux's reset line and gone quiet, as
-/// firmware that hangs after a reset does. Late kernel messages are kept off the console
-/// (`dmesg -n 1`) and the kernel is not `quiet`: after a real reset it speaks at once, as OVMF
-/// does.
-fn quiet_after_a_reset(dir: &Path, watchdog: Option<Duration>) -> Session {
-    let kernel = test_kernel();
-    let initramfs = shell_initramfs(dir, &kernel);
-    let image = blank_disk(dir, "disk.raw", 8);
-    let mut opts = shell_options(&image, &kernel, &initramfs);
-    opts.reset_watchdog = watchdog;
-    if let Firmware::Direct { append, .. } = &mut opts.firmware {
-        *append = append.replace(" quiet", "");
-    }
-    let mut vm = Session::start(&opts).unwrap();
-    vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
-    vm.send_line("busybox dmesg -n 1; echo 'reboot: machine restart'; sleep 600")
-        .unwrap();
-    vm
-}
-
-#[test]
-fn a_machine_silent_after_a_reset_is_reset_again_by_the_watchdog() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut vm = quiet_after_a_reset(dir.path(), Some(Duration::from_secs(4)));
-    // Only a reset brings the shell back: the kernel boots again from the start.
-    vm.wait_for(SHELL_READY, BOOT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("the watchdog did not reset the machine: {e}"));
-    assert_eq!(vm.watchdog_resets(), 1);
-}
-
-#[test]
-fn without_the_watchdog_a_silent_machine_stays_as_it_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut vm = quiet_after_a_reset(dir.path(), None);
-    let error = vm
-        .wait_for(SHELL_READY, Duration::from_secs(12))
-        .unwrap_err();
-    assert!(matches!(error, BootError::Timeout { .. }), "{error}");
-    assert_eq!(vm.watchdog_resets(), 0);
 }
