@@ -314,6 +314,7 @@ impl Session {
                 timeout,
                 log_path: self.log_path.clone(),
                 tail: self.tail(),
+                cpus: self.vcpu_states(),
             }),
         }
     }
@@ -399,6 +400,16 @@ impl Session {
                 command: command.into(),
                 message: "no QMP connection".into(),
             }),
+        }
+    }
+
+    /// QEMU's `info cpus` (its vCPUs and their threads; the program counters where QEMU
+    /// shows them), or "" when QMP does not answer.
+    fn vcpu_states(&mut self) -> String {
+        let args = serde_json::json!({ "command-line": "info cpus" });
+        match self.qmp("human-monitor-command", Some(args)) {
+            Ok(Value::String(text)) => text,
+            _ => String::new(),
         }
     }
 

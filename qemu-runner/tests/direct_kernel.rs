@@ -89,9 +89,17 @@ fn a_pattern_that_never_appears_times_out_with_the_tail() {
         .unwrap_err();
     let waited = started.elapsed();
     match &error {
-        BootError::Timeout { tail, timeout, .. } => {
+        BootError::Timeout {
+            tail,
+            timeout,
+            cpus,
+            ..
+        } => {
             assert_eq!(*timeout, Duration::from_secs(3));
             assert!(tail.contains(SHELL_READY), "tail:\n{tail}");
+            // QEMU's own view of the guest's vCPUs.
+            assert!(cpus.contains("CPU #0"), "info cpus:\n{cpus}");
+            assert!(error.to_string().contains("info cpus"), "{error}");
         }
         other => panic!("expected Timeout, got {other}"),
     }
