@@ -67,8 +67,9 @@ pub enum BootError {
         timeout: Duration,
         log_path: PathBuf,
         tail: String,
-        /// QEMU's `info cpus` at the timeout (its vCPUs as QEMU sees them), for telling a
-        /// wedged QEMU from a slow guest. Empty if QMP did not answer.
+        /// QEMU's `info cpus` at the timeout (QEMU 7.2 under TCG lists each vCPU's host
+        /// thread, KVM adds its program counter): QEMU's main loop still answered. Empty if
+        /// QMP did not answer.
         cpus: String,
     },
     #[error("kernel panic while waiting for {}\nconsole log: {}\n--- console tail ---\n{tail}", describe(pattern), log_path.display())]

@@ -403,8 +403,8 @@ impl Session {
         }
     }
 
-    /// QEMU's `info cpus` (its vCPUs and their threads; the program counters where QEMU
-    /// shows them), or "" when QMP does not answer.
+    /// QEMU's `info cpus` (each vCPU's host thread; under KVM its program counter too), or ""
+    /// when QMP does not answer.
     fn vcpu_states(&mut self) -> String {
         let args = serde_json::json!({ "command-line": "info cpus" });
         match self.qmp("human-monitor-command", Some(args)) {
