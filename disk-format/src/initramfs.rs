@@ -17,6 +17,21 @@ pub const KEYS_DIR: &str = "/etc/keel/keys";
 /// A signed payload carried inside the initramfs (diskless PXE/ISO boots).
 pub const EMBEDDED_PAYLOAD: &str = "/usr.img";
 
+/// Guest memory a live boot (PXE, ISO) needs, in MiB, for a live initramfs of
+/// `initramfs_bytes`: the loaded initramfs, the copy the kernel unpacks from it (the payload
+/// stays in RAM: it is the running /usr), a second copy where the loader keeps its own (iPXE
+/// under UEFI hands the kernel a copy of what it downloaded), and the running system with
+/// ROOT in RAM. `keel build --format pxe|iso` prints it; `keel boot --pxe|--iso` sizes the
+/// guest with it.
+pub fn live_min_ram_mib(initramfs_bytes: u64) -> u32 {
+    const LOADED_COPIES: u64 = 3;
+    const SYSTEM_MIB: u64 = 512;
+    let initramfs_mib = initramfs_bytes.div_ceil(1 << 20);
+    let mib = LOADED_COPIES * initramfs_mib + SYSTEM_MIB;
+    // Round up to 128 MiB: the kernel's memory block size on x86_64.
+    u32::try_from(mib.next_multiple_of(128)).unwrap_or(u32::MAX)
+}
+
 /// Paths inside a USR slot's filesystem (relative to /usr).
 pub mod usr {
     /// Factory /etc: the lower layer of the /etc overlay.

@@ -1,14 +1,21 @@
-//! Choosing the accelerator. `/dev/kvm` existing (or even opening) does not mean
-//! QEMU can run a guest with it: nested KVM in some sandboxes opens fine and then
-//! fails on the first vCPU set-up. So `Auto` runs a tiny probe guest under KVM.
+//! Choosing the accelerator. `/dev/kvm` existing (or even opening) does not mean QEMU can run
+//! a guest with it: nested KVM in some sandboxes opens fine and then aborts on the first vCPU
+//! set-up, or runs a tiny guest and then fails on real firmware (`KVM internal error`) or
+//! stops in the kernel's early boot. So `Auto` trusts KVM only after probes
+//! ([`crate::accel_probe`]), remembers the verdict for the machine's boot
+//! ([`crate::accel_cache`]), and a KVM boot that fails anyway is restarted under TCG by the
+//! session ([`crate::kvm_watch`]).
 
-use std::fs::OpenOptions;
-use std::process::{Command, Stdio};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::accel_cache;
+use crate::accel_probe;
+use crate::error::StartError;
 use crate::options::Accel;
-use crate::tool::QEMU_SYSTEM;
+
+/// The environment variable that overrides [`Accel::Auto`] for scripts and CI.
+pub const ACCEL_ENV: &str = "KEEL_QEMU_ACCEL";
+pub const ACCEL_ENV_VALUES: &str = "auto, kvm, tcg";
 
 /// The accelerator a session really uses (never `Auto`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,76 +24,72 @@ pub enum ResolvedAccel {
     Tcg,
 }
 
-pub fn resolve(accel: Accel) -> ResolvedAccel {
-    match accel {
-        Accel::Kvm => ResolvedAccel::Kvm,
-        Accel::Tcg => ResolvedAccel::Tcg,
+/// What a session starts with: the accelerator, and whether it was `Auto`'s choice of KVM
+/// (then a KVM failure restarts the boot under TCG; an explicit KVM is never replaced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccelChoice {
+    pub accel: ResolvedAccel,
+    pub fallback_allowed: bool,
+}
+
+/// Parses `KEEL_QEMU_ACCEL`'s value.
+pub fn parse_accel(value: &str) -> Option<Accel> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "auto" | "" => Some(Accel::Auto),
+        "kvm" => Some(Accel::Kvm),
+        "tcg" => Some(Accel::Tcg),
+        _ => None,
+    }
+}
+
+/// `Auto` as `KEEL_QEMU_ACCEL` says (unset: `Auto`); an explicit choice stays.
+pub fn apply_env(accel: Accel) -> Result<Accel, StartError> {
+    if accel != Accel::Auto {
+        return Ok(accel);
+    }
+    match std::env::var(ACCEL_ENV) {
+        Err(std::env::VarError::NotPresent) => Ok(Accel::Auto),
+        Err(std::env::VarError::NotUnicode(value)) => Err(StartError::BadAccelEnv {
+            value: value.to_string_lossy().into_owned(),
+        }),
+        Ok(value) => parse_accel(&value).ok_or(StartError::BadAccelEnv { value }),
+    }
+}
+
+pub fn resolve(accel: Accel) -> Result<AccelChoice, StartError> {
+    let fixed = |accel| AccelChoice {
+        accel,
+        fallback_allowed: false,
+    };
+    Ok(match apply_env(accel)? {
+        Accel::Kvm => fixed(ResolvedAccel::Kvm),
+        Accel::Tcg => fixed(ResolvedAccel::Tcg),
         Accel::Auto => {
-            static PROBED: OnceLock<ResolvedAccel> = OnceLock::new();
-            *PROBED.get_or_init(|| {
-                if kvm_runs_a_guest() {
-                    ResolvedAccel::Kvm
-                } else {
-                    ResolvedAccel::Tcg
-                }
-            })
+            let verdict = accel_cache::verdict_or_probe(accel_probe::probe_kvm);
+            if let Some(reason) = &verdict.tcg_reason {
+                announce_tcg(reason);
+            }
+            AccelChoice {
+                accel: verdict.accel,
+                fallback_allowed: verdict.accel == ResolvedAccel::Kvm,
+            }
         }
-    }
+    })
 }
 
-/// `isa-debug-exit` turns a guest's write of V to its port into QEMU exit status
-/// `(V << 1) | 1`.
-const PROBE_PORT_VALUE: u8 = 0x31;
-const PROBE_EXIT_CODE: i32 = ((PROBE_PORT_VALUE as i32) << 1) | 1;
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A 64 KiB "BIOS" whose reset vector writes to the debug-exit port.
-fn probe_firmware() -> Vec<u8> {
-    let mut rom = vec![0xf4u8; 64 * 1024]; // hlt everywhere
-    let code = [0xb0, PROBE_PORT_VALUE, 0xe6, 0xf4, 0xf4]; // mov al,V; out 0xf4,al; hlt
-    rom[0xfff0..0xfff0 + code.len()].copy_from_slice(&code);
-    rom
+/// Records, for every later `Auto` boot on this machine until it reboots, that KVM failed.
+pub fn convict_kvm(reason: &str) {
+    accel_cache::record_tcg(reason);
 }
 
-fn kvm_runs_a_guest() -> bool {
-    if OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
-        return false;
-    }
-    run_probe(ResolvedAccel::Kvm).unwrap_or(false)
-}
-
-/// Boots the probe firmware; true when the guest's code ran to the exit port.
-pub fn run_probe(accel: ResolvedAccel) -> std::io::Result<bool> {
-    let dir = tempfile::tempdir()?;
-    let rom = dir.path().join("probe.rom");
-    std::fs::write(&rom, probe_firmware())?;
-    let mut command = Command::new(QEMU_SYSTEM);
-    command
-        .args(["-machine", "q35", "-nodefaults", "-display", "none"])
-        .args(accel_args(accel))
-        .arg("-bios")
-        .arg(&rom)
-        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=4"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let mut child = command.spawn()?;
-    let deadline = Instant::now() + PROBE_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status.code() == Some(PROBE_EXIT_CODE));
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Ok(false);
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// Tells the user once per process why a boot runs under TCG (slow) although KVM exists.
+pub fn announce_tcg(reason: &str) {
+    static SAID: AtomicBool = AtomicBool::new(false);
+    if !SAID.swap(true, Ordering::Relaxed) {
+        eprintln!(
+            "keel-qemu: KVM cannot run this machine's guests, using TCG (software emulation, \
+             slower): {reason} (set {ACCEL_ENV}=kvm|tcg to choose)"
+        );
     }
 }
 
@@ -104,18 +107,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn probe_guest_runs_under_tcg() {
-        assert!(run_probe(ResolvedAccel::Tcg).unwrap());
+    fn env_values_parse_case_insensitively() {
+        assert_eq!(parse_accel("tcg"), Some(Accel::Tcg));
+        assert_eq!(parse_accel("KVM"), Some(Accel::Kvm));
+        assert_eq!(parse_accel(" auto "), Some(Accel::Auto));
+        assert_eq!(parse_accel("kvm,tcg"), None);
+        assert_eq!(parse_accel("hvf"), None);
     }
 
     #[test]
-    fn auto_matches_a_kvm_probe() {
-        let kvm_works = run_probe(ResolvedAccel::Kvm).unwrap_or(false);
-        let expected = if kvm_works {
-            ResolvedAccel::Kvm
-        } else {
-            ResolvedAccel::Tcg
-        };
-        assert_eq!(resolve(Accel::Auto), expected);
+    fn an_explicit_choice_ignores_the_environment() {
+        assert_eq!(apply_env(Accel::Tcg).unwrap(), Accel::Tcg);
+        assert_eq!(apply_env(Accel::Kvm).unwrap(), Accel::Kvm);
     }
 }

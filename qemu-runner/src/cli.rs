@@ -17,6 +17,9 @@ pub mod exit_code {
     pub const TIMEOUT: i32 = 1;
     /// Kernel panic, or the guest powered off / QEMU exited before the text.
     pub const GUEST_FAILED: i32 = 2;
+    /// A bad argument or environment variable (KEEL_QEMU_ACCEL, a --mem too small): nothing
+    /// was started. Shares 2 with clap's own usage errors.
+    pub const USAGE: i32 = 2;
     /// QEMU could not start (missing binary, firmware, image...).
     pub const CANNOT_START: i32 = 3;
 }
@@ -69,9 +72,10 @@ pub struct BootArgs {
     /// Give up after this many seconds [default: 300 with --expect, none without].
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
-    /// Guest memory in MiB.
-    #[arg(long, value_name = "MB", default_value_t = 1024)]
-    pub mem: u32,
+    /// Guest memory in MiB [default: 1024, or what a --pxe / --iso live boot needs: its
+    /// initramfs, the kernel's unpacked copy and ROOT in RAM].
+    #[arg(long, value_name = "MB")]
+    pub mem: Option<u32>,
     /// Number of guest CPUs.
     #[arg(long, default_value_t = 2)]
     pub smp: u32,
@@ -85,8 +89,14 @@ pub struct BootArgs {
     /// Stream the console to stdout (the default when stdout is a terminal).
     #[arg(long)]
     pub console: bool,
-    #[arg(long, value_enum, default_value = "auto")]
-    pub accel: AccelArg,
+    /// Accelerator [default: $KEEL_QEMU_ACCEL, else auto: KVM when probe guests (OVMF
+    /// included) run under it, else TCG; a boot that fails on KVM restarts under TCG].
+    #[arg(long, value_enum)]
+    pub accel: Option<AccelArg>,
+    /// With --expect: stop when the guest's kernel has started and then printed nothing for
+    /// this many seconds (a hung guest), instead of waiting out --timeout; 0 turns it off.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub silence_timeout: u64,
     /// Attach another disk (raw or qcow2, written in place); repeatable.
     #[arg(long = "disk", value_name = "FILE")]
     pub extra_disks: Vec<PathBuf>,
@@ -104,6 +114,7 @@ pub struct BootArgs {
     pub bootfile: Option<String>,
 }
 
+const DEFAULT_MEM_MB: u32 = 1024;
 const DEFAULT_EXPECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// After the expected text with --persist, how long the guest may take to power
 /// off cleanly before QEMU is killed.
@@ -114,6 +125,7 @@ impl BootArgs {
     pub fn boot_options_for(&self, image: &std::path::Path) -> anyhow::Result<BootOptions> {
         let mut options = BootOptions {
             image: image.to_path_buf(),
+            mem_mb: self.memory()?,
             ..self.boot_options()
         };
         if self.pxe.is_some() || self.iso.is_some() {
@@ -150,21 +162,55 @@ impl BootArgs {
             });
         BootOptions {
             firmware,
-            mem_mb: self.mem,
+            mem_mb: self.mem.unwrap_or(DEFAULT_MEM_MB),
             smp: self.smp,
             persist: self.persist,
             extra_disks: self.extra_disks.clone(),
             log_path: self.log.clone(),
             accel: match self.accel {
-                AccelArg::Auto => Accel::Auto,
-                AccelArg::Kvm => Accel::Kvm,
-                AccelArg::Tcg => Accel::Tcg,
+                None | Some(AccelArg::Auto) => Accel::Auto,
+                Some(AccelArg::Kvm) => Accel::Kvm,
+                Some(AccelArg::Tcg) => Accel::Tcg,
             },
+            silence_limit: (self.expect.is_some() && self.silence_timeout > 0)
+                .then(|| Duration::from_secs(self.silence_timeout)),
             net,
             cdrom: self.iso.clone().or_else(|| self.cdrom.clone()),
             echo_console: self.console || std::io::stdout().is_terminal(),
             ..BootOptions::new(self.image.clone().unwrap_or_default())
         }
+    }
+
+    /// Guest memory: `--mem`, or for a live boot (--pxe, --iso) what it needs when that is
+    /// more than the default. A `--mem` below a live boot's minimum is refused.
+    pub fn memory(&self) -> Result<u32, MemoryTooSmall> {
+        let live = self.live_initramfs_bytes();
+        let minimum = live.map(keel_format::initramfs::live_min_ram_mib);
+        match (self.mem, minimum) {
+            (Some(mem), Some(minimum)) if mem < minimum => Err(MemoryTooSmall {
+                mem,
+                minimum,
+                initramfs_mib: live.unwrap_or(0) >> 20,
+            }),
+            (Some(mem), _) => Ok(mem),
+            (None, minimum) => Ok(minimum.unwrap_or(0).max(DEFAULT_MEM_MB)),
+        }
+    }
+
+    /// The size of what a live boot loads into RAM: the initramfs `keel.ipxe` names, or for
+    /// an ISO the whole image (an upper bound: the initramfs is nearly all of it).
+    fn live_initramfs_bytes(&self) -> Option<u64> {
+        if let Some(dir) = &self.pxe {
+            let dir = pxe_script_dir(dir);
+            let script = std::fs::read_to_string(dir.join(PXE_SCRIPT)).ok()?;
+            let initrd = script.lines().find_map(|line| {
+                let mut words = line.split_whitespace();
+                (words.next() == Some("initrd")).then(|| words.next())?
+            })?;
+            return std::fs::metadata(dir.join(initrd)).ok().map(|m| m.len());
+        }
+        let iso = self.iso.as_ref()?;
+        std::fs::metadata(iso).ok().map(|m| m.len())
     }
 
     fn timeout(&self) -> Duration {
@@ -176,6 +222,28 @@ impl BootArgs {
     }
 }
 
+/// A `--mem` that cannot boot what `keel boot` was asked to boot.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--mem {mem} is too small for this live boot: its {initramfs_mib} MiB initramfs stays in \
+     RAM (loaded, unpacked, and the loader's copy) with ROOT in RAM beside it; it needs at \
+     least {minimum} MiB (leave --mem out to get that)"
+)]
+pub struct MemoryTooSmall {
+    pub mem: u32,
+    pub minimum: u32,
+    pub initramfs_mib: u64,
+}
+
+/// The directory holding `keel.ipxe`: `dir` itself or `dir/pxe`.
+fn pxe_script_dir(dir: &std::path::Path) -> PathBuf {
+    if dir.join(PXE_SCRIPT).is_file() {
+        dir.to_path_buf()
+    } else {
+        dir.join("pxe")
+    }
+}
+
 /// The script iPXE runs, announced as the DHCP boot file.
 pub const PXE_SCRIPT: &str = "keel.ipxe";
 
@@ -184,11 +252,7 @@ pub const PXE_SCRIPT: &str = "keel.ipxe";
 /// be there.
 pub fn pxe_network(dir: &std::path::Path) -> anyhow::Result<NetOptions> {
     use anyhow::Context;
-    let dir = if dir.join(PXE_SCRIPT).is_file() {
-        dir.to_path_buf()
-    } else {
-        dir.join("pxe")
-    };
+    let dir = pxe_script_dir(dir);
     let script_path = dir.join(PXE_SCRIPT);
     let script = std::fs::read_to_string(&script_path)
         .with_context(|| format!("--pxe: reading {}", script_path.display()))?;
@@ -228,6 +292,14 @@ pub fn boot_command(args: &BootArgs) -> anyhow::Result<i32> {
             blank
         }
     };
+    if let Err(e) = crate::accel::apply_env(Accel::Auto) {
+        eprintln!("keel boot: {e}");
+        return Ok(exit_code::USAGE);
+    }
+    if let Err(e) = args.memory() {
+        eprintln!("keel boot: {e}");
+        return Ok(exit_code::USAGE);
+    }
     let options = match args.boot_options_for(&image) {
         Ok(options) => options,
         Err(e) => {
@@ -235,6 +307,12 @@ pub fn boot_command(args: &BootArgs) -> anyhow::Result<i32> {
             return Ok(exit_code::CANNOT_START);
         }
     };
+    if options.mem_mb != DEFAULT_MEM_MB && args.mem.is_none() {
+        eprintln!(
+            "keel boot: {} MiB of guest memory for this live boot (its minimum; --mem to choose)",
+            options.mem_mb
+        );
+    }
     let mut session = match Session::start(&options) {
         Ok(session) => session,
         Err(e) => {
@@ -278,8 +356,9 @@ pub fn boot_command(args: &BootArgs) -> anyhow::Result<i32> {
         Err(error) => {
             eprintln!("\nkeel boot: {error}");
             match error {
-                BootError::Timeout { .. } => exit_code::TIMEOUT,
+                BootError::Timeout { .. } | BootError::Silent { .. } => exit_code::TIMEOUT,
                 BootError::KernelPanic { .. } | BootError::Exited { .. } => exit_code::GUEST_FAILED,
+                BootError::FallbackFailed { .. } => exit_code::CANNOT_START,
             }
         }
     };

@@ -13,6 +13,8 @@ pub struct ConsoleState {
     pub bytes: Vec<u8>,
     /// QEMU closed its end: it has exited.
     pub closed: bool,
+    /// When the last byte arrived.
+    pub last_output: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -68,14 +70,28 @@ impl Console {
         self.lock().closed
     }
 
+    /// The raw bytes from `start` on.
+    pub fn text_bytes_from(&self, start: usize) -> Vec<u8> {
+        let state = self.lock();
+        state.bytes[start.min(state.bytes.len())..].to_vec()
+    }
+
     pub fn text_from(&self, start: usize) -> String {
         let state = self.lock();
         let start = start.min(state.bytes.len());
         String::from_utf8_lossy(&state.bytes[start..]).into_owned()
     }
 
+    /// When the guest last printed, if it ever did.
+    pub fn last_output(&self) -> Option<Instant> {
+        self.lock().last_output
+    }
+
     fn append(&self, chunk: &[u8]) {
-        self.lock().bytes.extend_from_slice(chunk);
+        let mut state = self.lock();
+        state.bytes.extend_from_slice(chunk);
+        state.last_output = Some(Instant::now());
+        drop(state);
         self.changed.notify_all();
     }
 

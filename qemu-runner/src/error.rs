@@ -48,6 +48,12 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{}={value:?} is not an accelerator: use one of {}",
+        crate::accel::ACCEL_ENV,
+        crate::accel::ACCEL_ENV_VALUES
+    )]
+    BadAccelEnv { value: String },
 }
 
 fn hint_suffix(hint: &str) -> String {
@@ -71,6 +77,19 @@ pub enum BootError {
         /// thread, KVM adds its program counter): QEMU's main loop still answered. Empty if
         /// QMP did not answer.
         cpus: String,
+    },
+    #[error("the guest went silent: nothing on the console for {silent_for:?} after its kernel started (a hung guest: too little memory for what it boots is one cause), while waiting for {}\nconsole log: {}\n--- console tail ---\n{tail}", describe(pattern), log_path.display())]
+    Silent {
+        pattern: Option<String>,
+        silent_for: Duration,
+        log_path: PathBuf,
+        tail: String,
+    },
+    #[error("KVM failed this boot ({reason}) and restarting it under TCG failed: {source}")]
+    FallbackFailed {
+        reason: String,
+        #[source]
+        source: Box<StartError>,
     },
     #[error("kernel panic while waiting for {}\nconsole log: {}\n--- console tail ---\n{tail}", describe(pattern), log_path.display())]
     KernelPanic {

@@ -3,18 +3,22 @@
 //! through [`Session`]; the `keel boot` command is [`boot_command`].
 
 mod accel;
+mod accel_cache;
+mod accel_probe;
 mod cli;
 mod console;
 mod disk;
 mod error;
 mod firmware;
+mod kvm_watch;
 mod options;
 mod qemu_command;
 mod qmp;
 mod session;
 mod tool;
 
-pub use accel::ResolvedAccel;
+pub use accel::{parse_accel, ResolvedAccel, ACCEL_ENV};
+pub use accel_cache::{remember_verdict as remember_accel_verdict, CACHE_ENV as ACCEL_CACHE_ENV};
 pub use cli::{boot_command, exit_code, pxe_network, AccelArg, BootArgs, FirmwareArg, PXE_SCRIPT};
 pub use disk::{convert_to_raw, detect_format, DiskFormat};
 pub use error::{BootError, SessionError, StartError, ToolError};

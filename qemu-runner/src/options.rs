@@ -22,7 +22,9 @@ pub enum Firmware {
 /// Which QEMU accelerator runs the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Accel {
-    /// KVM when a probe guest actually runs under it, TCG otherwise.
+    /// `KEEL_QEMU_ACCEL` when set (auto, kvm or tcg); otherwise KVM when probe guests
+    /// really run under it (firmware included), TCG otherwise. A boot that fails on KVM
+    /// anyway (QEMU's `KVM internal error`, silence before the kernel) restarts under TCG.
     #[default]
     Auto,
     Kvm,
@@ -74,6 +76,10 @@ pub struct BootOptions {
     pub cdrom: Option<PathBuf>,
     /// Copy every console byte to this process's stdout as it arrives.
     pub echo_console: bool,
+    /// End a wait with [`crate::BootError::Silent`] when the guest's kernel has started and
+    /// then printed nothing for this long (a hung guest, e.g. one out of memory, instead of
+    /// the whole timeout). `None`: waits only end on their timeout.
+    pub silence_limit: Option<std::time::Duration>,
 }
 
 impl BootOptions {
@@ -91,6 +97,7 @@ impl BootOptions {
             net: None,
             cdrom: None,
             echo_console: false,
+            silence_limit: None,
         }
     }
 }

@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,11 +12,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::accel::{self, ResolvedAccel};
+use crate::accel::{self, AccelChoice, ResolvedAccel};
 use crate::console::{self, find_after, Console};
 use crate::disk::{self, DiskFormat};
 use crate::error::{BootError, SessionError, StartError};
 use crate::firmware;
+use crate::kvm_watch::{self, Evidence, Judgement, KERNEL_BANNER};
 use crate::options::{default_log_dir, BootOptions, Firmware};
 use crate::qemu_command::{qemu_args, LaunchPlan, PlannedDisk, PlannedFirmware};
 use crate::qmp::Qmp;
@@ -32,6 +33,8 @@ const PANIC_REPORT_QUIET: Duration = Duration::from_millis(300);
 const PANIC_REPORT_CAP: Duration = Duration::from_secs(3);
 const PANIC_MARKER: &[u8] = b"Kernel panic";
 const PANIC_END_MARKER: &[u8] = b"---[ end Kernel panic";
+/// How often a wait looks at the guest between console changes (KVM watch, silence).
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A QEMU process booting one disk. Dropping it kills QEMU and removes the
 /// overlay; the console log file stays.
@@ -45,6 +48,19 @@ pub struct Session {
     qmp: Option<Qmp>,
     cursor: usize,
     accel: ResolvedAccel,
+    /// What the session was started with, to restart the same boot under TCG.
+    options: BootOptions,
+    started_at: Instant,
+    /// `Auto` chose KVM and the guest has not yet shown that KVM runs it.
+    watching_kvm: bool,
+    /// Why this boot left KVM, once it did.
+    fallback_reason: Option<String>,
+    /// KVM went silent: blame it once the boot gets further under TCG.
+    unproven_kvm_failure: Option<String>,
+    /// Where the kernel's banner ends in the console, once it appeared.
+    kernel_started_at: Option<usize>,
+    /// How far the console was searched for the banner.
+    banner_scanned: usize,
     disk: PathBuf,
     overlay: bool,
     log_path: PathBuf,
@@ -52,9 +68,16 @@ pub struct Session {
     dir: TempDir,
 }
 
-/// Writes to the guest's serial console; cloneable, usable from any thread.
+/// Writes to the guest's serial console; cloneable, usable from any thread. It stays valid
+/// when a boot is restarted under TCG.
 #[derive(Clone)]
-pub struct ConsoleInput(Arc<Mutex<Option<ChildStdin>>>);
+pub struct ConsoleInput(Arc<InputState>);
+
+struct InputState {
+    stdin: Mutex<Option<ChildStdin>>,
+    /// Something was typed: the guest may be waiting on it, silence proves nothing.
+    used: AtomicBool,
+}
 
 impl ConsoleInput {
     /// Types `text` and Enter. Enter is a carriage return, as a real terminal
@@ -71,7 +94,8 @@ impl ConsoleInput {
             context: "write to the serial console".into(),
             source,
         };
-        let mut stdin = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.0.used.store(true, Ordering::Relaxed);
+        let mut stdin = self.0.stdin.lock().unwrap_or_else(|p| p.into_inner());
         let stdin = stdin.as_mut().ok_or_else(|| {
             io(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
@@ -82,10 +106,31 @@ impl ConsoleInput {
         stdin.flush().map_err(io)
     }
 
+    fn new(stdin: Option<ChildStdin>) -> Self {
+        ConsoleInput(Arc::new(InputState {
+            stdin: Mutex::new(stdin),
+            used: AtomicBool::new(false),
+        }))
+    }
+
+    fn replace(&self, stdin: Option<ChildStdin>) {
+        *self.0.stdin.lock().unwrap_or_else(|p| p.into_inner()) = stdin;
+    }
+
     fn close(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.replace(None);
+    }
+
+    fn used(&self) -> bool {
+        self.0.used.load(Ordering::Relaxed)
     }
 }
+
+/// A boot that KVM failed, started again: TCG, never replaced again.
+const TCG_FALLBACK: AccelChoice = AccelChoice {
+    accel: ResolvedAccel::Tcg,
+    fallback_allowed: false,
+};
 
 #[derive(Debug, PartialEq, Eq)]
 enum Seen {
@@ -97,9 +142,35 @@ enum Seen {
 impl Session {
     /// Prepares the disk (overlay unless `persist`) and firmware, starts QEMU and
     /// returns once QEMU has opened everything and answers on QMP.
+    ///
+    /// With [`crate::Accel::Auto`] on KVM, a QEMU that fails on KVM while starting is started again
+    /// under TCG here, and a guest that KVM does not run is restarted under TCG by the waits.
     pub fn start(options: &BootOptions) -> Result<Session, StartError> {
         check_inputs(options)?;
-        let accel = accel::resolve(options.accel);
+        let choice = accel::resolve(options.accel)?;
+        match Session::launch(options, choice, None) {
+            Err(StartError::QemuExited { status, stderr }) if choice.fallback_allowed => {
+                let Some(reason) = kvm_watch::kvm_error_in(&stderr) else {
+                    return Err(StartError::QemuExited { status, stderr });
+                };
+                accel::convict_kvm(&reason);
+                accel::announce_tcg(&format!("{reason}; restarting the boot under TCG"));
+                let mut session = Session::launch(options, TCG_FALLBACK, None)?;
+                session.fallback_reason = Some(reason);
+                Ok(session)
+            }
+            other => other,
+        }
+    }
+
+    /// Starts QEMU for `options` on `choice`'s accelerator. `restart`: the console input and
+    /// log of the boot this one replaces (the log is appended to, after a note saying why).
+    fn launch(
+        options: &BootOptions,
+        choice: AccelChoice,
+        restart: Option<(ConsoleInput, PathBuf, &str)>,
+    ) -> Result<Session, StartError> {
+        let accel = choice.accel;
         let dir = tempfile::Builder::new()
             .prefix("keel-qemu-")
             .tempdir()
@@ -168,11 +239,20 @@ impl Session {
             qmp_socket: qmp_socket.clone(),
         };
 
-        let log_path = match &options.log_path {
-            Some(path) => path.clone(),
-            None => new_log_path(),
+        let (input, log_path, log) = match restart {
+            Some((input, log_path, reason)) => {
+                let log = reopen_log(&log_path, reason)?;
+                (input, log_path, log)
+            }
+            None => {
+                let log_path = match &options.log_path {
+                    Some(path) => path.clone(),
+                    None => new_log_path(),
+                };
+                let log = create_log(&log_path)?;
+                (ConsoleInput::new(None), log_path, log)
+            }
         };
-        let log = create_log(&log_path)?;
 
         let mut command = Command::new(QEMU_SYSTEM);
         command
@@ -183,7 +263,7 @@ impl Session {
         let mut child = command
             .spawn()
             .map_err(|source| tool::spawn_error(&command, source))?;
-        let stdin = child.stdin.take();
+        input.replace(child.stdin.take());
         let stdout = child.stdout.take().expect("stdout is piped");
         let stderr = child.stderr.take().expect("stderr is piped");
 
@@ -196,13 +276,20 @@ impl Session {
         let mut session = Session {
             child,
             exit_status: None,
-            input: ConsoleInput(Arc::new(Mutex::new(stdin))),
+            input,
             console: console.clone(),
             qemu_stderr: qemu_stderr.clone(),
             threads: Vec::new(),
             qmp: None,
             cursor: 0,
             accel,
+            options: options.clone(),
+            started_at: Instant::now(),
+            watching_kvm: choice.fallback_allowed && accel == ResolvedAccel::Kvm,
+            fallback_reason: None,
+            unproven_kvm_failure: None,
+            kernel_started_at: None,
+            banner_scanned: 0,
             disk: disk_path,
             overlay,
             log_path,
@@ -271,52 +358,191 @@ impl Session {
     fn wait(&mut self, pattern: Option<&str>, timeout: Duration) -> Result<(), BootError> {
         let deadline = Instant::now().checked_add(timeout);
         let needle = pattern.map(str::as_bytes);
-        let cursor = self.cursor;
-        let mut scan_from = cursor;
-        let seen = self.console.wait_until(deadline, |state| {
-            let bytes = &state.bytes;
-            // Only the new bytes (plus an overlap for matches split across reads)
-            // need searching on each wake-up.
-            let overlap = needle.map_or(0, <[u8]>::len).max(PANIC_MARKER.len());
-            let from = scan_from.saturating_sub(overlap).max(cursor);
-            scan_from = bytes.len();
-            scan(bytes, from, needle, state.closed)
-        });
-        match seen {
-            Some(Seen::Match(end)) => {
-                self.cursor = end;
-                Ok(())
+        let mut scan_from = self.cursor;
+        loop {
+            let cursor = self.cursor;
+            // Watching the guest (KVM, silence) needs a look now and then, not only on output.
+            let watching = self.watching_kvm
+                || self.unproven_kvm_failure.is_some()
+                || self.options.silence_limit.is_some();
+            let look_at = Instant::now() + WATCH_INTERVAL;
+            let wake = match deadline {
+                Some(deadline) if watching => Some(deadline.min(look_at)),
+                None if watching => Some(look_at),
+                other => other,
+            };
+            let seen = self.console.wait_until(wake, |state| {
+                let bytes = &state.bytes;
+                // Only the new bytes (plus an overlap for matches split across reads)
+                // need searching on each wake-up.
+                let overlap = needle.map_or(0, <[u8]>::len).max(PANIC_MARKER.len());
+                let from = scan_from.saturating_sub(overlap).max(cursor);
+                scan_from = bytes.len();
+                scan(bytes, from, needle, state.closed)
+            });
+            match seen {
+                Some(Seen::Match(end)) => {
+                    self.cursor = end;
+                    // The caller may act on what it saw: no restart behind its back now.
+                    self.watching_kvm = false;
+                    self.blame_kvm_if_tcg_got_further(true);
+                    return Ok(());
+                }
+                Some(Seen::Closed) if self.watching_kvm => {
+                    self.reap();
+                    self.collect_stderr_after_exit();
+                    if self.kvm_failed_here(true)? {
+                        scan_from = 0;
+                        continue;
+                    }
+                }
+                Some(Seen::Closed) if pattern.is_none() => {
+                    self.cursor = self.console.len();
+                    return Ok(());
+                }
+                Some(Seen::Closed) => {
+                    let status = self.reap();
+                    return Err(BootError::Exited {
+                        pattern: pattern.map(String::from),
+                        status: Some(status),
+                        log_path: self.log_path.clone(),
+                        tail: self.tail(),
+                        qemu_stderr: self.qemu_stderr(),
+                    });
+                }
+                Some(Seen::Panic) => {
+                    self.collect_panic_report(cursor);
+                    return Err(BootError::KernelPanic {
+                        pattern: pattern.map(String::from),
+                        log_path: self.log_path.clone(),
+                        tail: self.tail(),
+                    });
+                }
+                None if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return Err(BootError::Timeout {
+                        pattern: pattern.map(String::from),
+                        timeout,
+                        log_path: self.log_path.clone(),
+                        tail: self.tail(),
+                        cpus: self.vcpu_states(),
+                    });
+                }
+                None => {
+                    if self.watching_kvm && self.kvm_failed_here(false)? {
+                        scan_from = 0;
+                        continue;
+                    }
+                    self.blame_kvm_if_tcg_got_further(false);
+                    if let Some(silent_for) = self.silent_after_kernel_start() {
+                        return Err(BootError::Silent {
+                            pattern: pattern.map(String::from),
+                            silent_for,
+                            log_path: self.log_path.clone(),
+                            tail: self.tail(),
+                        });
+                    }
+                }
             }
-            Some(Seen::Closed) if pattern.is_none() => {
-                self.cursor = self.console.len();
-                Ok(())
-            }
-            Some(Seen::Closed) => {
-                let status = self.reap();
-                Err(BootError::Exited {
-                    pattern: pattern.map(String::from),
-                    status: Some(status),
-                    log_path: self.log_path.clone(),
-                    tail: self.tail(),
-                    qemu_stderr: self.qemu_stderr(),
-                })
-            }
-            Some(Seen::Panic) => {
-                self.collect_panic_report(cursor);
-                Err(BootError::KernelPanic {
-                    pattern: pattern.map(String::from),
-                    log_path: self.log_path.clone(),
-                    tail: self.tail(),
-                })
-            }
-            None => Err(BootError::Timeout {
-                pattern: pattern.map(String::from),
-                timeout,
-                log_path: self.log_path.clone(),
-                tail: self.tail(),
-                cpus: self.vcpu_states(),
-            }),
         }
+    }
+
+    /// Judges a boot `Auto` put on KVM; when KVM failed it, restarts the boot under TCG and
+    /// returns true. Once the guest proves that KVM runs it, stops watching.
+    fn kvm_failed_here(&mut self, qemu_exited: bool) -> Result<bool, BootError> {
+        if self.input.used() {
+            // Someone is talking to the guest: it ran, and a restart would lose their input.
+            self.watching_kvm = false;
+            return Ok(false);
+        }
+        let stderr = self.qemu_stderr();
+        let evidence = Evidence {
+            qemu_stderr: &stderr,
+            qemu_exited,
+            kernel_banner_seen: self.kernel_started(),
+            silent_for: self.silent_for(),
+        };
+        match kvm_watch::judge(&evidence) {
+            Judgement::Running => Ok(false),
+            Judgement::Proven => {
+                self.watching_kvm = false;
+                Ok(false)
+            }
+            Judgement::Failed { reason, hard } => {
+                self.restart_under_tcg(reason, hard)?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Stops this boot and starts it again under TCG, with the same options, console input
+    /// and log. `hard` evidence against KVM is recorded for every later boot at once.
+    fn restart_under_tcg(&mut self, reason: String, hard: bool) -> Result<(), BootError> {
+        if hard {
+            accel::convict_kvm(&reason);
+        }
+        accel::announce_tcg(&format!("{reason}; restarting the boot under TCG"));
+        let _ = self.kill();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        let restart = (self.input.clone(), self.log_path.clone(), reason.as_str());
+        let mut replacement =
+            Session::launch(&self.options, TCG_FALLBACK, Some(restart)).map_err(|source| {
+                BootError::FallbackFailed {
+                    reason: reason.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+        replacement.fallback_reason = Some(reason.clone());
+        replacement.unproven_kvm_failure = (!hard).then_some(reason);
+        drop(std::mem::replace(self, replacement));
+        Ok(())
+    }
+
+    /// After a restart for silence under KVM: once the TCG boot gets past where KVM stayed
+    /// silent (its kernel starts, or a wait is satisfied), KVM is blamed for later boots too.
+    fn blame_kvm_if_tcg_got_further(&mut self, matched: bool) {
+        if self.unproven_kvm_failure.is_some() && (matched || self.kernel_started()) {
+            if let Some(reason) = self.unproven_kvm_failure.take() {
+                accel::convict_kvm(&format!(
+                    "{reason}, and the same boot under TCG got further"
+                ));
+            }
+        }
+    }
+
+    /// How long the guest has been silent when that exceeds `silence_limit` after its kernel
+    /// started and nobody typed anything.
+    fn silent_after_kernel_start(&mut self) -> Option<Duration> {
+        let limit = self.options.silence_limit?;
+        if !self.kernel_started() || self.input.used() {
+            return None;
+        }
+        let silent_for = self.silent_for();
+        (silent_for >= limit).then_some(silent_for)
+    }
+
+    fn silent_for(&self) -> Duration {
+        self.console
+            .last_output()
+            .unwrap_or(self.started_at)
+            .elapsed()
+    }
+
+    /// Has the guest's kernel printed its banner? Searches only what is new since last time.
+    fn kernel_started(&mut self) -> bool {
+        if self.kernel_started_at.is_none() {
+            let from = self.banner_scanned.saturating_sub(KERNEL_BANNER.len());
+            let text = self.console.text_bytes_from(from);
+            self.banner_scanned = from + text.len();
+            self.kernel_started_at = find_after(&text, 0, KERNEL_BANNER).map(|end| from + end);
+        }
+        self.kernel_started_at.is_some()
+    }
+
+    /// Why this boot left KVM for TCG, if it did.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback_reason.as_deref()
     }
 
     /// Lets the rest of a panic report (reason, trace) reach the console before the
@@ -580,6 +806,17 @@ fn detect(path: &Path) -> Result<DiskFormat, StartError> {
         context: format!("read {}", path.display()),
         source,
     })
+}
+
+/// The log of a boot being restarted: appended to, after a line saying why.
+fn reopen_log(path: &Path, reason: &str) -> Result<File, StartError> {
+    let io = |source| StartError::Io {
+        context: format!("reopen console log {}", path.display()),
+        source,
+    };
+    let mut log = File::options().append(true).open(path).map_err(io)?;
+    writeln!(log, "\n[keel-qemu: {reason}; the boot restarts under TCG]").map_err(io)?;
+    Ok(log)
 }
 
 fn create_log(path: &Path) -> Result<File, StartError> {

@@ -43,7 +43,7 @@ fn direct_firmware_requires_a_kernel() {
     assert!(parse(&["disk.raw", "--firmware", "direct"]).is_err());
     let args = parse(&["disk.raw", "--firmware", "direct", "--kernel", "vmlinuz"]).unwrap();
     assert_eq!(args.append, "console=ttyS0");
-    assert_eq!(args.mem, 1024);
+    assert_eq!(args.mem, None);
 }
 
 #[test]
