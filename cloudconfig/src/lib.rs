@@ -32,7 +32,7 @@ pub use report::{Document, Entry, Kind, Report};
 pub enum UserData {
     /// Zero bytes.
     Empty,
-    CloudConfig(CloudConfig),
+    CloudConfig(Box<CloudConfig>),
     /// A `#!` script (the whole text), which coreos-cloudinit ran once.
     Script(String),
     /// An Ignition config: not cloud-config, left alone.
@@ -68,10 +68,10 @@ pub fn parse(bytes: &[u8]) -> Result<UserData, Error> {
         Document::Ignition => Ok(UserData::Ignition),
         Document::MultipartMime => Err(Error::Multipart),
         Document::Unknown => Err(Error::Header),
-        Document::CloudConfig => Ok(UserData::CloudConfig(match tree(bytes)? {
+        Document::CloudConfig => Ok(UserData::CloudConfig(Box::new(match tree(bytes)? {
             Some(root) => CloudConfig::from_node(&root),
             None => CloudConfig::default(),
-        })),
+        }))),
     }
 }
 

@@ -231,13 +231,34 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn next(&mut self) -> Result<Option<(Event<'a>, Span)>, SyntaxError> {
-        match self.parser.next_event() {
-            None => Ok(None),
-            Some(Ok(ev)) => Ok(Some(ev)),
-            Some(Err(e)) => Err(SyntaxError {
-                line: e.marker().line(),
-                message: e.info(),
-            }),
+        loop {
+            let ev = match self.parser.next_event() {
+                None => return Ok(None),
+                Some(Ok(ev)) => ev,
+                Some(Err(e)) => {
+                    return Err(SyntaxError {
+                        line: e.marker().line(),
+                        message: e.info(),
+                    })
+                }
+            };
+            // Presentation-only events (comments, anchor metadata) are not nodes.
+            if matches!(
+                ev.0,
+                Event::StreamStart
+                    | Event::StreamEnd
+                    | Event::DocumentStart(..)
+                    | Event::DocumentEnd
+                    | Event::Alias(_)
+                    | Event::UnresolvedAlias(_)
+                    | Event::Scalar(..)
+                    | Event::SequenceStart(..)
+                    | Event::SequenceEnd
+                    | Event::MappingStart(..)
+                    | Event::MappingEnd
+            ) {
+                return Ok(Some(ev));
+            }
         }
     }
 

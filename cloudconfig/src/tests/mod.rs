@@ -97,7 +97,7 @@ fn documents_of_every_kind() {
     );
     assert_eq!(
         parse(b"#cloud-config\n").unwrap(),
-        UserData::CloudConfig(CloudConfig::default())
+        UserData::CloudConfig(Box::default())
     );
     assert!(matches!(parse(b"hostname: a\n"), Err(Error::Header)));
     let multipart = b"Content-Type: multipart/mixed; boundary=\"b\"\n\n--b\n";
