@@ -17,19 +17,53 @@ pub const KEYS_DIR: &str = "/etc/keel/keys";
 /// A signed payload carried inside the initramfs (diskless PXE/ISO boots).
 pub const EMBEDDED_PAYLOAD: &str = "/usr.img";
 
+/// How a live initramfs reaches the machine, which decides how many copies of it are in RAM
+/// while the kernel unpacks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LiveLoader {
+    /// iPXE: under UEFI it keeps its download in boot-services memory, which Linux frees only
+    /// after it has sized its root filesystem, so one more copy counts.
+    Pxe,
+    /// GRUB from the ISO (or any loader that keeps one copy).
+    Iso,
+}
+
 /// Guest memory a live boot (PXE, ISO) needs, in MiB, for a live initramfs of
-/// `initramfs_bytes`: the loaded initramfs, the copy the kernel unpacks from it (the payload
-/// stays in RAM: it is the running /usr), a second copy where the loader keeps its own (iPXE
-/// under UEFI hands the kernel a copy of what it downloaded), and the running system with
-/// ROOT in RAM. `keel build --format pxe|iso` prints it; `keel boot --pxe|--iso` sizes the
-/// guest with it.
-pub fn live_min_ram_mib(initramfs_bytes: u64) -> u32 {
-    const LOADED_COPIES: u64 = 3;
-    const SYSTEM_MIB: u64 = 512;
+/// `initramfs_bytes`. Linux unpacks the initramfs into a tmpfs capped at half the memory it
+/// manages when it creates that tmpfs, so half of (RAM − loaded copies − kernel and firmware)
+/// must hold the unpacked initramfs (the payload, then the running /usr, stays there). Measured
+/// with a 257 MiB initramfs under QEMU: PXE under UEFI boots from 1280 MiB (the limit lies near
+/// 1170), the ISO under UEFI from 1024 (near 900), SeaBIOS from 896; this rounds
+/// `copies·S + 288` up to the kernel's 128 MiB memory block, which leaves about 20 % spare
+/// (1408 and 1152 MiB there). `keel build --format pxe|iso` prints it; `keel boot --pxe|--iso`
+/// sizes the guest with it.
+pub fn live_min_ram_mib(initramfs_bytes: u64, loader: LiveLoader) -> u32 {
+    // Unpacked twice over (the tmpfs cap is half), plus the loaded copies.
+    let copies = match loader {
+        LiveLoader::Pxe => 4,
+        LiveLoader::Iso => 3,
+    };
+    // Kernel, firmware (OVMF keeps ~100 MiB) and the gzip'd part's growth when unpacked.
+    const OVERHEAD_MIB: u64 = 288;
     let initramfs_mib = initramfs_bytes.div_ceil(1 << 20);
-    let mib = LOADED_COPIES * initramfs_mib + SYSTEM_MIB;
-    // Round up to 128 MiB: the kernel's memory block size on x86_64.
+    let mib = copies * initramfs_mib + OVERHEAD_MIB;
     u32::try_from(mib.next_multiple_of(128)).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_boot_memory_covers_what_was_measured() {
+        // The metal board's live initramfs, 2026-12-01: 269,951,980 bytes.
+        let measured = 269_951_980;
+        assert_eq!(live_min_ram_mib(measured, LiveLoader::Pxe), 1408);
+        assert!(live_min_ram_mib(measured, LiveLoader::Pxe) >= 1280);
+        assert_eq!(live_min_ram_mib(measured, LiveLoader::Iso), 1152);
+        assert!(live_min_ram_mib(measured, LiveLoader::Iso) >= 1024);
+        assert_eq!(live_min_ram_mib(0, LiveLoader::Iso), 384);
+    }
 }
 
 /// Paths inside a USR slot's filesystem (relative to /usr).

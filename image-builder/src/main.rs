@@ -307,6 +307,9 @@ fn run_build(a: BuildArgs, reporter: &Reporter, quiet: bool) -> anyhow::Result<i
             );
         }
         println!("  {}/manifest.json", report.out.display());
+        for (form, mib) in live_boot_min_ram_mib(&m.outputs) {
+            println!("  {form} live boot: the machine needs at least {mib} MiB of RAM");
+        }
         println!(
             "  kernel {}, initramfs {} KiB, USR root hash {}, key {}",
             m.kernel.release,
@@ -316,6 +319,26 @@ fn run_build(a: BuildArgs, reporter: &Reporter, quiet: bool) -> anyhow::Result<i
         );
     }
     Ok(exit::OK)
+}
+
+/// What a machine needs to boot each live form built (PXE, ISO), from the size of the live
+/// initramfs (the PXE one, which the ISO carries too; for an ISO alone, the whole ISO, an
+/// upper bound).
+fn live_boot_min_ram_mib(outputs: &[keel_builder::manifest::Output]) -> Vec<(&'static str, u32)> {
+    use keel_format::initramfs::{live_min_ram_mib, LiveLoader};
+    let pxe = outputs
+        .iter()
+        .find(|o| o.name.ends_with("pxe/initramfs.img"));
+    let iso = outputs.iter().find(|o| o.name.ends_with(".iso"));
+    let mut forms = Vec::new();
+    if let Some(pxe) = pxe {
+        forms.push(("PXE", live_min_ram_mib(pxe.size, LiveLoader::Pxe)));
+    }
+    if let Some(iso) = iso {
+        let bytes = pxe.unwrap_or(iso).size;
+        forms.push(("ISO", live_min_ram_mib(bytes, LiveLoader::Iso)));
+    }
+    forms
 }
 
 fn trust_from(pubkey: Option<PathBuf>) -> anyhow::Result<Option<Trust>> {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use keel_format::initramfs::{live_min_ram_mib, LiveLoader};
 
 use crate::error::BootError;
 use crate::options::{Accel, BootOptions, Firmware, NetOptions};
@@ -185,7 +186,12 @@ impl BootArgs {
     /// more than the default. A `--mem` below a live boot's minimum is refused.
     pub fn memory(&self) -> Result<u32, MemoryTooSmall> {
         let live = self.live_initramfs_bytes();
-        let minimum = live.map(keel_format::initramfs::live_min_ram_mib);
+        let loader = if self.pxe.is_some() {
+            LiveLoader::Pxe
+        } else {
+            LiveLoader::Iso
+        };
+        let minimum = live.map(|bytes| live_min_ram_mib(bytes, loader));
         match (self.mem, minimum) {
             (Some(mem), Some(minimum)) if mem < minimum => Err(MemoryTooSmall {
                 mem,
@@ -225,9 +231,9 @@ impl BootArgs {
 /// A `--mem` that cannot boot what `keel boot` was asked to boot.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "--mem {mem} is too small for this live boot: its {initramfs_mib} MiB initramfs stays in \
-     RAM (loaded, unpacked, and the loader's copy) with ROOT in RAM beside it; it needs at \
-     least {minimum} MiB (leave --mem out to get that)"
+    "--mem {mem} is too small for this live boot: Linux unpacks its {initramfs_mib} MiB \
+     initramfs into a tmpfs capped at half the memory left beside the loaded copies, and the \
+     system runs from it; it needs at least {minimum} MiB (leave --mem out to get that)"
 )]
 pub struct MemoryTooSmall {
     pub mem: u32,
