@@ -13,12 +13,12 @@ use keel_format::metadata::SlotMetadata;
 
 use crate::cmdline::{self, slot_label};
 use crate::disk::BootDisk;
-use crate::dm::Device;
 use crate::plan::{self, Attempt, KexecPlan};
 use crate::rootfs::SYSROOT;
 use crate::settings::{self, Settings};
 use crate::{early, grow, handoff, kexec, live, modules, mounts, pid1, rootfs, trust, usr};
 use crate::{error, info, warning};
+use keel_blockdev::dm::Device;
 
 /// Why an attempt ended.
 pub enum Failure {
@@ -359,7 +359,7 @@ impl Boot {
         let initramfs = usr_dir.join(&meta.kernel.initramfs);
         let cmdline = cmdline::second_stage(&self.cmdline, label);
         if let Err(e) = kexec::load(&kernel, &initramfs, &cmdline) {
-            return e;
+            return e.into();
         }
         info!(
             "kexec into {label}'s kernel {} with command line: {cmdline}",

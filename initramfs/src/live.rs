@@ -17,7 +17,7 @@ use nix::mount::MsFlags;
 use crate::cmdline::VerifyPolicy;
 use crate::rootfs::SYSROOT;
 use crate::settings::Settings;
-use crate::{handoff, info, kexec, loopdev, mounts, rootfs, usr, warning};
+use crate::{handoff, info, kexec, mounts, rootfs, usr, warning};
 
 pub const LABEL: &str = "embedded";
 
@@ -61,7 +61,7 @@ pub fn boot(settings: &Settings, keys: &[VerifyingKey]) -> Result<Infallible> {
         );
     }
 
-    let body = loopdev::attach(path, METADATA_SIZE as u64, meta.body_size())?;
+    let body = keel_blockdev::loopdev::attach(path, METADATA_SIZE as u64, meta.body_size())?;
     let dev = usr::open_verity(&body, &meta, LABEL)?;
     // Nothing records that this payload ever booted well: every boot is a first boot.
     if settings.verify != VerifyPolicy::None {
