@@ -147,6 +147,14 @@ impl SysBlock {
             .collect()
     }
 
+    /// The directory of partition `number` of this disk.
+    pub fn partition(&self, number: u32) -> Option<SysBlock> {
+        list_dir(&self.dir)
+            .into_iter()
+            .map(|name| SysBlock::at(self.dir.join(name)))
+            .find(|p| p.partition_number() == Some(number))
+    }
+
     /// The devices directly below this one (device-mapper and MD targets).
     pub fn slaves(&self) -> Vec<SysBlock> {
         let dir = self.dir.join("slaves");
