@@ -132,10 +132,9 @@ fn prepare() -> Result<(Settings, Vec<VerifyingKey>, String)> {
     }
     usr::preflight()?;
 
-    let (keys, problems) = trust::load_keys(Path::new(KEYS_DIR));
-    for p in problems {
-        warning!("trusted keys: {p}");
-    }
+    // Keys are the initramfs's, not a slot's: a bad or missing key is fatal and marks no slot.
+    let keys = keel_format::keys::require_keys(Path::new(KEYS_DIR))
+        .context("the initramfs's trusted keys")?;
     info!(
         "{} trusted signing key(s): {}",
         keys.len(),

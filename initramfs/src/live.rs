@@ -29,15 +29,10 @@ pub fn present() -> bool {
 pub fn boot(settings: &Settings, keys: &[VerifyingKey]) -> Result<Infallible> {
     let path = Path::new(EMBEDDED_PAYLOAD);
     let mut f = File::open(path).with_context(|| format!("opening {EMBEDDED_PAYLOAD}"))?;
-    if keys.is_empty() {
-        bail!("no trusted keys in the initramfs: the embedded payload cannot be verified");
-    }
     let (unverified, _) =
         slot::read_payload_metadata(&mut f).context("reading the embedded payload's metadata")?;
-    let meta = unverified
-        .verify(keys)
-        .context("the embedded payload's metadata failed signature verification")?;
-    slot::check_geometry(&meta, None).context("the embedded payload's geometry is unusable")?;
+    let meta = slot::verified_slot_metadata(unverified, keys, None)
+        .context("the embedded payload cannot be trusted")?;
     let have = f.metadata()?.len();
     let want = METADATA_SIZE as u64 + meta.body_size();
     if have < want {

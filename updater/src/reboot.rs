@@ -34,8 +34,11 @@ pub fn kernel_release() -> Result<String> {
 
 /// Kernel and initramfs of the running release under `usr` (normally /usr).
 pub fn running_boot_files(usr: &Path, release: &str) -> (PathBuf, PathBuf) {
-    let dir = usr.join("lib/modules").join(release);
-    (dir.join("vmlinuz"), dir.join("keel-initramfs.img"))
+    use keel_format::initramfs::usr as paths;
+    (
+        usr.join(paths::kernel(release)),
+        usr.join(paths::initramfs(release)),
+    )
 }
 
 /// Load a kernel for the next `reboot(RB_KEXEC)` / `systemctl kexec`.
