@@ -101,11 +101,18 @@ pub fn verify(path: &Path, trust: &Trust, reporter: &Reporter) -> Result<Report>
                 m
             }
             Err(e) => {
-                if let TrustError::Geometry { .. } = e {
-                    checks.push(signed_by());
-                    checks.push(fail("geometry", e.to_string()));
-                } else {
-                    checks.push(fail(e.check(), format!("{e} ({})", trust.source)));
+                // Each check reports the refusal in its own words, as `keel verify` always has.
+                match &e {
+                    TrustError::Geometry { error } => {
+                        checks.push(signed_by());
+                        checks.push(fail("geometry", error.to_string()));
+                    }
+                    TrustError::Signature { error, .. } => {
+                        checks.push(fail("signature", format!("{error} ({})", trust.source)))
+                    }
+                    other => {
+                        checks.push(fail(other.check(), format!("{other} ({})", trust.source)))
+                    }
                 }
                 slots.push(SlotReport {
                     slot: place.name.clone(),
