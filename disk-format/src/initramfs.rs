@@ -74,6 +74,26 @@ pub mod usr {
     pub const FACTORY_VAR: &str = "share/keel/var";
     /// Release facts (KEY=value) read by keel-update.
     pub const RELEASE: &str = "share/keel/release";
+    /// The public keys the running system trusts for its updates and installs (`*.pem`).
+    pub const KEYS: &str = "share/keel/keys";
+
+    /// The slot's kernel, below /usr.
+    pub fn kernel(release: &str) -> String {
+        format!("lib/modules/{release}/vmlinuz")
+    }
+
+    /// The Keel initramfs matching [`kernel`], below /usr.
+    pub fn initramfs(release: &str) -> String {
+        format!("lib/modules/{release}/keel-initramfs.img")
+    }
+}
+
+/// The same paths as the running system sees them (/usr mounted).
+pub mod system {
+    /// Release facts of the running slot.
+    pub const RELEASE_FILE: &str = "/usr/share/keel/release";
+    /// Trusted public keys of the running slot.
+    pub const KEYS_DIR: &str = "/usr/share/keel/keys";
 }
 
 /// Where keel-init keeps its own state on ROOT.

@@ -11,6 +11,8 @@
 //!
 //! `README.md` beside this crate is the five-minute tour of the format.
 
+#![forbid(unsafe_code)]
+
 pub mod attrs;
 pub mod gpt;
 pub mod image_sig;

@@ -12,7 +12,9 @@
 
 use std::io::{self, Read, Seek, SeekFrom};
 
-use crate::metadata::{self, SlotMetadata, Unverified, METADATA_SIZE};
+use ed25519_dalek::VerifyingKey;
+
+use crate::metadata::{self, MetadataError, SlotMetadata, Unverified, METADATA_SIZE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlotError {
@@ -24,6 +26,75 @@ pub enum SlotError {
     TooLarge { body: u64, partition: u64 },
     #[error("verity parameters are inconsistent: {0}")]
     Inconsistent(String),
+}
+
+/// Why a slot's metadata block cannot be trusted, by the check that refused it.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustError {
+    #[error("no trusted keys: nothing can be verified")]
+    NoKeys,
+    #[error("reading its metadata block: {error}")]
+    Read { error: io::Error },
+    #[error("{error}")]
+    Decode { error: MetadataError },
+    #[error("metadata (claims version {claimed}) failed signature verification: {error}")]
+    Signature {
+        claimed: String,
+        error: MetadataError,
+    },
+    #[error("signed verity geometry is unusable: {error}")]
+    Geometry { error: SlotError },
+}
+
+impl TrustError {
+    /// The check that refused the block: `metadata`, `signature` or `geometry`.
+    pub fn check(&self) -> &'static str {
+        match self {
+            TrustError::NoKeys | TrustError::Signature { .. } => "signature",
+            TrustError::Read { .. } | TrustError::Decode { .. } => "metadata",
+            TrustError::Geometry { .. } => "geometry",
+        }
+    }
+}
+
+/// The one way to trust a slot's metadata: its signature verifies with one of `keys`, and the
+/// verity geometry it claims is consistent and fits a partition of `partition_size` bytes
+/// (a payload has none). Nothing in the block may be used before this passes.
+pub fn verified_slot_metadata(
+    unverified: Unverified,
+    keys: &[VerifyingKey],
+    partition_size: Option<u64>,
+) -> Result<SlotMetadata, TrustError> {
+    if keys.is_empty() {
+        return Err(TrustError::NoKeys);
+    }
+    let claimed = unverified.claimed().version.clone();
+    let meta = unverified
+        .verify(keys)
+        .map_err(|error| TrustError::Signature { claimed, error })?;
+    check_geometry(&meta, partition_size).map_err(|error| TrustError::Geometry { error })?;
+    Ok(meta)
+}
+
+/// Read the metadata block of the partition at `offset` with `size` bytes of `dev` and trust
+/// it ([`verified_slot_metadata`]).
+pub fn read_verified_slot_metadata<R: Read + Seek + ?Sized>(
+    dev: &mut R,
+    offset: u64,
+    size: u64,
+    keys: &[VerifyingKey],
+) -> Result<SlotMetadata, TrustError> {
+    let unverified = match read_partition_metadata(dev, offset, size) {
+        Ok(u) => u,
+        Err(SlotError::Io(error)) => return Err(TrustError::Read { error }),
+        Err(SlotError::Metadata(error)) => return Err(TrustError::Decode { error }),
+        Err(other) => {
+            return Err(TrustError::Read {
+                error: io::Error::other(other.to_string()),
+            })
+        }
+    };
+    verified_slot_metadata(unverified, keys, Some(size))
 }
 
 /// Offset of the metadata block within a partition of `partition_size` bytes.

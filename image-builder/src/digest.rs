@@ -5,6 +5,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use nix::unistd::{lseek, Whence};
 use ring::digest::{Context, SHA256};
 
 use crate::error::{io_at, Result};
@@ -59,19 +60,17 @@ pub fn file_sha256(path: &Path, mut progress: impl FnMut(u64)) -> Result<String>
 /// `lseek(SEEK_DATA)`: the next offset at or after `from` that holds data (`None` if the
 /// filesystem cannot tell, then everything counts as data).
 fn next_data(f: &File, from: u64) -> Option<u64> {
-    seek_whence(f, from, libc::SEEK_DATA)
+    seek_whence(f, from, Whence::SeekData)
 }
 
 fn next_hole(f: &File, from: u64) -> Option<u64> {
-    seek_whence(f, from, libc::SEEK_HOLE)
+    seek_whence(f, from, Whence::SeekHole)
 }
 
-fn seek_whence(f: &File, from: u64, whence: libc::c_int) -> Option<u64> {
-    use std::os::fd::AsRawFd;
-    // SAFETY: lseek on a valid open descriptor; it only moves the file offset, which every
-    // reader here sets explicitly before reading.
-    let r = unsafe { libc::lseek(f.as_raw_fd(), from as libc::off_t, whence) };
-    (r >= 0).then_some(r as u64)
+/// Moves the file offset, which every reader here sets explicitly before reading.
+fn seek_whence(f: &File, from: u64, whence: Whence) -> Option<u64> {
+    let r = lseek(f, i64::try_from(from).ok()?, whence).ok()?;
+    u64::try_from(r).ok()
 }
 
 /// A digest over a directory tree: relative paths, kinds, executable bits, contents and

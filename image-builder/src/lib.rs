@@ -6,6 +6,8 @@
 //! [`disk`] the GPT image, and [`build`] runs them in order. [`inspect`] and [`verify`] read
 //! images back.
 
+#![forbid(unsafe_code)]
+
 pub mod build;
 pub mod bzimage;
 pub mod cpio;

@@ -1,5 +1,7 @@
 //! `keel`: build, inspect and verify Keel OS images. Thin over the `keel_builder` library.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

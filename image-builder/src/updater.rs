@@ -3,7 +3,7 @@
 //! `keel-health-generator` symlink, and the public keys the running system trusts for
 //! payloads at /usr/share/keel/keys/<key id>.pem. The release file is written by `usr_tree`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 use keel_format::keys;
@@ -31,8 +31,12 @@ pub const UNITS: [(&str, &str); 3] = [
 pub const ENABLED_UNIT: &str = "keel-update-mark-good.service";
 pub const BIN: &str = "usr/bin/keel-update";
 pub const GENERATOR: &str = "usr/lib/systemd/system-generators/keel-health-generator";
-pub const KEYS_DIR: &str = "usr/share/keel/keys";
 const UNIT_DIR: &str = "usr/lib/systemd/system";
+
+/// The trusted keys' directory in the staging root (`/usr/share/keel/keys` on the system).
+pub fn keys_dir() -> PathBuf {
+    Path::new("usr").join(keel_format::initramfs::usr::KEYS)
+}
 
 /// Put the updater into `root` (the staging root: usr/, etc/, var/).
 pub fn install(root: &Path, bin: &Path, trusted: &[VerifyingKey]) -> Result<()> {
@@ -53,7 +57,7 @@ pub fn install(root: &Path, bin: &Path, trusted: &[VerifyingKey]) -> Result<()> 
     for key in trusted {
         write(
             &root
-                .join(KEYS_DIR)
+                .join(keys_dir())
                 .join(format!("{}.pem", keys::key_id(key))),
             keys::public_key_to_pem(key).as_bytes(),
             0o644,
@@ -98,7 +102,7 @@ mod tests {
             std::fs::read_link(r.join(GENERATOR)).unwrap(),
             Path::new("/usr/bin/keel-update")
         );
-        let pem = r.join(KEYS_DIR).join(format!("{}.pem", key.key_id()));
+        let pem = r.join(keys_dir()).join(format!("{}.pem", key.key_id()));
         let text = std::fs::read_to_string(pem).unwrap();
         assert_eq!(keys::public_key_from_pem(&text).unwrap(), key.public());
     }

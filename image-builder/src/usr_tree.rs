@@ -54,10 +54,10 @@ ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,57600,3840
 
 /// Where the kernel and the initramfs land, relative to /usr.
 pub fn kernel_image_path(release: &str) -> String {
-    format!("lib/modules/{release}/vmlinuz")
+    keel_format::initramfs::usr::kernel(release)
 }
 pub fn initramfs_path(release: &str) -> String {
-    format!("lib/modules/{release}/keel-initramfs.img")
+    keel_format::initramfs::usr::initramfs(release)
 }
 
 /// Build the tree under `staging` and return its /usr.

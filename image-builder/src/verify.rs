@@ -6,7 +6,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use keel_format::metadata::{self, METADATA_SIZE};
-use keel_format::{slot, verity};
+use keel_format::slot::{self, TrustError};
+use keel_format::verity;
 use ring::digest::{Context, SHA256};
 use serde::Serialize;
 
@@ -84,17 +85,35 @@ pub fn verify(path: &Path, trust: &Trust, reporter: &Reporter) -> Result<Report>
             }
         };
         version = Some(unverified.claimed().version.clone());
-        let meta = match unverified.verify(&trust.keys) {
+        let key_id = unverified.claimed().key_id.clone();
+        let available = match place.partition_size {
+            Some(s) => Some(s),
+            None => Some(img.len - place.body_offset + METADATA_SIZE as u64),
+        };
+        let signed_by = || Check {
+            name: "signature",
+            ok: true,
+            detail: format!("signed by key {key_id} ({})", trust.source),
+        };
+        let meta = match slot::verified_slot_metadata(unverified, &trust.keys, available) {
             Ok(m) => {
-                checks.push(Check {
-                    name: "signature",
-                    ok: true,
-                    detail: format!("signed by key {} ({})", m.key_id, trust.source),
-                });
+                checks.push(signed_by());
                 m
             }
             Err(e) => {
-                checks.push(fail("signature", format!("{e} ({})", trust.source)));
+                // Each check reports the refusal in its own words, as `keel verify` always has.
+                match &e {
+                    TrustError::Geometry { error } => {
+                        checks.push(signed_by());
+                        checks.push(fail("geometry", error.to_string()));
+                    }
+                    TrustError::Signature { error, .. } => {
+                        checks.push(fail("signature", format!("{error} ({})", trust.source)))
+                    }
+                    other => {
+                        checks.push(fail(other.check(), format!("{other} ({})", trust.source)))
+                    }
+                }
                 slots.push(SlotReport {
                     slot: place.name.clone(),
                     version,
@@ -104,20 +123,6 @@ pub fn verify(path: &Path, trust: &Trust, reporter: &Reporter) -> Result<Report>
                 continue;
             }
         };
-        let available = match place.partition_size {
-            Some(s) => Some(s),
-            None => Some(img.len - place.body_offset + METADATA_SIZE as u64),
-        };
-        if let Err(e) = slot::check_geometry(&meta, available) {
-            checks.push(fail("geometry", e.to_string()));
-            slots.push(SlotReport {
-                slot: place.name.clone(),
-                version,
-                ok: false,
-                checks,
-            });
-            continue;
-        }
         checks.push(Check {
             name: "geometry",
             ok: true,

@@ -13,12 +13,12 @@ use keel_format::metadata::SlotMetadata;
 
 use crate::cmdline::{self, slot_label};
 use crate::disk::BootDisk;
-use crate::dm::Device;
 use crate::plan::{self, Attempt, KexecPlan};
 use crate::rootfs::SYSROOT;
 use crate::settings::{self, Settings};
 use crate::{early, grow, handoff, kexec, live, modules, mounts, pid1, rootfs, trust, usr};
 use crate::{error, info, warning};
+use keel_blockdev::dm::Device;
 
 /// Why an attempt ended.
 pub enum Failure {
@@ -132,10 +132,9 @@ fn prepare() -> Result<(Settings, Vec<VerifyingKey>, String)> {
     }
     usr::preflight()?;
 
-    let (keys, problems) = trust::load_keys(Path::new(KEYS_DIR));
-    for p in problems {
-        warning!("trusted keys: {p}");
-    }
+    // Keys are the initramfs's, not a slot's: a bad or missing key is fatal and marks no slot.
+    let keys = keel_format::keys::require_keys(Path::new(KEYS_DIR))
+        .context("the initramfs's trusted keys")?;
     info!(
         "{} trusted signing key(s): {}",
         keys.len(),
@@ -359,7 +358,7 @@ impl Boot {
         let initramfs = usr_dir.join(&meta.kernel.initramfs);
         let cmdline = cmdline::second_stage(&self.cmdline, label);
         if let Err(e) = kexec::load(&kernel, &initramfs, &cmdline) {
-            return e;
+            return e.into();
         }
         info!(
             "kexec into {label}'s kernel {} with command line: {cmdline}",

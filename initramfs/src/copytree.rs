@@ -137,7 +137,7 @@ mod tests {
             &src.join("null"),
             SFlag::S_IFCHR,
             Mode::from_bits_truncate(0o666),
-            libc::makedev(1, 3),
+            nix::sys::stat::makedev(1, 3),
         )
         .unwrap();
         let old = TimeSpec::new(1_000_000, 0);
@@ -176,7 +176,7 @@ mod tests {
             .is_fifo());
         let n = fs::symlink_metadata(dst.join("null")).unwrap();
         assert!(n.file_type().is_char_device());
-        assert_eq!(n.rdev(), libc::makedev(1, 3));
+        assert_eq!(n.rdev(), nix::sys::stat::makedev(1, 3));
 
         // Copying again changes nothing.
         assert_eq!(copy_tree(&src, &dst).unwrap(), 9);

@@ -1,36 +1,18 @@
 //! Step 3: find the boot disk by its GPT disk GUID, and name its partitions' device nodes from
 //! sysfs (`/sys/block/<disk>/<part>/partition`), never by guessing names.
 
-use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use keel_blockdev::sysfs::{self, PartitionNode, SysBlock};
 use keel_format::gpt::DiskTable;
 use uuid::Uuid;
 
-pub const SYS_BLOCK: &str = "/sys/block";
+pub use keel_blockdev::sysfs::SYS_BLOCK;
 const POLL: Duration = Duration::from_millis(100);
 const REPORT_EVERY: Duration = Duration::from_secs(5);
-
-/// One partition as the kernel sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PartitionNode {
-    /// Kernel name (`vda3`, `nvme0n1p3`); the node is `/dev/<name>`.
-    pub name: String,
-    /// `major:minor`.
-    pub dev: String,
-    /// Start and size in 512-byte sectors, as the kernel has them.
-    pub start: u64,
-    pub sectors: u64,
-}
-
-impl PartitionNode {
-    pub fn node(&self) -> PathBuf {
-        Path::new("/dev").join(&self.name)
-    }
-}
 
 #[derive(Clone, Debug)]
 pub struct BootDisk {
@@ -45,57 +27,17 @@ pub fn ignored(name: &str, include_loop: bool) -> bool {
     prefixes.iter().any(|p| name.starts_with(p)) || (!include_loop && name.starts_with("loop"))
 }
 
-fn read_trimmed(p: &Path) -> Option<String> {
-    std::fs::read_to_string(p)
-        .ok()
-        .map(|s| s.trim().to_string())
-}
-
 /// The disks under `sys_block` worth reading a GPT from.
 pub fn candidate_disks(sys_block: &Path, include_loop: bool) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(sys_block) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+    sysfs::list_dir(sys_block)
+        .into_iter()
         .filter(|n| !ignored(n, include_loop))
         .filter(|n| {
-            read_trimmed(&sys_block.join(n).join("size"))
-                .and_then(|s| s.parse::<u64>().ok())
+            SysBlock::at(sys_block.join(n))
+                .sectors()
                 .is_some_and(|s| s > 0)
         })
-        .collect();
-    names.sort();
-    names
-}
-
-/// The partitions of disk directory `sys` (`/sys/block/vda`), by partition number.
-pub fn partitions(sys: &Path) -> BTreeMap<u32, PartitionNode> {
-    let mut out = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(sys) else {
-        return out;
-    };
-    for e in entries.filter_map(|e| e.ok()) {
-        let dir = e.path();
-        let number = read_trimmed(&dir.join("partition")).and_then(|s| s.parse::<u32>().ok());
-        let dev = read_trimmed(&dir.join("dev"));
-        let start = read_trimmed(&dir.join("start")).and_then(|s| s.parse::<u64>().ok());
-        let sectors = read_trimmed(&dir.join("size")).and_then(|s| s.parse::<u64>().ok());
-        if let (Some(number), Some(dev), Some(start), Some(sectors)) = (number, dev, start, sectors)
-        {
-            out.insert(
-                number,
-                PartitionNode {
-                    name: e.file_name().to_string_lossy().into_owned(),
-                    dev,
-                    start,
-                    sectors,
-                },
-            );
-        }
-    }
-    out
+        .collect()
 }
 
 fn disk_guid_of(node: &Path) -> Result<Uuid> {
@@ -210,8 +152,8 @@ impl BootDisk {
 
     /// Size of the disk in bytes, as the kernel has it.
     pub fn size_bytes(&self) -> Result<u64> {
-        let sectors = read_trimmed(&self.sys.join("size"))
-            .and_then(|s| s.parse::<u64>().ok())
+        let sectors = SysBlock::at(&self.sys)
+            .sectors()
             .ok_or_else(|| anyhow!("no size for {} in sysfs", self.name))?;
         Ok(sectors * 512)
     }
@@ -221,7 +163,7 @@ impl BootDisk {
     pub fn partition(&self, number: u32) -> Result<PartitionNode> {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            if let Some(p) = partitions(&self.sys).remove(&number) {
+            if let Some(p) = SysBlock::at(&self.sys).partitions().remove(&number) {
                 if p.node().exists() {
                     return Ok(p);
                 }

@@ -1,6 +1,5 @@
 //! Step 1: the kernel filesystems every later step needs.
 
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use anyhow::Result;
@@ -37,8 +36,7 @@ pub fn mount_kernel_filesystems() -> Result<()> {
 /// If the kernel could not open /dev/console for us (no node in the initramfs), stdin/stdout/
 /// stderr are closed: attach them to the console now that devtmpfs provides it.
 pub fn attach_console() {
-    // SAFETY: F_GETFD only queries the descriptor.
-    let closed = unsafe { libc::fcntl(1, libc::F_GETFD) } < 0;
+    let closed = nix::fcntl::fcntl(std::io::stdout(), nix::fcntl::FcntlArg::F_GETFD).is_err();
     if !closed {
         return;
     }
@@ -47,9 +45,8 @@ pub fn attach_console() {
         .write(true)
         .open("/dev/console")
     {
-        for fd in 0..3 {
-            // SAFETY: duplicating an open descriptor onto a standard one.
-            unsafe { libc::dup2(console.as_raw_fd(), fd) };
-        }
+        let _ = nix::unistd::dup2_stdin(&console);
+        let _ = nix::unistd::dup2_stdout(&console);
+        let _ = nix::unistd::dup2_stderr(&console);
     }
 }

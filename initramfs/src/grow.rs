@@ -5,16 +5,15 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use keel_format::gpt::DiskTable;
 use keel_format::layout::SECTOR;
 
-use crate::disk::{BootDisk, PartitionNode};
+use keel_blockdev::sysfs::PartitionNode;
 
-nix::ioctl_write_ptr!(ext4_resize_fs, b'f', 16, u64);
+use crate::disk::BootDisk;
 
 /// Is the backup GPT short of the disk's last sector?
 pub fn needs_relocation(backup_lba: u64, disk_sectors: u64) -> bool {
@@ -127,12 +126,9 @@ pub fn grow_filesystem(part: &PartitionNode, mountpoint: &Path) -> Result<bool> 
     let Some(blocks) = fs_target_blocks(part.sectors * 512, fs) else {
         return Ok(false);
     };
-    let dir =
-        File::open(mountpoint).with_context(|| format!("opening {}", mountpoint.display()))?;
     {
         let _guard = crate::pid1::critical();
-        // SAFETY: the argument is a pointer to a u64 block count.
-        unsafe { ext4_resize_fs(dir.as_raw_fd(), &blocks) }.with_context(|| {
+        keel_blockdev::ext4::resize_mounted(mountpoint, blocks).with_context(|| {
             format!(
                 "EXT4_IOC_RESIZE_FS of {} to {blocks} blocks",
                 mountpoint.display()

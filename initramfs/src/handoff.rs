@@ -4,11 +4,11 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, MsFlags};
 use nix::unistd::{chdir, chroot, execv};
 
@@ -20,31 +20,12 @@ use crate::rootfs::SYSROOT;
 pub fn check_program(new_root: &Path, program: &str) -> Result<()> {
     let root =
         fs::File::open(new_root).with_context(|| format!("opening {}", new_root.display()))?;
-    let path = CString::new(program.trim_start_matches('/')).context("NUL in path")?;
-    // struct open_how { u64 flags; u64 mode; u64 resolve; } (libc's is non-exhaustive).
-    let how: [u64; 3] = [
-        (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        0,
-        libc::RESOLVE_IN_ROOT,
-    ];
-    // SAFETY: valid descriptor, NUL-terminated path and an open_how of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            path.as_ptr(),
-            how.as_ptr(),
-            std::mem::size_of_val(&how),
-        )
-    };
-    if fd < 0 {
-        bail!(
-            "{program} is not in the new root: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    // SAFETY: openat2 returned a fresh descriptor that we now own.
-    let file = fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as i32) });
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT);
+    let fd = openat2(&root, program.trim_start_matches('/'), how)
+        .map_err(|e| anyhow::anyhow!("{program} is not in the new root: {e}"))?;
+    let file = fs::File::from(fd);
     let meta = file.metadata()?;
     if !meta.is_file() || meta.mode() & 0o111 == 0 {
         bail!("{program} in the new root is not an executable file");

@@ -17,7 +17,7 @@ use nix::mount::MsFlags;
 use crate::cmdline::VerifyPolicy;
 use crate::rootfs::SYSROOT;
 use crate::settings::Settings;
-use crate::{handoff, info, kexec, loopdev, mounts, rootfs, usr, warning};
+use crate::{handoff, info, kexec, mounts, rootfs, usr, warning};
 
 pub const LABEL: &str = "embedded";
 
@@ -29,15 +29,10 @@ pub fn present() -> bool {
 pub fn boot(settings: &Settings, keys: &[VerifyingKey]) -> Result<Infallible> {
     let path = Path::new(EMBEDDED_PAYLOAD);
     let mut f = File::open(path).with_context(|| format!("opening {EMBEDDED_PAYLOAD}"))?;
-    if keys.is_empty() {
-        bail!("no trusted keys in the initramfs: the embedded payload cannot be verified");
-    }
     let (unverified, _) =
         slot::read_payload_metadata(&mut f).context("reading the embedded payload's metadata")?;
-    let meta = unverified
-        .verify(keys)
-        .context("the embedded payload's metadata failed signature verification")?;
-    slot::check_geometry(&meta, None).context("the embedded payload's geometry is unusable")?;
+    let meta = slot::verified_slot_metadata(unverified, keys, None)
+        .context("the embedded payload cannot be trusted")?;
     let have = f.metadata()?.len();
     let want = METADATA_SIZE as u64 + meta.body_size();
     if have < want {
@@ -61,7 +56,7 @@ pub fn boot(settings: &Settings, keys: &[VerifyingKey]) -> Result<Infallible> {
         );
     }
 
-    let body = loopdev::attach(path, METADATA_SIZE as u64, meta.body_size())?;
+    let body = keel_blockdev::loopdev::attach(path, METADATA_SIZE as u64, meta.body_size())?;
     let dev = usr::open_verity(&body, &meta, LABEL)?;
     // Nothing records that this payload ever booted well: every boot is a first boot.
     if settings.verify != VerifyPolicy::None {

@@ -1,18 +1,18 @@
 //! keel-init: the PID 1 of the Keel initramfs. See README.md beside this crate for the steps,
 //! the command line and the failure behaviour.
 
+#![forbid(unsafe_code)]
+
 mod boot;
 mod cmdline;
 mod copytree;
 mod disk;
-mod dm;
 mod early;
 mod grow;
 mod handoff;
 mod kexec;
 mod live;
 mod log;
-mod loopdev;
 mod modules;
 mod mounts;
 mod pid1;

@@ -9,7 +9,7 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 use std::time::Duration;
 
 use nix::sys::reboot::{reboot, set_cad_enabled, RebootMode};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
@@ -97,15 +97,7 @@ fn reap() {
 
 /// Undo the signal setup before exec: the mask and ignored dispositions survive execve.
 pub fn reset_signals_for_exec() {
-    let _ = SigSet::all().thread_unblock();
-    let _ =
-        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-    for sig in Signal::iterator() {
-        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
-            // SAFETY: restoring the default disposition.
-            let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
-        }
-    }
+    keel_blockdev::signals::reset_for_exec();
 }
 
 /// Unmount what keel-init mounted (the dm device last), sync, and reboot or power off.
@@ -129,13 +121,11 @@ pub fn tear_down_everything() {
         crate::warning!("{p}");
     }
     let _ = crate::usr::close_verity();
-    // SAFETY: sync has no preconditions.
-    unsafe { libc::sync() };
+    nix::unistd::sync();
 }
 
 fn final_reboot(mode: RebootMode) -> ! {
-    // SAFETY: sync has no preconditions.
-    unsafe { libc::sync() };
+    nix::unistd::sync();
     let e = match reboot(mode) {
         Err(e) => e,
         Ok(never) => match never {},

@@ -11,8 +11,8 @@ use keel_format::initramfs::{root, usr};
 use nix::mount::MsFlags;
 
 use crate::copytree::copy_tree;
-use crate::disk::PartitionNode;
 use crate::mounts::mount_fs;
+use keel_blockdev::sysfs::PartitionNode;
 
 pub const SYSROOT: &str = "/sysroot";
 
@@ -108,8 +108,8 @@ pub fn populate_var(root: &Path, usr_dir: &Path) -> Result<Option<u64>> {
         );
         0
     };
-    // SAFETY: sync has no preconditions; the copy spans many files, the marker comes after.
-    unsafe { libc::sync() };
+    // The copy spans many files; the marker comes after.
+    nix::unistd::sync();
     write_synced(&marker, b"")?;
     Ok(Some(count))
 }

@@ -1,67 +1,25 @@
-//! Step 5a: the keys this initramfs trusts, and a slot's metadata checked against them.
+//! Step 5a: a slot's metadata checked against the keys this initramfs trusts.
 
-use std::path::Path;
-
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use ed25519_dalek::VerifyingKey;
 use keel_format::gpt::Partition;
-use keel_format::keys::{key_id, public_key_from_pem};
+use keel_format::keys::key_id;
 use keel_format::metadata::SlotMetadata;
 use keel_format::slot;
-
-/// Every `*.pem` in `dir`. Unreadable or malformed files are reported and skipped.
-pub fn load_keys(dir: &Path) -> (Vec<VerifyingKey>, Vec<String>) {
-    let mut keys = Vec::new();
-    let mut problems = Vec::new();
-    let mut paths: Vec<_> = match std::fs::read_dir(dir) {
-        Ok(entries) => entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "pem"))
-            .collect(),
-        Err(e) => {
-            problems.push(format!("{}: {e}", dir.display()));
-            return (keys, problems);
-        }
-    };
-    paths.sort();
-    for p in paths {
-        match std::fs::read_to_string(&p)
-            .map_err(|e| e.to_string())
-            .and_then(|t| public_key_from_pem(&t).map_err(|e| e.to_string()))
-        {
-            Ok(k) => keys.push(k),
-            Err(e) => problems.push(format!("{}: {e}", p.display())),
-        }
-    }
-    (keys, problems)
-}
 
 pub fn describe_keys(keys: &[VerifyingKey]) -> String {
     keys.iter().map(key_id).collect::<Vec<_>>().join(", ")
 }
 
-/// Read the metadata block at the end of `part` from the whole-disk device, verify its
-/// signature and its geometry against the partition. Nothing in it is used before this passes.
+/// Read the metadata block at the end of `part` from the whole-disk device and trust it
+/// (`keel_format::slot::verified_slot_metadata`). Nothing in it is used before this passes.
 pub fn verified_metadata<R: std::io::Read + std::io::Seek>(
     disk: &mut R,
     part: &Partition,
     keys: &[VerifyingKey],
 ) -> Result<SlotMetadata> {
-    if keys.is_empty() {
-        bail!("no trusted keys in the initramfs (/etc/keel/keys/*.pem): nothing can be verified");
-    }
-    let unverified = slot::read_partition_metadata(disk, part.offset(), part.size())
-        .with_context(|| format!("reading the metadata block of {}", part.label))?;
-    let claimed = unverified.claimed().version.clone();
-    let meta = unverified.verify(keys).with_context(|| {
-        format!(
-            "metadata of {} (claims version {claimed}) failed signature verification",
-            part.label
-        )
-    })?;
-    slot::check_geometry(&meta, Some(part.size()))
-        .with_context(|| format!("signed verity geometry of {} is unusable", part.label))?;
-    Ok(meta)
+    slot::read_verified_slot_metadata(disk, part.offset(), part.size(), keys)
+        .with_context(|| format!("{} cannot be trusted", part.label))
 }
 
 #[cfg(test)]
@@ -121,25 +79,6 @@ mod tests {
             .unwrap();
         c.write_all(&block).unwrap();
         (c, p)
-    }
-
-    #[test]
-    fn keys_from_a_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        let k = keel_signing::Key::from_seed([1; 32]);
-        std::fs::write(
-            dir.path().join("a.pem"),
-            keel_format::keys::public_key_to_pem(&k.public()),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("b.pem"), "garbage").unwrap();
-        std::fs::write(dir.path().join("README"), "not a key").unwrap();
-        let (keys, problems) = load_keys(dir.path());
-        assert_eq!(keys, vec![k.public()]);
-        assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems[0].contains("b.pem"));
-        let (keys, problems) = load_keys(&dir.path().join("missing"));
-        assert!(keys.is_empty() && problems.len() == 1);
     }
 
     #[test]

@@ -3,7 +3,6 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -12,8 +11,8 @@ use keel_format::metadata::SlotMetadata;
 use keel_format::verity;
 use nix::mount::MsFlags;
 
-use crate::disk::PartitionNode;
-use crate::dm::{Control, Device, Target};
+use keel_blockdev::dm::{self, Control, Device, Target};
+use keel_blockdev::sysfs::PartitionNode;
 
 /// Where the slot's filesystem is mounted until ROOT is there to receive it.
 pub const STAGING: &str = "/sysusr/usr";
@@ -26,7 +25,7 @@ pub fn preflight() -> Result<()> {
     let ctl = Control::open().with_context(|| {
         format!(
             "{} is missing: device-mapper (dm-mod) is not loaded; the initramfs lacks it",
-            crate::dm::CONTROL
+            dm::CONTROL
         )
     })?;
     let version = ctl.version()?;
@@ -54,7 +53,7 @@ pub fn preflight() -> Result<()> {
 pub fn verity_target(part: &PartitionNode, meta: &SlotMetadata) -> Result<Target> {
     let v = &meta.verity;
     let line = verity::kernel_table(
-        &part.dev,
+        &part.dev.to_string(),
         v.data_size,
         v.hash_offset,
         &v.root_hash,
@@ -170,15 +169,12 @@ pub fn read_everything(dev: &Device, data_size: u64) -> Result<()> {
             bail!("the dm-verity device ends at byte {done}, before the signed {data_size}");
         }
         // Keep the page cache free: this data is read once.
-        // SAFETY: advisory call on an open descriptor.
-        unsafe {
-            libc::posix_fadvise(
-                f.as_raw_fd(),
-                done as i64,
-                n as i64,
-                libc::POSIX_FADV_DONTNEED,
-            )
-        };
+        let _ = nix::fcntl::posix_fadvise(
+            &f,
+            done as i64,
+            n as i64,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
         done += n as u64;
         if done >= next_report && done < data_size {
             crate::info!("  {}% verified", done * 100 / data_size);
@@ -226,12 +222,17 @@ pub fn close_verity() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keel_blockdev::sysfs::DevNum;
 
     #[test]
     fn verity_target_from_metadata() {
         let part = PartitionNode {
             name: "vda3".into(),
-            dev: "254:3".into(),
+            number: 3,
+            dev: DevNum {
+                major: 254,
+                minor: 3,
+            },
             start: 4096,
             sectors: 1 << 20,
         };

@@ -3,9 +3,12 @@
 //! not the disk under the running system's `/` or `/usr` (followed through device-mapper slaves,
 //! partitions and loop backing files). Everything is read from sysfs and /proc.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+
+use keel_blockdev::sysfs::{DevNum, PartitionNode, SysBlock};
 
 use crate::error::{InstallError, Result};
 
@@ -14,26 +17,11 @@ use crate::error::{InstallError, Result};
 pub struct Disk {
     /// The path the user gave.
     pub path: PathBuf,
-    /// Kernel name (`vdb`, `loop3`, `nvme0n1`).
-    pub name: String,
-    /// `/sys/block/<name>`.
-    pub sysfs: PathBuf,
-    pub dev: (u32, u32),
-    /// Partitions: (kernel name, number, major:minor).
-    pub partitions: Vec<(String, u32, (u32, u32))>,
-}
-
-fn read_trim(p: &Path) -> Option<String> {
-    fs::read_to_string(p).ok().map(|s| s.trim().to_string())
-}
-
-fn parse_dev(s: &str) -> Option<(u32, u32)> {
-    let (a, b) = s.trim().split_once(':')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
-}
-
-fn dev_of(rdev: u64) -> (u32, u32) {
-    (libc::major(rdev), libc::minor(rdev))
+    /// Kernel name (`vdb`, `loop3`, `nvme0n1`) and sysfs directory.
+    pub sys: SysBlock,
+    pub dev: DevNum,
+    /// Partitions the kernel knows, by number.
+    pub partitions: BTreeMap<u32, PartitionNode>,
 }
 
 impl Disk {
@@ -47,65 +35,34 @@ impl Disk {
                 path.display()
             )));
         }
-        let dev = dev_of(meta.rdev());
-        let sys = fs::canonicalize(format!("/sys/dev/block/{}:{}", dev.0, dev.1)).map_err(|e| {
-            InstallError::Environment(format!(
-                "--device {}: no sysfs entry for {}:{} ({e})",
-                path.display(),
-                dev.0,
-                dev.1
-            ))
+        let dev = DevNum::from_raw(meta.rdev());
+        let sys = SysBlock::of_dev(dev).map_err(|e| {
+            InstallError::Environment(format!("--device {}: no sysfs entry ({e})", path.display()))
         })?;
-        if sys.join("partition").exists() {
-            let parent = sys
-                .parent()
-                .and_then(|p| p.file_name())
-                .map(|n| format!("/dev/{}", n.to_string_lossy()))
-                .unwrap_or_default();
+        if sys.partition_number().is_some() {
             return Err(InstallError::Refused(format!(
-                "--device {}: is a partition; give the whole disk ({parent})",
-                path.display()
+                "--device {}: is a partition; give the whole disk (/dev/{})",
+                path.display(),
+                sys.whole_disk().name
             )));
         }
-        let name = sys
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut partitions = Vec::new();
-        for e in fs::read_dir(&sys).into_iter().flatten().flatten() {
-            let p = e.path();
-            let Some(num) = read_trim(&p.join("partition")).and_then(|s| s.parse().ok()) else {
-                continue;
-            };
-            let Some(d) = read_trim(&p.join("dev")).and_then(|s| parse_dev(&s)) else {
-                continue;
-            };
-            partitions.push((e.file_name().to_string_lossy().into_owned(), num, d));
-        }
-        partitions.sort_by_key(|p| p.1);
         Ok(Disk {
             path: path.to_path_buf(),
-            name,
-            sysfs: sys,
+            partitions: sys.partitions(),
+            sys,
             dev,
-            partitions,
         })
     }
 
     /// The partition numbers the kernel knows now (sysfs, read afresh).
     pub fn kernel_partitions(&self) -> Vec<u32> {
-        fs::read_dir(&self.sysfs)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| read_trim(&e.path().join("partition")).and_then(|s| s.parse().ok()))
-            .collect()
+        self.sys.partitions().into_keys().collect()
     }
 
     /// The disk and its partitions, by device number.
-    fn all_devs(&self) -> Vec<((u32, u32), String)> {
-        let mut v = vec![(self.dev, self.name.clone())];
-        v.extend(self.partitions.iter().map(|(n, _, d)| (*d, n.clone())));
+    fn all_devs(&self) -> Vec<(DevNum, String)> {
+        let mut v = vec![(self.dev, self.sys.name.clone())];
+        v.extend(self.partitions.values().map(|p| (p.dev, p.name.clone())));
         v
     }
 
@@ -113,7 +70,7 @@ impl Disk {
     pub fn in_use(&self) -> Vec<String> {
         let mut why = Vec::new();
         let devs = self.all_devs();
-        let find = |d: (u32, u32)| devs.iter().find(|(x, _)| *x == d).map(|(_, n)| n.clone());
+        let find = |d: DevNum| devs.iter().find(|(x, _)| *x == d).map(|(_, n)| n.clone());
 
         for (mount_dev, mountpoint) in mounts() {
             if let Some(n) = find(mount_dev) {
@@ -125,22 +82,18 @@ impl Disk {
                 why.push(format!("/dev/{n} is in use as swap ({file})"));
             }
         }
-        let mut holders_of = vec![(self.sysfs.clone(), self.name.clone())];
+        let mut holders_of = vec![self.sys.clone()];
         holders_of.extend(
             self.partitions
-                .iter()
-                .map(|(n, _, _)| (self.sysfs.join(n), n.clone())),
+                .values()
+                .map(|p| SysBlock::at(self.sys.dir.join(&p.name))),
         );
-        for (dir, n) in holders_of {
-            let held: Vec<String> = fs::read_dir(dir.join("holders"))
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect();
+        for dev in holders_of {
+            let held = dev.holders();
             if !held.is_empty() {
                 why.push(format!(
-                    "/dev/{n} is held by {} (device-mapper, RAID or similar)",
+                    "/dev/{} is held by {} (device-mapper, RAID or similar)",
+                    dev.name,
                     held.join(", ")
                 ));
             }
@@ -148,8 +101,9 @@ impl Disk {
         let running: Vec<&str> = ["/", "/usr"]
             .into_iter()
             .filter(|dir| {
-                fs::metadata(dir)
-                    .is_ok_and(|m| underlying_disks(dev_of(m.dev()), 0).contains(&self.name))
+                fs::metadata(dir).is_ok_and(|m| {
+                    underlying_disks(DevNum::from_raw(m.dev()), 0).contains(&self.sys.name)
+                })
             })
             .collect();
         if !running.is_empty() {
@@ -183,81 +137,59 @@ impl Disk {
         }
     }
 
+    /// The node of partition `number`, once it is the block device sysfs announces.
     fn find_partition_node(&self, number: u32) -> Option<PathBuf> {
-        for e in fs::read_dir(&self.sysfs).ok()?.flatten() {
-            let p = e.path();
-            if read_trim(&p.join("partition")).and_then(|s| s.parse::<u32>().ok()) != Some(number) {
-                continue;
-            }
-            let d = read_trim(&p.join("dev")).and_then(|s| parse_dev(&s))?;
-            let node = Path::new("/dev").join(e.file_name());
-            let ok = fs::metadata(&node)
-                .is_ok_and(|m| m.file_type().is_block_device() && dev_of(m.rdev()) == d);
-            return ok.then_some(node);
-        }
-        None
+        let part = self.sys.partitions().remove(&number)?;
+        let node = part.node();
+        let ok = fs::metadata(&node).is_ok_and(|m| {
+            m.file_type().is_block_device() && DevNum::from_raw(m.rdev()) == part.dev
+        });
+        ok.then_some(node)
     }
 }
 
 /// (device, mount point) of every mount in this mount namespace.
-fn mounts() -> Vec<((u32, u32), String)> {
+fn mounts() -> Vec<(DevNum, String)> {
     let text = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
-            Some((parse_dev(f.get(2)?)?, f.get(4)?.to_string()))
+            Some((DevNum::parse(f.get(2)?)?, f.get(4)?.to_string()))
         })
         .collect()
 }
 
 /// (file, device) of every active swap area; a swap file counts for the device it lives on.
-fn swaps() -> Vec<(String, (u32, u32))> {
+fn swaps() -> Vec<(String, DevNum)> {
     let text = fs::read_to_string("/proc/swaps").unwrap_or_default();
     text.lines()
         .skip(1)
         .filter_map(|l| {
             let file = l.split_whitespace().next()?.to_string();
             let m = fs::metadata(&file).ok()?;
-            let d = if m.file_type().is_block_device() {
-                dev_of(m.rdev())
-            } else {
-                dev_of(m.dev())
-            };
-            Some((file, d))
+            Some((file, DevNum::of(&m)))
         })
         .collect()
 }
 
-/// The whole disks a block device ultimately lives on: through its partition's parent,
-/// device-mapper/MD slaves and a loop device's backing file.
-fn underlying_disks(dev: (u32, u32), depth: u32) -> Vec<String> {
-    if depth > 8 || dev.0 == 0 {
+/// The whole disks a block device ultimately lives on: every device of its stack (device-mapper
+/// and MD slaves) by its whole disk, and through a loop device's backing file, the disks below
+/// that file.
+fn underlying_disks(dev: DevNum, depth: u32) -> Vec<String> {
+    if depth > 8 || dev.major == 0 {
         return Vec::new();
     }
-    let Ok(sys) = fs::canonicalize(format!("/sys/dev/block/{}:{}", dev.0, dev.1)) else {
+    let Ok(top) = SysBlock::of_dev(dev) else {
         return Vec::new();
     };
-    let whole = if sys.join("partition").exists() {
-        sys.parent().map(Path::to_path_buf).unwrap_or(sys.clone())
-    } else {
-        sys.clone()
-    };
-    let mut out = vec![whole
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()];
-    for e in fs::read_dir(sys.join("slaves"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        if let Some(d) = read_trim(&e.path().join("dev")).and_then(|s| parse_dev(&s)) {
-            out.extend(underlying_disks(d, depth + 1));
-        }
-    }
-    if let Some(file) = read_trim(&whole.join("loop/backing_file")) {
-        if let Ok(m) = fs::metadata(file.trim_end_matches(" (deleted)")) {
-            out.extend(underlying_disks(dev_of(m.dev()), depth + 1));
+    let mut out = Vec::new();
+    for layer in top.stack() {
+        let whole = layer.whole_disk();
+        out.push(whole.name.clone());
+        if let Some(file) = whole.loop_backing_file() {
+            if let Ok(m) = fs::metadata(file) {
+                out.extend(underlying_disks(DevNum::from_raw(m.dev()), depth + 1));
+            }
         }
     }
     out
@@ -267,17 +199,11 @@ fn underlying_disks(dev: (u32, u32), depth: u32) -> Vec<String> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn dev_numbers_parse() {
-        assert_eq!(parse_dev("259:3\n"), Some((259, 3)));
-        assert_eq!(parse_dev("x"), None);
-    }
-
     /// This test machine's own root is on some disk; that disk must be refused.
     #[test]
     fn the_running_systems_disk_is_refused() {
         let m = fs::metadata("/").unwrap();
-        let disks = underlying_disks(dev_of(m.dev()), 0);
+        let disks = underlying_disks(DevNum::from_raw(m.dev()), 0);
         let Some(name) = disks.first() else {
             eprintln!("/ is not on a block device here (overlay, tmpfs): nothing to check");
             return;

@@ -7,6 +7,8 @@
 //! [`cloud_config`] puts the user's cloud-config on OEM. [`cli`] is the command line both
 //! `keel install` and the static `keel-install` use.
 
+#![forbid(unsafe_code)]
+
 pub mod cli;
 pub mod cloud_config;
 pub mod device;

@@ -1,6 +1,8 @@
 //! `keel-install`: the installer as a small static binary for Keel systems (live ISO/PXE and
 //! installed ones). Also answers as `keel install ...` when invoked through a `keel` link.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

@@ -57,29 +57,30 @@ pub fn fit(dev: &mut File, image_bytes: u64, disk_bytes: u64) -> Result<Layout> 
 
 /// BLKRRPART, retried while the kernel reports the disk busy (udev probing the new partitions).
 pub fn reread(dev: &File) -> Result<()> {
-    let mut last = None;
+    use nix::errno::Errno;
+    let mut busy = None;
     for _ in 0..50 {
         match keel_blockdev::reread_partitions(dev) {
             Ok(_) => return Ok(()),
-            Err(nix::errno::Errno::EBUSY) => {
-                last = Some(nix::errno::Errno::EBUSY);
+            Err(e) if e.errno() == Some(Errno::EBUSY) => {
+                busy = Some(e);
                 std::thread::sleep(Duration::from_millis(200));
             }
             Err(e) => {
+                let hint = if e.errno() == Some(Errno::EINVAL) {
+                    " (a loop device needs partition scanning: losetup -P)"
+                } else {
+                    ""
+                };
                 return Err(InstallError::Environment(format!(
-                    "re-reading the partition table (BLKRRPART): {e}{}",
-                    if e == nix::errno::Errno::EINVAL {
-                        " (a loop device needs partition scanning: losetup -P)"
-                    } else {
-                        ""
-                    }
-                )))
+                    "re-reading the partition table: {e}{hint}"
+                )));
             }
         }
     }
     Err(InstallError::Environment(format!(
-        "re-reading the partition table (BLKRRPART): {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
+        "re-reading the partition table: {}",
+        busy.map(|e| e.to_string()).unwrap_or_default()
     )))
 }
 
@@ -93,7 +94,7 @@ pub fn announce_partitions(dev: &File, known: &[u32], partitions: &[Partition]) 
     for p in partitions.iter().filter(|p| !known.contains(&p.number)) {
         keel_blockdev::add_partition(dev, p.number, p.offset(), p.size()).map_err(|e| {
             InstallError::Environment(format!(
-                "telling the kernel about partition {} ({}) with BLKPG_ADD_PARTITION: {e}",
+                "telling the kernel about partition {} ({}): {e}",
                 p.number, p.label
             ))
         })?;

@@ -10,7 +10,7 @@ use keel_format::keys;
 use crate::error::{InstallError, Result};
 
 /// Where a Keel system keeps the keys it trusts (written by the builder, read by keel-update).
-pub const SYSTEM_KEYS: &str = "/usr/share/keel/keys";
+pub const SYSTEM_KEYS: &str = keel_format::initramfs::system::KEYS_DIR;
 /// The public half in a key directory made by `keel keygen`.
 const PUBLIC_KEY_FILE: &str = "keel-signing.pub";
 
@@ -28,31 +28,19 @@ pub fn load(path: &Path) -> Result<Vec<VerifyingKey>> {
         if pubfile.is_file() {
             return load(&pubfile);
         }
-        let mut pems: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| InstallError::Input(format!("--key {}: {e}", path.display())))?
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|x| x == "pem"))
-            .collect();
-        pems.sort();
-        if pems.is_empty() {
+        let keys = keys::load_trusted_keys(path)
+            .map_err(|e| InstallError::Input(format!("--key {}: {e}", path.display())))?;
+        if keys.is_empty() {
             return Err(InstallError::Input(format!(
                 "--key {}: no {PUBLIC_KEY_FILE} or *.pem public key in that directory",
                 path.display()
             )));
         }
-        let mut out = Vec::new();
-        for p in pems {
-            out.extend(load(&p)?);
-        }
-        return Ok(out);
+        return Ok(keys);
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| InstallError::Input(format!("--key {}: {e}", path.display())))?;
-    let key = keys::public_key_from_pem(&text).map_err(|e| {
+    let key = keys::load_key_file(path).map_err(|e| {
         InstallError::Input(format!(
-            "--key {}: {e} (give the SPKI PEM public key, e.g. keel-signing.pub)",
-            path.display()
+            "--key: {e} (give the SPKI PEM public key, e.g. keel-signing.pub)"
         ))
     })?;
     Ok(vec![key])
@@ -74,9 +62,12 @@ pub fn resolve(given: &[PathBuf], fallback: Option<(PathBuf, VerifyingKey)>) -> 
     }
     let mut keys = Vec::new();
     let mut sources = Vec::new();
+    // The system's keys under the one policy: a bad key file is an error, none is none.
     if Path::new(SYSTEM_KEYS).is_dir() {
-        if let Ok(k) = load(Path::new(SYSTEM_KEYS)) {
-            keys.extend(k);
+        let system = keys::load_trusted_keys(Path::new(SYSTEM_KEYS))
+            .map_err(|e| InstallError::Environment(format!("the system's trusted keys: {e}")))?;
+        if !system.is_empty() {
+            keys.extend(system);
             sources.push(SYSTEM_KEYS.to_string());
         }
     }

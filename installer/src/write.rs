@@ -6,7 +6,6 @@
 
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 
 use ring::digest::{Context, SHA256};
@@ -19,19 +18,17 @@ pub const CHUNK: usize = 4 << 20;
 /// Held back at each end: MBR + primary GPT at the start, backup GPT at the end.
 pub const EDGE: u64 = 1 << 20;
 
-nix::ioctl_write_ptr_bad!(blkzeroout, nix::request_code_none!(0x12, 127), [u64; 2]);
-
 /// Put `data` at `offset`. A run of zeros (most of a fresh image) becomes BLKZEROOUT: the
 /// device zeroes it without the bytes crossing the bus (WRITE ZEROES), and a loop device's
 /// backing file stays sparse. Where the ioctl is missing (a regular file), the bytes are written.
 fn put(dev: &File, data: &[u8], offset: u64) -> io::Result<()> {
     let aligned = offset.is_multiple_of(512) && data.len().is_multiple_of(512);
-    if aligned && !data.is_empty() && data.iter().all(|&b| b == 0) {
-        let range = [offset, data.len() as u64];
-        // SAFETY: BLKZEROOUT reads two u64 (start, length) from the pointer.
-        if unsafe { blkzeroout(dev.as_raw_fd(), &range) }.is_ok() {
-            return Ok(());
-        }
+    if aligned
+        && !data.is_empty()
+        && data.iter().all(|&b| b == 0)
+        && keel_blockdev::zero::zero_range(dev, offset, data.len() as u64).is_ok()
+    {
+        return Ok(());
     }
     dev.write_all_at(data, offset)
 }

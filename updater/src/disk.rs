@@ -6,7 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use keel_format::gpt::{DiskTable, Partition, SyncAll};
@@ -15,11 +15,14 @@ use keel_format::slot;
 
 use crate::error::{Result, UpdateError};
 use crate::stream::{BodySink, ALIGN};
-use crate::sysfs;
+use keel_blockdev::sysfs::{self, DevNum, SysBlock};
+use nix::fcntl::{Flock, FlockArg};
 
 pub struct Disk {
     pub path: PathBuf,
     file: File,
+    /// The update lock of a disk opened for writing, held as long as the disk is open.
+    _lock: Option<Flock<File>>,
     block_device: bool,
 }
 
@@ -54,14 +57,19 @@ impl Disk {
                 "it is neither a block device nor a disk image file".into()
             ));
         }
+        let mut lock = None;
         if write {
-            // SAFETY: flock on a file descriptor we own.
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                return Err(err(format!(
-                    "another process holds its update lock ({})",
-                    io::Error::last_os_error()
-                )));
-            }
+            let handle = file
+                .try_clone()
+                .map_err(|e| err(format!("cannot duplicate its descriptor: {e}")))?;
+            lock = Some(
+                Flock::lock(handle, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+                    err(format!(
+                        "another process holds its update lock ({})",
+                        io::Error::from(errno)
+                    ))
+                })?,
+            );
             if !block_device {
                 if let Some(loopdev) = sysfs::loop_device_backed_by(&meta) {
                     return Err(err(format!(
@@ -73,6 +81,7 @@ impl Disk {
         Ok(Disk {
             path: path.to_path_buf(),
             file,
+            _lock: lock,
             block_device,
         })
     }
@@ -103,7 +112,7 @@ impl Disk {
     /// lives; writes use O_DIRECT where the target supports it.
     pub fn slot(&self, part: &Partition, write: bool) -> Result<SlotDevice> {
         let node = if self.block_device {
-            sysfs::partition_node(&self.path, part.number)
+            partition_node(&self.path, part.number)
         } else {
             None
         };
@@ -246,15 +255,13 @@ impl SlotDevice {
     /// Sync, then drop the cached pages of the slot so the next read comes from the disk.
     pub fn sync_and_drop_cache(&self) -> Result<()> {
         self.sync().map_err(self.io_err("syncing it failed"))?;
-        // SAFETY: posix_fadvise on a file descriptor we own; it is advice only.
-        unsafe {
-            libc::posix_fadvise(
-                self.file.as_raw_fd(),
-                self.base as libc::off_t,
-                self.size as libc::off_t,
-                libc::POSIX_FADV_DONTNEED,
-            );
-        }
+        // Advice only: a refusal changes nothing.
+        let _ = nix::fcntl::posix_fadvise(
+            &self.file,
+            self.base as libc::off_t,
+            self.size as libc::off_t,
+            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+        );
         Ok(())
     }
 
@@ -295,21 +302,14 @@ impl BodySink for SlotSink<'_> {
 }
 
 fn clear_direct(file: &File) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    // SAFETY: fcntl on a file descriptor we own.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let flags = OFlag::from_bits_retain(fcntl(file, FcntlArg::F_GETFL)?);
+    fcntl(file, FcntlArg::F_SETFL(flags & !OFlag::O_DIRECT))?;
     Ok(())
 }
 
-/// Device number of a block device or of the file system holding a file.
-pub fn dev_of(meta: &std::fs::Metadata) -> (u32, u32) {
-    let d = if meta.file_type().is_block_device() {
-        meta.rdev()
-    } else {
-        meta.dev()
-    };
-    (libc::major(d), libc::minor(d))
+/// The device node of partition `number` of the block device `disk`, if the kernel has one.
+fn partition_node(disk: &Path, number: u32) -> Option<PathBuf> {
+    let dev = DevNum::of(&std::fs::metadata(disk).ok()?);
+    SysBlock::of_dev(dev).ok()?.partition(number)?.device_node()
 }

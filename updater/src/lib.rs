@@ -3,6 +3,8 @@
 //! `keel apply --disk IMAGE PAYLOAD`. `updater/README.md` describes the commands, the order of
 //! operations and the exit codes.
 
+#![forbid(unsafe_code)]
+
 pub mod apply;
 pub mod compat;
 pub mod disk;
@@ -16,7 +18,6 @@ pub mod release;
 pub mod slots;
 pub mod state;
 pub mod stream;
-pub mod sysfs;
 pub mod target;
 pub mod trust;
 

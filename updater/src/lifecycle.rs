@@ -110,14 +110,8 @@ pub fn slot_metadata(
         Err(e) => return Ok((None, Err(e.to_string()))),
     };
     let claimed = unverified.claimed().clone();
-    let verified = unverified
-        .verify(keys)
-        .map_err(|e| e.to_string())
-        .and_then(|m| {
-            slot::check_geometry(&m, Some(part.size()))
-                .map(|_| m)
-                .map_err(|e| e.to_string())
-        });
+    let verified = slot::verified_slot_metadata(unverified, keys, Some(part.size()))
+        .map_err(|e| e.to_string());
     Ok((Some(claimed), verified))
 }
 

@@ -1,5 +1,7 @@
 //! `keel-update`: the updater inside every Keel USR slot (and usable on disk images).
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 

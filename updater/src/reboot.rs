@@ -4,9 +4,6 @@
 //! slot's kernel differs. (The passive slot's own kernel would have to be read from an
 //! unverified mount; keel-init reads it through dm-verity instead.)
 
-use std::ffi::CString;
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -37,40 +34,17 @@ pub fn kernel_release() -> Result<String> {
 
 /// Kernel and initramfs of the running release under `usr` (normally /usr).
 pub fn running_boot_files(usr: &Path, release: &str) -> (PathBuf, PathBuf) {
-    let dir = usr.join("lib/modules").join(release);
-    (dir.join("vmlinuz"), dir.join("keel-initramfs.img"))
+    use keel_format::initramfs::usr as paths;
+    (
+        usr.join(paths::kernel(release)),
+        usr.join(paths::initramfs(release)),
+    )
 }
 
 /// Load a kernel for the next `reboot(RB_KEXEC)` / `systemctl kexec`.
 pub fn kexec_load(kernel: &Path, initramfs: &Path, cmdline: &str) -> Result<()> {
-    let open = |p: &Path| {
-        File::open(p).map_err(|e| UpdateError::System(format!("cannot open {}: {e}", p.display())))
-    };
-    let k = open(kernel)?;
-    let i = open(initramfs)?;
-    let c = CString::new(cmdline)
-        .map_err(|_| UpdateError::System("the kernel command line contains a NUL byte".into()))?;
-    let len = c.as_bytes_with_nul().len();
-    // SAFETY: kexec_file_load reads two open file descriptors and a NUL-terminated string of
-    // `len` bytes that outlives the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_kexec_file_load,
-            k.as_raw_fd(),
-            i.as_raw_fd(),
-            len,
-            c.as_ptr(),
-            0 as libc::c_ulong,
-        )
-    };
-    if rc != 0 {
-        return Err(UpdateError::System(format!(
-            "kexec_file_load of {} failed: {}",
-            kernel.display(),
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
+    keel_blockdev::kexec::load(kernel, initramfs, cmdline)
+        .map_err(|e| UpdateError::System(e.to_string()))
 }
 
 /// Reboot. Under systemd through `systemctl reboot|kexec` (units stop cleanly); without it
@@ -100,18 +74,14 @@ pub fn reboot(mode: RebootMode) -> Result<()> {
         return Ok(());
     }
     let how = match mode {
-        RebootMode::Firmware => libc::RB_AUTOBOOT,
-        RebootMode::Kexec => libc::RB_KEXEC,
+        RebootMode::Firmware => nix::sys::reboot::RebootMode::RB_AUTOBOOT,
+        RebootMode::Kexec => nix::sys::reboot::RebootMode::RB_KEXEC,
     };
-    // SAFETY: sync and reboot take no pointers.
-    unsafe {
-        libc::sync();
-        libc::reboot(how);
+    nix::unistd::sync();
+    match nix::sys::reboot::reboot(how) {
+        Err(e) => Err(UpdateError::System(format!("reboot(2) failed: {e}"))),
+        Ok(never) => match never {},
     }
-    Err(UpdateError::System(format!(
-        "reboot(2) failed: {}",
-        std::io::Error::last_os_error()
-    )))
 }
 
 #[cfg(test)]

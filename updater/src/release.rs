@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::{Result, UpdateError};
 
-pub const SYSTEM_RELEASE_FILE: &str = "/usr/share/keel/release";
+pub const SYSTEM_RELEASE_FILE: &str = keel_format::initramfs::system::RELEASE_FILE;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct SystemInfo {

@@ -9,7 +9,6 @@ use crate::disk::Disk;
 use crate::error::{Result, UpdateError};
 use crate::release::{SystemInfo, SYSTEM_RELEASE_FILE};
 use crate::slots::{RunningSlot, Slots};
-use crate::sysfs;
 
 #[derive(Clone, Debug)]
 pub struct Target {
@@ -39,7 +38,7 @@ impl Target {
 
     /// As [`Target::running_system`] with /usr mounted at `usr`.
     pub fn running_from(usr: &Path, release_file: &Path) -> Result<Target> {
-        let part = sysfs::backing_partition(usr)?;
+        let part = BackingPartition::of(usr)?;
         let mut disk = Disk::open_read(&part.disk)?;
         let entry = disk
             .table()?
@@ -82,5 +81,31 @@ impl Target {
             ),
         })?;
         Ok(SystemInfo::from_metadata(meta.claimed()))
+    }
+}
+
+/// The partition a mounted file system (e.g. /usr) reads from, below dm-verity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackingPartition {
+    /// The whole disk's device node, e.g. /dev/vda.
+    pub disk: PathBuf,
+    /// Kernel name of the partition, e.g. vda3.
+    pub name: String,
+    /// Partition number in the disk's table.
+    pub number: u32,
+}
+
+impl BackingPartition {
+    pub fn of(mount: &Path) -> Result<BackingPartition> {
+        let (part, number) = keel_blockdev::sysfs::backing_partition(mount)
+            .map_err(|e| UpdateError::System(e.to_string()))?;
+        let disk = part.whole_disk().device_node().ok_or_else(|| {
+            UpdateError::System(format!("no device node for the disk holding {}", part.name))
+        })?;
+        Ok(BackingPartition {
+            disk,
+            name: part.name,
+            number,
+        })
     }
 }

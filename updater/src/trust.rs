@@ -1,40 +1,25 @@
 //! The keys a payload must be signed with: the running system's (`/usr/share/keel/keys/*.pem`)
 //! or the ones named on the command line (`--pubkey`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ed25519_dalek::VerifyingKey;
-use keel_format::keys::public_key_from_pem;
+use keel_format::keys;
 
 use crate::error::{Result, UpdateError};
 
 /// Where the running system keeps the public keys it trusts; the image builder puts them there.
-pub const SYSTEM_KEYS_DIR: &str = "/usr/share/keel/keys";
+pub const SYSTEM_KEYS_DIR: &str = keel_format::initramfs::system::KEYS_DIR;
 
 /// Load one public key file (Ed25519, SubjectPublicKeyInfo PEM).
 pub fn load_key(path: &Path) -> Result<VerifyingKey> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| UpdateError::Keys(format!("cannot read {}: {e}", path.display())))?;
-    public_key_from_pem(&text).map_err(|e| UpdateError::Keys(format!("{}: {e}", path.display())))
+    keys::load_key_file(path).map_err(|e| UpdateError::Keys(e.to_string()))
 }
 
 /// Load every `*.pem` in `dir`, in name order. An empty or missing directory is an error:
 /// trusting nothing would refuse every payload with a misleading message.
 pub fn load_dir(dir: &Path) -> Result<Vec<VerifyingKey>> {
-    let entries = std::fs::read_dir(dir)
-        .map_err(|e| UpdateError::Keys(format!("cannot read {}: {e}", dir.display())))?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "pem"))
-        .collect();
-    paths.sort();
-    if paths.is_empty() {
-        return Err(UpdateError::Keys(format!(
-            "no *.pem public keys in {}",
-            dir.display()
-        )));
-    }
-    paths.iter().map(|p| load_key(p)).collect()
+    keys::require_keys(dir).map_err(|e| UpdateError::Keys(e.to_string()))
 }
 
 #[cfg(test)]

@@ -6,9 +6,8 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-
-use crate::disk::PartitionNode;
+use crate::sysfs::{PartitionNode, SysBlock, SYS_BLOCK};
+use crate::{Error, Result};
 
 const LOOP_CONTROL: &str = "/dev/loop-control";
 const LO_FLAGS_READ_ONLY: u32 = 1;
@@ -42,29 +41,34 @@ struct LoopConfig {
 
 nix::ioctl_none_bad!(loop_ctl_get_free, 0x4C82);
 nix::ioctl_write_ptr_bad!(loop_configure, 0x4C0A, LoopConfig);
-#[cfg(test)]
 nix::ioctl_none_bad!(loop_clr_fd, 0x4C01);
 
 /// Attach `size` bytes of `file` from `offset` to a free loop device, read-only.
 pub fn attach(file: &Path, offset: u64, size: u64) -> Result<PartitionNode> {
-    let ctl = File::open(LOOP_CONTROL)
-        .with_context(|| format!("opening {LOOP_CONTROL} (is the loop module loaded?)"))?;
+    let ctl = File::open(LOOP_CONTROL).map_err(Error::access(
+        "opening (is the loop module loaded?)",
+        LOOP_CONTROL,
+    ))?;
     // SAFETY: no argument.
-    let n = unsafe { loop_ctl_get_free(ctl.as_raw_fd()) }.context("LOOP_CTL_GET_FREE")?;
+    let n =
+        unsafe { loop_ctl_get_free(ctl.as_raw_fd()) }.map_err(Error::call("LOOP_CTL_GET_FREE"))?;
     let name = format!("loop{n}");
     let node = Path::new("/dev").join(&name);
     let deadline = Instant::now() + Duration::from_secs(5);
     while !node.exists() {
         if Instant::now() >= deadline {
-            bail!("{} did not appear", node.display());
+            return Err(Error::Timeout {
+                path: node,
+                seconds: 5,
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let backing = File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let backing = File::open(file).map_err(Error::access("opening", file))?;
     let dev = OpenOptions::new()
         .read(true)
         .open(&node)
-        .with_context(|| format!("opening {}", node.display()))?;
+        .map_err(Error::access("opening", &node))?;
     let config = LoopConfig {
         fd: backing.as_raw_fd() as u32,
         block_size: 4096,
@@ -86,20 +90,26 @@ pub fn attach(file: &Path, offset: u64, size: u64) -> Result<PartitionNode> {
         reserved: [0; 8],
     };
     // SAFETY: `config` is a valid loop_config for the duration of the call.
-    unsafe { loop_configure(dev.as_raw_fd(), &config) }
-        .with_context(|| format!("LOOP_CONFIGURE {} over {}", node.display(), file.display()))?;
-    let sys = Path::new(crate::disk::SYS_BLOCK).join(&name);
-    let read = |f: &str| {
-        std::fs::read_to_string(sys.join(f))
-            .map(|s| s.trim().to_string())
-            .with_context(|| format!("reading {}/{f}", sys.display()))
-    };
+    unsafe { loop_configure(dev.as_raw_fd(), &config) }.map_err(Error::call("LOOP_CONFIGURE"))?;
+    let sys = SysBlock::at(Path::new(SYS_BLOCK).join(&name));
+    let missing =
+        |attr: &str| Error::Sysfs(format!("no {attr} for {} in sysfs", sys.dir.display()));
     Ok(PartitionNode {
-        dev: read("dev")?,
-        sectors: read("size")?.parse().context("loop device size")?,
+        dev: sys.dev().ok_or_else(|| missing("dev"))?,
+        sectors: sys.sectors().ok_or_else(|| missing("size"))?,
+        number: 0,
         start: 0,
         name,
     })
+}
+
+/// Detach the loop device at `node` from its backing file.
+pub fn detach(node: &Path) -> Result<()> {
+    let f = File::open(node).map_err(Error::access("opening", node))?;
+    // SAFETY: LOOP_CLR_FD takes no argument.
+    unsafe { loop_clr_fd(f.as_raw_fd()) }
+        .map(drop)
+        .map_err(Error::call("LOOP_CLR_FD"))
 }
 
 #[cfg(test)]
@@ -124,10 +134,6 @@ mod tests {
         std::fs::write(&path, &bytes).unwrap();
         let part = attach(&path, 4096, 64 * 4096).unwrap();
         let node = part.node();
-        let detach = || {
-            let f = File::open(&node).unwrap();
-            unsafe { loop_clr_fd(f.as_raw_fd()) }.unwrap();
-        };
         let mut seen = Vec::new();
         File::open(&node).unwrap().read_to_end(&mut seen).unwrap();
         let ro = std::fs::read_to_string(format!("/sys/block/{}/ro", part.name)).unwrap();
@@ -137,12 +143,12 @@ mod tests {
             .and_then(|mut f| {
                 std::io::Write::write_all(&mut f, &[0u8; 4096]).and_then(|_| f.sync_all())
             });
-        detach();
+        detach(&node).unwrap();
         assert_eq!(part.sectors, 64 * 8);
         assert_eq!(seen, &bytes[4096..4096 + 64 * 4096]);
         assert_eq!(ro.trim(), "1");
         assert!(written.is_err(), "the loop device must be read-only");
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
-        assert!(part.dev.starts_with("7:"), "{}", part.dev);
+        assert_eq!(part.dev.major, 7, "{}", part.dev);
     }
 }

@@ -2,9 +2,10 @@
 //! the library): create a device, load a table, resume it, read its status, remove it.
 
 use std::fs::{File, OpenOptions};
-use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
+
+use crate::{Error, Result};
 
 pub const CONTROL: &str = "/dev/mapper/control";
 
@@ -74,12 +75,11 @@ struct Buffer {
 }
 
 impl Buffer {
-    fn new(name: &str, uuid: &str, size: usize) -> io::Result<Buffer> {
+    fn new(name: &str, uuid: &str, size: usize) -> Result<Buffer> {
         if name.len() >= DM_NAME_LEN || uuid.len() >= DM_UUID_LEN {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "device-mapper name or uuid too long",
-            ));
+            return Err(Error::Invalid(format!(
+                "device-mapper name {name:?} or uuid {uuid:?} too long"
+            )));
         }
         let size = size.max(HEADER).next_multiple_of(8);
         let mut b = Buffer {
@@ -114,21 +114,15 @@ impl Buffer {
     }
 
     /// Write the targets as consecutive specs after the header (the DM_TABLE_LOAD payload).
-    fn put_targets(&mut self, targets: &[Target]) -> io::Result<()> {
+    fn put_targets(&mut self, targets: &[Target]) -> Result<()> {
         let mut at = HEADER;
         for t in targets {
             if t.kind.len() >= DM_MAX_TYPE_NAME {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("target type {:?} too long", t.kind),
-                ));
+                return Err(Error::Invalid(format!("target type {:?} too long", t.kind)));
             }
             let len = (SPEC + t.params.len() + 1).next_multiple_of(8);
             if at + len > self.bytes().len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "table does not fit the ioctl buffer",
-                ));
+                return Err(Error::Invalid("table does not fit the ioctl buffer".into()));
             }
             let mut kind = [0u8; DM_MAX_TYPE_NAME];
             kind[..t.kind.len()].copy_from_slice(t.kind.as_bytes());
@@ -152,7 +146,7 @@ impl Buffer {
 
     /// Read the targets the kernel returned (DM_TABLE_STATUS): on output `next` is relative to
     /// the start of the data area.
-    fn targets(&self) -> io::Result<Vec<Target>> {
+    fn targets(&self) -> Result<Vec<Target>> {
         let bytes = self.bytes();
         let h = self.header();
         let data = h.data_start as usize;
@@ -161,7 +155,7 @@ impl Buffer {
         let mut at = data;
         for _ in 0..h.target_count {
             if at + SPEC > end {
-                return Err(io::Error::other("device-mapper reply is truncated"));
+                return Err(Error::Invalid("device-mapper reply is truncated".into()));
             }
             // SAFETY: bounds checked; the spec is plain data.
             let spec: DmTargetSpec =
@@ -206,31 +200,31 @@ impl Device {
 }
 
 impl Control {
-    pub fn open() -> io::Result<Control> {
+    pub fn open() -> Result<Control> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags(libc::O_CLOEXEC)
-            .open(CONTROL)?;
+            .open(CONTROL)
+            .map_err(Error::access("opening", CONTROL))?;
         Ok(Control { file })
     }
 
-    fn call(&self, what: &str, f: IoctlFn, buf: &mut Buffer) -> io::Result<()> {
+    fn call(&self, what: &'static str, f: IoctlFn, buf: &mut Buffer) -> Result<()> {
         // SAFETY: the buffer starts with a valid dm_ioctl whose data_size is the buffer length.
-        unsafe { f(self.file.as_raw_fd(), buf.header_mut()) }
-            .map_err(|e| io::Error::new(io::Error::from(e).kind(), format!("{what}: {e}")))?;
+        unsafe { f(self.file.as_raw_fd(), buf.header_mut()) }.map_err(Error::call(what))?;
         Ok(())
     }
 
     /// The kernel's device-mapper interface version.
-    pub fn version(&self) -> io::Result<[u32; 3]> {
+    pub fn version(&self) -> Result<[u32; 3]> {
         let mut b = Buffer::new("", "", HEADER)?;
         self.call("DM_VERSION", dm_version, &mut b)?;
         Ok(b.header().version)
     }
 
     /// Names of the registered target types (`verity` is there once dm-verity is loaded).
-    pub fn target_types(&self) -> io::Result<Vec<String>> {
+    pub fn target_types(&self) -> Result<Vec<String>> {
         let mut b = Buffer::new("", "", 16 * 1024)?;
         self.call("DM_LIST_VERSIONS", dm_list_versions, &mut b)?;
         // struct dm_target_versions { u32 next; u32 version[3]; char name[]; }, `next` relative
@@ -249,7 +243,7 @@ impl Control {
         Ok(out)
     }
 
-    pub fn create(&self, name: &str, uuid: &str) -> io::Result<Device> {
+    pub fn create(&self, name: &str, uuid: &str) -> Result<Device> {
         let mut b = Buffer::new(name, uuid, HEADER)?;
         self.call("DM_DEV_CREATE", dm_dev_create, &mut b)?;
         let dev = b.header().dev as libc::dev_t;
@@ -261,7 +255,7 @@ impl Control {
     }
 
     /// Load `targets` as the inactive table of `name`; `read_only` makes the device read-only.
-    pub fn load_table(&self, name: &str, targets: &[Target], read_only: bool) -> io::Result<()> {
+    pub fn load_table(&self, name: &str, targets: &[Target], read_only: bool) -> Result<()> {
         let size: usize = HEADER
             + targets
                 .iter()
@@ -276,13 +270,13 @@ impl Control {
     }
 
     /// Make the loaded table live (DM_DEV_SUSPEND without the suspend flag).
-    pub fn resume(&self, name: &str) -> io::Result<()> {
+    pub fn resume(&self, name: &str) -> Result<()> {
         let mut b = Buffer::new(name, "", HEADER)?;
         self.call("DM_DEV_SUSPEND (resume)", dm_dev_suspend, &mut b)
     }
 
     /// The status line of each target (for verity: `V` verified so far, `C` corruption seen).
-    pub fn status(&self, name: &str) -> io::Result<Vec<Target>> {
+    pub fn status(&self, name: &str) -> Result<Vec<Target>> {
         let mut size = 16 * 1024;
         loop {
             let mut b = Buffer::new(name, "", size)?;
@@ -295,16 +289,16 @@ impl Control {
     }
 
     /// Remove device `name`; returns false if there was none (ENXIO).
-    pub fn remove(&self, name: &str) -> io::Result<bool> {
+    pub fn remove(&self, name: &str) -> Result<bool> {
         let mut b = Buffer::new(name, "", HEADER)?;
         // SAFETY: as in `call`.
         match unsafe { dm_dev_remove(self.file.as_raw_fd(), b.header_mut()) } {
             Ok(_) => Ok(true),
             Err(nix::errno::Errno::ENXIO) => Ok(false),
-            Err(e) => Err(io::Error::new(
-                io::Error::from(e).kind(),
-                format!("DM_DEV_REMOVE: {e}"),
-            )),
+            Err(errno) => Err(Error::Call {
+                call: "DM_DEV_REMOVE",
+                errno,
+            }),
         }
     }
 }
