@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -37,6 +38,20 @@ pub fn boot(settings: &Settings, keys: &[VerifyingKey]) -> Result<Infallible> {
     let want = METADATA_SIZE as u64 + meta.body_size();
     if have < want {
         bail!("{EMBEDDED_PAYLOAD} has {have} bytes; its metadata promises {want}");
+    }
+    // The kernel sizes each file it unpacks before writing it: a write that fails (the
+    // initramfs tmpfs is capped at half the memory) leaves the file its full length with a
+    // hole at the end, which verity would only report as a bad block.
+    let unpacked = f.metadata()?.blocks() * 512;
+    if unpacked < want {
+        bail!(
+            "{EMBEDDED_PAYLOAD} was cut short while the kernel unpacked the initramfs: {} of              its {} MiB are there (the kernel said \"Initramfs unpacking failed: write \
+             error\"). Linux unpacks the initramfs into a tmpfs capped at half its memory: this \
+             machine has too little RAM for this live image (`keel build --format pxe|iso` \
+             prints the minimum)",
+            unpacked >> 20,
+            want >> 20
+        );
     }
     info!(
         "embedded payload: Keel {} ({} channel, board {}), signed by key {}",
