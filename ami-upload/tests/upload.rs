@@ -4,8 +4,6 @@
 //! up, a snapshot) behind.
 
 mod aws_support;
-#[path = "../../image-builder/tests/support/mod.rs"]
-mod support;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -18,7 +16,7 @@ const MIB: u64 = 1024 * 1024;
 /// image, and the AMI exists with the attributes RegisterImage was sent.
 #[test]
 fn keel_image_round_trips_through_ebs_and_registers_an_uefi_ami() {
-    let image = support::built_image();
+    let image = keel_testkit::built_image();
     let moto = Moto::start();
     let proxy = Proxy::start(moto.port);
     let out = run(upload_cmd(&proxy.url(), &image, "keel-test-1.0.0").arg("--json"));
@@ -309,7 +307,7 @@ fn an_aws_error_from_moto_is_reported_with_its_code() {
 
 #[test]
 fn keel_upload_ami_runs_the_uploader_beside_keel() {
-    let keel = support::keel_bin();
+    let keel = keel_testkit::keel_bin();
     let out = std::process::Command::new(&keel)
         .args([
             "upload-ami",

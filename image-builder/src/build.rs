@@ -12,6 +12,7 @@ use crate::definition::{Board, Rootfs};
 use crate::digest;
 use crate::disk;
 use crate::error::{io_at, Error, Result};
+use crate::esp;
 use crate::grub_bios;
 use crate::initramfs;
 use crate::iso;
@@ -278,16 +279,6 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
     if cached.hit {
         reporter.note(&format!("✓ rootfs from cache {}", cached.dir.display()));
     }
-    let packages = rootfs_cache::installed_packages(&cached.dir)?;
-    let package_lines: String = packages.iter().map(|(p, v)| format!("{p} {v}\n")).collect();
-    let kernel_pkg_name = match &board.kernel {
-        KernelSource::Package(p) => Some(p.as_str()),
-        _ => None,
-    };
-    let kernel_pkg = match board.kernel {
-        KernelSource::Image { .. } => None,
-        _ => rootfs_cache::kernel_package_version(&packages, kernel_pkg_name),
-    };
     let kernel = Kernel::locate(&cached.dir, &board.kernel)?;
     let release = kernel.version.release.clone();
 
@@ -373,56 +364,22 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         reporter,
     )?;
 
-    // 5. The ESP with the unified kernel image.
+    // 5. The ESP with the unified kernel image (and GRUB's files for BIOS).
     let step = reporter.step("UKI and ESP");
-    let uki_path = work.join("BOOTX64.EFI");
     let cmdline = std::iter::once(board.cmdline_string())
         .chain(opts.kernel_args.iter().cloned())
         .collect::<Vec<_>>()
         .join(" ");
-    uki::build(
-        &uki::Parts {
-            stub: Path::new(uki::STUB),
-            osrel: usr_tree::os_release(&rel_info).as_bytes(),
-            cmdline: &cmdline,
-            linux: &kernel.image,
-            initrd: &initrd_path,
-        },
+    let esp = esp::build(&esp::Inputs {
+        board: &board,
+        kernel: &kernel.image,
+        initramfs: &initrd_path,
+        os_release: &usr_tree::os_release(&rel_info),
+        cmdline: &cmdline,
         work,
-        &uki_path,
         epoch,
-    )?;
-    let uki_size = std::fs::metadata(&uki_path)
-        .map_err(io_at(&uki_path))?
-        .len();
-    let bios = board.firmware.contains(&Firmware::Bios);
-    // Legacy BIOS: GRUB reads its menu, the kernel and the initramfs from the ESP too.
-    let grub_cfg = work.join("grub.cfg");
-    let mut esp_files: Vec<(&Path, &str)> = vec![(&uki_path, "EFI/BOOT/BOOTX64.EFI")];
-    let mut esp_content = uki_size;
-    if bios {
-        std::fs::write(&grub_cfg, grub_bios::config(&cmdline)).map_err(io_at(&grub_cfg))?;
-        esp_files.push((&grub_cfg, grub_bios::CONFIG));
-        esp_files.push((&kernel.image, grub_bios::KERNEL));
-        esp_files.push((&initrd_path, grub_bios::INITRAMFS));
-        esp_content += std::fs::metadata(&kernel.image)
-            .map_err(io_at(&kernel.image))?
-            .len()
-            + ramfs.bytes.len() as u64;
-    }
-    let esp_size = board.partitions.esp_mib << 20;
-    if esp_content + (4 << 20) > esp_size {
-        return Err(Error::input(format!(
-            "{}: partitions.esp_mib: the boot files (unified kernel image{}) are {} MiB, too big for a {} MiB ESP",
-            board.path.display(),
-            if bios { ", and kernel + initramfs for GRUB" } else { "" },
-            esp_content.div_ceil(1 << 20),
-            board.partitions.esp_mib
-        )));
-    }
-    let esp = work.join("esp.img");
-    mkfs::vfat(&esp, esp_size, "EFI-SYSTEM", epoch, &esp_files)?;
-    step.done(&format!("UKI {} MiB", uki_size >> 20));
+    })?;
+    step.done(&format!("UKI {} MiB", esp.uki_bytes >> 20));
 
     // 6. OEM and ROOT.
     let step = reporter.step("OEM and ROOT (ext4)");
@@ -450,7 +407,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         &disk_path,
         &plan,
         &disk::Contents {
-            esp: &esp,
+            esp: &esp.image,
             usr_a_body: &slot.body,
             usr_a_metadata: &slot.block,
             oem: &oem,
@@ -458,17 +415,10 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         },
         reporter,
     )?;
-    if bios {
+    if board.firmware.contains(&Firmware::Bios) {
         let step = reporter.step("GRUB (BIOS)");
-        let core = grub_bios::make_core(&work.join("core.img"))?;
-        let core = std::fs::read(&core).map_err(io_at(&core))?;
-        grub_bios::install(
-            &disk_path,
-            &grub_bios::boot_img()?,
-            &core,
-            plan.get(layout::BIOS_BOOT),
-        )?;
-        step.done(&format!("core.img {} KiB", core.len() / 1024));
+        let core = grub_bios::install_built(&disk_path, work, plan.get(layout::BIOS_BOOT))?;
+        step.done(&format!("core.img {} KiB", core / 1024));
     }
     let payload_path = work.join("usr.img");
     usr_slot::write_payload(&slot, &payload_path)?;
@@ -488,126 +438,30 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
     })?;
     names.extend(files);
 
-    // 9. The manifest, then everything into place.
-    let mut outputs = Vec::new();
-    for name in &names {
-        let p = work.join(name);
-        let size = std::fs::metadata(&p).map_err(io_at(&p))?.len();
-        let bar = reporter.bytes(&format!("sha256 {name}"), size);
-        let sha256 = digest::file_sha256(&p, |n| bar.set(n))?;
-        bar.done("");
-        outputs.push(manifest::Output {
-            name: name.clone(),
-            sha256,
-            size,
-        });
-    }
-    // The detached signature of the whole disk, which `keel install` checks while streaming.
-    let raw = &outputs[0];
-    let sig = keel_format::image_sig::ImageSignature::new(
-        &raw.name,
-        raw.size,
-        &hex::decode(&raw.sha256)
-            .ok()
-            .and_then(|v| v.try_into().ok())
-            .expect("file_sha256 gives 64 hex digits"),
-        &key.public(),
-        |m| key.sign(m),
-    );
-    let sig_path = work.join("disk.raw.sig");
-    std::fs::write(&sig_path, sig.to_json()).map_err(io_at(&sig_path))?;
-    outputs.insert(
-        1,
-        manifest::Output {
-            name: "disk.raw.sig".into(),
-            sha256: digest::file_sha256(&sig_path, |_| {})?,
-            size: std::fs::metadata(&sig_path)
-                .map_err(io_at(&sig_path))?
-                .len(),
-        },
-    );
-    let file_input = |p: &Path| -> Result<manifest::FileInput> {
-        Ok(manifest::FileInput {
-            path: p.to_path_buf(),
-            sha256: digest::file_sha256(p, |_| {})?,
-        })
-    };
-    let files_tree = match &rootfs.files {
-        Some(f) => Some(manifest::FileInput {
-            path: f.clone(),
-            sha256: digest::tree_sha256(f)?,
-        }),
-        None => None,
-    };
-    let mut extra_bins = Vec::new();
-    for (name, path) in &opts.extra_bins {
-        extra_bins.push(manifest::ExtraBin {
-            name: name.clone(),
-            path: path.clone(),
-            sha256: digest::file_sha256(path, |_| {})?,
-        });
-    }
-    let mut extra_files = Vec::new();
-    for (src, dest) in &opts.extra_files {
-        extra_files.push(manifest::ExtraFile {
-            dest: dest.clone(),
-            source: match std::fs::read_link(src) {
-                // A symlink is recorded by its target.
-                Ok(target) => manifest::FileInput {
-                    path: src.clone(),
-                    sha256: digest::sha256_hex(target.as_os_str().as_encoded_bytes()),
-                },
-                Err(_) => file_input(src)?,
-            },
-        });
-    }
-    let manifest = Manifest {
-        keel_builder: env!("CARGO_PKG_VERSION").into(),
-        image: manifest::Image {
-            version: opts.version.clone(),
-            channel,
-            board: board.name.clone(),
-            arch: board.arch.as_str().into(),
-            source_date_epoch: epoch,
-            disk_bytes: plan.disk_bytes,
-        },
-        inputs: manifest::Inputs {
-            board: file_input(&board.path)?,
-            rootfs: file_input(&rootfs.path)?,
-            files_tree,
-            rootfs_cache_key: cached.key.clone(),
-            packages_sha256: digest::sha256_hex(package_lines.as_bytes()),
-            package_count: packages.len(),
-            kernel_source: board.kernel.clone(),
-            kernel_package: kernel_pkg.as_ref().map(|p| p.0.clone()),
-            kernel_package_version: kernel_pkg.as_ref().map(|p| p.1.clone()),
-            keel_init: file_input(&init)?,
-            key_id: key.key_id(),
-            extra_bins,
-            keel_update: file_input(&update_bin)?,
-            keel_install: file_input(&install_bin)?,
-            extra_files,
-        },
+    // 9. The manifest (and disk.raw's signature), then everything into place.
+    let manifest = manifest::record(&manifest::Record {
+        work,
+        outputs: &names,
+        key,
+        reporter,
+        version: &opts.version,
+        channel: &channel,
+        board: &board,
+        rootfs: &rootfs,
+        tree: &cached,
+        init: &init,
+        update_bin: &update_bin,
+        install_bin: &install_bin,
+        extra_bins: &opts.extra_bins,
+        extra_files: &opts.extra_files,
         debug_autologin_serial: opts.debug_autologin_serial,
-        kernel: manifest::Kernel {
-            release: release.clone(),
-            build: kernel.version.build.clone(),
-            cmdline,
-        },
-        initramfs: manifest::Initramfs {
-            size: ramfs.bytes.len() as u64,
-            uncompressed_size: ramfs.uncompressed_size as u64,
-            modules: ramfs.config.modules.clone(),
-            builtin_modules: ramfs.builtin.clone(),
-        },
-        usr: slot.metadata.clone(),
-        outputs,
-    };
-    let mut json = serde_json::to_vec_pretty(&manifest).expect("serializable");
-    json.push(b'\n');
-    let mpath = work.join("manifest.json");
-    std::fs::write(&mpath, json).map_err(io_at(&mpath))?;
-
+        epoch,
+        disk_bytes: plan.disk_bytes,
+        kernel: &kernel,
+        cmdline: &cmdline,
+        initramfs: &ramfs,
+        usr: &slot.metadata,
+    })?;
     for name in OUTPUTS
         .iter()
         .copied()

@@ -103,6 +103,15 @@ pub fn boot_img() -> Result<Vec<u8>> {
     std::fs::read(&p).map_err(io_at(&p))
 }
 
+/// Makes core.img (in `work`) and writes it and boot.img into `disk`, whose BIOS-boot partition
+/// is `bios_boot`; returns core.img's size.
+pub fn install_built(disk: &Path, work: &Path, bios_boot: Placement) -> Result<usize> {
+    let core = make_core(&work.join("core.img"))?;
+    let core = std::fs::read(&core).map_err(io_at(&core))?;
+    install(disk, &boot_img()?, &core, bios_boot)?;
+    Ok(core.len())
+}
+
 /// Write `boot_img` and `core_img` into `disk` (whose sector 0 is the protective MBR and whose
 /// partition `bios_boot` is the BIOS-boot partition), as grub-bios-setup does.
 pub fn install(disk: &Path, boot_img: &[u8], core_img: &[u8], bios_boot: Placement) -> Result<()> {

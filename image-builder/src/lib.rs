@@ -2,8 +2,9 @@
 //!
 //! One module, one job: [`definition`] reads the YAML inputs, [`rootfs_cache`] runs mmdebstrap,
 //! [`usr_tree`] shapes /usr, [`initramfs`] packs keel-init and modules, [`mkfs`] makes the
-//! filesystems, [`uki`] the boot executable, [`grub_bios`] legacy BIOS boot, [`usr_slot`] the verity-protected signed slot,
-//! [`disk`] the GPT image, and [`build`] runs them in order. [`inspect`] and [`verify`] read
+//! filesystems, [`uki`] the boot executable, [`esp`] the EFI system partition around it,
+//! [`grub_bios`] legacy BIOS boot, [`usr_slot`] the verity-protected signed slot, [`disk`] the
+//! GPT image, [`manifest`] records inputs and outputs, and [`build`] runs them in order. [`inspect`] and [`verify`] read
 //! images back.
 
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@ pub mod definition;
 pub mod digest;
 pub mod disk;
 pub mod error;
+pub mod esp;
 pub mod grub_bios;
 pub mod initramfs;
 pub mod inspect;

@@ -1,11 +1,9 @@
 //! Bad definitions and arguments: exit code 2, a message naming the file, line and field, and
 //! the output directory left as it was.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
-use support::*;
+use keel_testkit::*;
 
 /// A copy of boards/ and rootfs/ to break.
 fn definitions() -> (tempfile::TempDir, PathBuf, PathBuf) {

@@ -3,8 +3,6 @@
 //! masked by `/dev/null` in a private mount namespace) that the accelerator cache claims
 //! works: it must end in a TCG boot of the same image that reaches the demo unit.
 
-mod support;
-
 use std::process::Command;
 
 use keel_qemu::{remember_accel_verdict, ResolvedAccel, ACCEL_CACHE_ENV, ACCEL_ENV};
@@ -16,14 +14,14 @@ const MASKED_KVM: &str = "mount --make-rprivate / && \
 
 #[test]
 fn keel_boot_reaches_the_demo_unit_and_reports_timeouts() {
-    let image = support::built_image();
+    let image = keel_testkit::built_image();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("console.log");
     let cache = dir.path().join("accel");
     remember_accel_verdict(&cache, ResolvedAccel::Kvm, None);
     let out = Command::new("unshare")
         .args(["-m", "sh", "-c", MASKED_KVM, "sh"])
-        .arg(support::keel_bin())
+        .arg(keel_testkit::keel_bin())
         .env(ACCEL_CACHE_ENV, &cache)
         .env_remove(ACCEL_ENV)
         .args([
@@ -61,7 +59,7 @@ fn keel_boot_reaches_the_demo_unit_and_reports_timeouts() {
     assert!(verdict.contains("accel=tcg"), "{verdict}");
 
     // A bad KEEL_QEMU_ACCEL: exit 2, the variable and the allowed values named, nothing run.
-    let out = Command::new(support::keel_bin())
+    let out = Command::new(keel_testkit::keel_bin())
         .env(ACCEL_ENV, "warp")
         .arg("boot")
         .arg(&image)
@@ -76,7 +74,7 @@ fn keel_boot_reaches_the_demo_unit_and_reports_timeouts() {
 
     // A text that never appears: exit code 1 (timeout), and the image is left untouched.
     let before = std::fs::metadata(&image).unwrap().modified().unwrap();
-    let out = Command::new(support::keel_bin())
+    let out = Command::new(keel_testkit::keel_bin())
         .args(["boot", "--expect", "no such text ever", "--timeout", "15"])
         .arg(&image)
         .output()

@@ -4,14 +4,12 @@
 //! firmwares. Each checked by its peer tool (sgdisk, sfdisk, fsck.vfat, mtools, xorriso) and
 //! booted to the demo unit. One guest at a time.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use support::{build_image, keel_bin, metal_opts, repo_root, run, Image};
+use keel_testkit::{build_image, keel_bin, metal_opts, repo_root, run, Image};
 
 static ONE_GUEST: Mutex<()> = Mutex::new(());
 const ISO: &str = "keel-metal-x86_64-1.0.0.iso";
@@ -134,7 +132,7 @@ fn disk_carries_grub_for_bios_and_stays_a_clean_gpt() {
     let esp = sfdisk_part(&img.disk, 1);
     let d = tempfile::tempdir().unwrap();
     let esp_img = d.path().join("esp.img");
-    support::extract(
+    keel_testkit::extract(
         &img.disk,
         esp["start"].as_u64().unwrap() * 512,
         esp["size"].as_u64().unwrap() * 512,

@@ -1,8 +1,6 @@
 //! The CLI surface: help on every command, keygen, exit codes for bad arguments.
 
-mod support;
-
-use support::*;
+use keel_testkit::*;
 
 #[test]
 fn every_command_has_help() {

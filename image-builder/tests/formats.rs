@@ -1,26 +1,24 @@
 //! `keel build --format qcow2/vmdk/ova/pxe`: each form checked by its peer tool (qemu-img, GNU
 //! tar, xmllint, sha256 manifest) and booted in QEMU to the demo unit.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use support::{build_image, keel_bin, run, BuildOpts, Image};
+use keel_testkit::{build_image, keel_bin, run, BuildOpts, Image};
 
 /// The qemu board with `loop` (needed by pxe), every implemented format, kept in the test
 /// image cache directory so that the image cache can key on its content.
 fn formats_image() -> Image {
-    let text = std::fs::read_to_string(support::repo_root().join("boards/qemu-x86_64.yaml"))
+    let text = std::fs::read_to_string(keel_testkit::repo_root().join("boards/qemu-x86_64.yaml"))
         .unwrap()
         .replace(
             "../rootfs/",
-            &format!("{}/rootfs/", support::repo_root().display()),
+            &format!("{}/rootfs/", keel_testkit::repo_root().display()),
         )
         .replace("name: qemu-x86_64", "name: qemu-formats")
         .replace("  - virtio_scsi\n", "  - virtio_scsi\n  - loop\n");
     assert!(text.contains("  - loop\n"));
-    let dir = support::images_dir().join("boards");
+    let dir = keel_testkit::images_dir().join("boards");
     std::fs::create_dir_all(&dir).unwrap();
     let board = dir.join("qemu-formats.yaml");
     if std::fs::read_to_string(&board).ok().as_deref() != Some(&text) {
@@ -233,7 +231,7 @@ fn pxe_without_loop_names_the_board_field() {
         .args(["build", "--quiet", "--format", "pxe", "--out"])
         .arg(out_dir.path())
         .arg("--board")
-        .arg(support::repo_root().join("boards/qemu-x86_64.yaml"))
+        .arg(keel_testkit::repo_root().join("boards/qemu-x86_64.yaml"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

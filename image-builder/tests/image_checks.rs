@@ -1,13 +1,11 @@
 //! The default image checked with independent tools: sgdisk, sfdisk, fsck.vfat, e2fsck,
 //! fsck.erofs, veritysetup, GNU cpio, objdump (and goblin for the UKI's sections).
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use keel_testkit::*;
 use serde_json::Value;
-use support::*;
 
 fn inspect_json(path: &Path, pubkey: &Path) -> Value {
     let out = keel(&[

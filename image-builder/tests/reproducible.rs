@@ -1,10 +1,8 @@
 //! Same inputs and SOURCE_DATE_EPOCH: bit-identical outputs (disk.raw, usr.img and every
 //! format the board lists).
 
-mod support;
-
+use keel_testkit::*;
 use serde_json::Value;
-use support::*;
 
 /// A second build of the default image's inputs into a fresh directory (printing its manifest
 /// with --json) gives the same bytes, and leaves nothing but its outputs behind.

@@ -1,12 +1,10 @@
 //! `keel verify` must notice a changed byte anywhere that matters, and say where: in USR-A's
 //! filesystem, in its hash tree, in its signed metadata, and a key that did not sign it.
 
-mod support;
-
 use std::path::Path;
 
+use keel_testkit::*;
 use serde_json::Value;
-use support::*;
 
 fn usr_a(img: &Image) -> (u64, u64, Value) {
     let out = keel(&[

@@ -1,12 +1,10 @@
 //! Build options that change what goes into the image: version, channel, an extra binary.
 
-mod support;
-
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
+use keel_testkit::*;
 use serde_json::Value;
-use support::*;
 
 #[test]
 fn version_channel_and_extra_binary_land_in_the_image() {

@@ -3,9 +3,6 @@
 //! one image built for the test run, reads the serial console, and on failure shows its tail.
 //! After a boot, the GPT is read back with `sfdisk --json`, an independent tool.
 
-#[path = "../../image-builder/tests/support/mod.rs"]
-mod support;
-
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -28,9 +25,9 @@ struct Disk {
 }
 
 fn fresh_disk() -> Disk {
-    let image = support::built_image();
+    let image = keel_testkit::built_image();
     let dir = tempfile::tempdir().unwrap();
-    let path = support::sparse_copy(&image, dir.path());
+    let path = keel_testkit::sparse_copy(&image, dir.path());
     Disk { _dir: dir, path }
 }
 
@@ -162,7 +159,7 @@ fn tampered_successful_slot_rolls_back_to_the_other() {
     set_attrs(&d.path, 4, SlotAttrs::new(1, 0, true));
     let (a_off, _) = partition_offset(&d.path, 3);
     // Byte 1030 lies in the erofs superblock, which mounting reads through dm-verity.
-    support::flip_byte(&d.path, a_off + 1030);
+    keel_testkit::flip_byte(&d.path, a_off + 1030);
     let s = boot_expecting(&d.path, &["USR-A failed", "booting USR-B", "Hello World"]);
     let log = s.log();
     assert!(
@@ -188,7 +185,7 @@ fn tampered_trial_slot_is_caught_by_the_full_read() {
     let (_, b_size) = partition_offset(&d.path, 4);
     let meta = slot::read_partition_metadata(&mut f, b_off, b_size).unwrap();
     let middle = (meta.claimed().verity.data_size / 2) & !4095;
-    support::flip_byte(&d.path, b_off + middle + 100);
+    keel_testkit::flip_byte(&d.path, b_off + middle + 100);
     let s = boot_expecting(&d.path, &["USR-B failed", "booting USR-A", "Hello World"]);
     let dir = tempfile::tempdir().unwrap();
     let (_a, b) = attrs_after(s, dir.path());
@@ -277,23 +274,24 @@ fn slot_on_trial_spends_its_try() {
 /// stage boots that slot as is (no second choice, no second try spent) with its own modules.
 #[test]
 fn slot_with_another_kernel_is_booted_through_kexec() {
-    let v2 = support::build_image(&support::BuildOpts {
+    let v2 = keel_testkit::build_image(&keel_testkit::BuildOpts {
         name: "generic-kernel-v2".into(),
-        board: support::repo_root().join("initramfs/tests/boards/qemu-x86_64-generic-kernel.yaml"),
+        board: keel_testkit::repo_root()
+            .join("initramfs/tests/boards/qemu-x86_64-generic-kernel.yaml"),
         version: "2.0.0".into(),
-        ..support::BuildOpts::default()
+        ..keel_testkit::BuildOpts::default()
     });
-    let release_of = |image: &support::Image| {
+    let release_of = |image: &keel_testkit::Image| {
         let m: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&image.manifest).unwrap()).unwrap();
         m["usr"]["kernel"]["release"].as_str().unwrap().to_string()
     };
-    let (v1_kernel, v2_kernel) = (release_of(&support::default_image()), release_of(&v2));
+    let (v1_kernel, v2_kernel) = (release_of(&keel_testkit::default_image()), release_of(&v2));
     assert_ne!(v1_kernel, v2_kernel, "the test needs two different kernels");
 
     let d = fresh_disk();
     let pubkey = v2.pubkey.display().to_string();
-    let out = support::keel(&[
+    let out = keel_testkit::keel(&[
         "apply",
         "--disk",
         &d.path.display().to_string(),

@@ -5,9 +5,6 @@
 //! comparison of USR-A against the image. The refusals check the message names the check and
 //! that the target is left without a partition table (or untouched where nothing was written).
 
-#[path = "../../image-builder/tests/support/mod.rs"]
-mod support;
-
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::net::TcpListener;
@@ -79,7 +76,7 @@ fn text(o: &Output) -> String {
 fn install(args: &[&str]) -> Output {
     let mut a = vec!["install"];
     a.extend_from_slice(args);
-    support::keel(&a)
+    keel_testkit::keel(&a)
 }
 
 /// `keel install --image IMAGE --device DEV --key KEY`, which must exit with `code`; its stderr.
@@ -141,12 +138,12 @@ fn partitions(table: &serde_json::Value) -> Vec<(u32, u64, u64)> {
 }
 
 fn pubkey() -> String {
-    support::default_image().pubkey.display().to_string()
+    keel_testkit::default_image().pubkey.display().to_string()
 }
 
 /// Everything a successful install must leave behind, checked by tools other than Keel's.
 fn check_installed(target: &Loop, image: &Path, with_cloud_config: bool) {
-    let (ok, v) = support::run(Command::new("sgdisk").arg("-v").arg(&target.dev));
+    let (ok, v) = keel_testkit::run(Command::new("sgdisk").arg("-v").arg(&target.dev));
     assert!(
         ok && v.contains("No problems found"),
         "sgdisk -v {}:\n{v}",
@@ -197,10 +194,10 @@ fn check_installed(target: &Loop, image: &Path, with_cloud_config: bool) {
         "USR-A differs from the image's"
     );
     for n in [6, 9] {
-        let (ok, out) = support::run(Command::new("e2fsck").arg("-fn").arg(target.part(n)));
+        let (ok, out) = keel_testkit::run(Command::new("e2fsck").arg("-fn").arg(target.part(n)));
         assert!(ok, "e2fsck -fn {}:\n{out}", target.part(n).display());
     }
-    let (ok, cat) = support::run(
+    let (ok, cat) = keel_testkit::run(
         Command::new("debugfs")
             .arg("-R")
             .arg("cat /cloud-config.yml")
@@ -208,7 +205,7 @@ fn check_installed(target: &Loop, image: &Path, with_cloud_config: bool) {
     );
     if with_cloud_config {
         assert!(ok && cat.contains(CLOUD_CONFIG), "debugfs cat:\n{cat}");
-        let (_, stat) = support::run(
+        let (_, stat) = keel_testkit::run(
             Command::new("debugfs")
                 .arg("-R")
                 .arg("stat /cloud-config.yml")
@@ -225,7 +222,7 @@ fn check_installed(target: &Loop, image: &Path, with_cloud_config: bool) {
 
 #[test]
 fn installs_from_a_file_onto_a_larger_disk() {
-    let img = support::default_image();
+    let img = keel_testkit::default_image();
     let size = fs::metadata(&img.disk).unwrap().len();
     let target = Loop::sparse(size + 512 * MIB);
     let dir = tempfile::tempdir().unwrap();
@@ -296,7 +293,7 @@ impl Drop for HttpServer {
 
 #[test]
 fn installs_from_an_http_url() {
-    let img = support::default_image();
+    let img = keel_testkit::default_image();
     let size = fs::metadata(&img.disk).unwrap().len();
     let server = HttpServer::serve(&img.dir);
     let target = Loop::sparse(size + 256 * MIB);
@@ -336,7 +333,7 @@ fn installs_from_an_http_url() {
 /// The genuine image laid onto a disk of `size` bytes (what a previous install leaves).
 fn previously_installed(img: &Path, size: u64) -> Loop {
     let dir = tempfile::tempdir().unwrap();
-    let file = support::sparse_copy(img, dir.path());
+    let file = keel_testkit::sparse_copy(img, dir.path());
     fs::OpenOptions::new()
         .write(true)
         .open(&file)
@@ -346,7 +343,7 @@ fn previously_installed(img: &Path, size: u64) -> Loop {
     let l = Loop::over(dir, &file);
     // This host's kernel has no GPT parser (CONFIG_EFI_PARTITION unset): add them from user space.
     if !l.part(6).exists() {
-        let (ok, out) = support::run(Command::new("partx").arg("-a").arg(&l.dev));
+        let (ok, out) = keel_testkit::run(Command::new("partx").arg("-a").arg(&l.dev));
         assert!(
             ok && l.part(6).exists(),
             "partx -a {}: {out}",
@@ -358,10 +355,10 @@ fn previously_installed(img: &Path, size: u64) -> Loop {
 
 #[test]
 fn a_tampered_image_leaves_no_bootable_disk() {
-    let img = support::default_image();
+    let img = keel_testkit::default_image();
     let size = fs::metadata(&img.disk).unwrap().len();
     let dir = tempfile::tempdir().unwrap();
-    let bad = support::sparse_copy(&img.disk, dir.path());
+    let bad = keel_testkit::sparse_copy(&img.disk, dir.path());
     fs::copy(
         img.dir.join("disk.raw.sig"),
         dir.path().join("disk.raw.sig"),
@@ -372,7 +369,7 @@ fn a_tampered_image_leaves_no_bootable_disk() {
         .into_iter()
         .find(|p| p.0 == 3)
         .unwrap();
-    support::flip_byte(&bad, usr_a.1 * 512 + 40960);
+    keel_testkit::flip_byte(&bad, usr_a.1 * 512 + 40960);
     let target = previously_installed(&img.disk, size + 64 * MIB);
     assert_eq!(
         partitions(&sfdisk(&target.dev)).len(),
@@ -407,7 +404,7 @@ fn a_tampered_image_leaves_no_bootable_disk() {
         !listed.contains("\"partitions\""),
         "a table survived: {listed}"
     );
-    let (_, v) = support::run(Command::new("sgdisk").arg("-v").arg(&target.dev));
+    let (_, v) = keel_testkit::run(Command::new("sgdisk").arg("-v").arg(&target.dev));
     assert!(
         v.contains("Creating new GPT entries in memory"),
         "sgdisk still finds a GPT:\n{v}"
@@ -423,7 +420,7 @@ fn a_tampered_image_leaves_no_bootable_disk() {
 
 #[test]
 fn refuses_missing_or_unsigned_signatures_and_wrong_keys() {
-    let img = support::default_image();
+    let img = keel_testkit::default_image();
     let size = fs::metadata(&img.disk).unwrap().len();
     let target = Loop::sparse(size + 64 * MIB);
     let dev = target.dev.to_str().unwrap().to_string();
@@ -465,7 +462,7 @@ fn refuses_missing_or_unsigned_signatures_and_wrong_keys() {
 
     // The genuine signature, but another key is trusted.
     let other = dir.path().join("other-key");
-    let k = support::keel(&["keygen", "--out", other.to_str().unwrap()]);
+    let k = keel_testkit::keel(&["keygen", "--out", other.to_str().unwrap()]);
     assert!(k.status.success(), "{}", text(&k));
     let err = refused(
         img.disk.to_str().unwrap(),
@@ -511,7 +508,7 @@ fn refuses_missing_or_unsigned_signatures_and_wrong_keys() {
 
 #[test]
 fn refuses_busy_small_or_partial_devices() {
-    let img = support::default_image();
+    let img = keel_testkit::default_image();
     let size = fs::metadata(&img.disk).unwrap().len();
     let key = pubkey();
     let image = img.disk.to_str().unwrap();
@@ -550,7 +547,7 @@ fn refuses_busy_small_or_partial_devices() {
         text(&out)
     );
     let mnt = tempfile::tempdir().unwrap();
-    let (ok, m) = support::run(
+    let (ok, m) = keel_testkit::run(
         Command::new("mount")
             .arg("-o")
             .arg("ro")
@@ -578,7 +575,7 @@ fn refuses_busy_small_or_partial_devices() {
         "{err}"
     );
     // The mounted disk was not touched.
-    let (ok, v) = support::run(Command::new("sgdisk").arg("-v").arg(&used.dev));
+    let (ok, v) = keel_testkit::run(Command::new("sgdisk").arg("-v").arg(&used.dev));
     assert!(ok && v.contains("No problems found"), "{v}");
 
     // A bad cloud-config is refused before anything is written.
@@ -615,12 +612,12 @@ fn refuses_a_disk_used_as_swap() {
             let _ = Command::new("swapoff").arg(&self.0).status();
         }
     }
-    let img = support::default_image();
+    let img = keel_testkit::default_image();
     let size = fs::metadata(&img.disk).unwrap().len();
     let disk = Loop::sparse(size);
-    let (ok, o) = support::run(Command::new("mkswap").arg(&disk.dev));
+    let (ok, o) = keel_testkit::run(Command::new("mkswap").arg(&disk.dev));
     assert!(ok, "mkswap: {o}");
-    let (ok, o) = support::run(Command::new("swapon").args(["-p", "0"]).arg(&disk.dev));
+    let (ok, o) = keel_testkit::run(Command::new("swapon").args(["-p", "0"]).arg(&disk.dev));
     assert!(ok, "swapon: {o}");
     let swap = SwapOff(disk.dev.clone());
     let err = refused(
@@ -639,7 +636,7 @@ fn refuses_a_disk_used_as_swap() {
 /// named; nothing is written.
 #[test]
 fn refuses_a_missing_or_non_block_device() {
-    let img = support::default_image();
+    let img = keel_testkit::default_image();
     let image = img.disk.to_str().unwrap();
     let err = refused(image, "/dev/keel-no-such-disk", &pubkey(), 2);
     assert!(

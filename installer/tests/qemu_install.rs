@@ -9,9 +9,6 @@
 //! trusts (/usr/share/keel/keys). After it powers off, the host reads the target with `sgdisk`
 //! and `debugfs`, then boots it alone to the demo unit's `Hello World` under each firmware.
 
-#[path = "../../image-builder/tests/support/mod.rs"]
-mod support;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,12 +23,12 @@ const MIB: u64 = 1 << 20;
 const CLOUD_CONFIG: &str = "#cloud-config\nhostname: installed-in-qemu\n";
 
 /// The driver image: the default image plus the test driver.
-fn driver_image() -> support::Image {
-    let args = support::extra_file_args(&support::driver_files());
-    support::build_image(&support::BuildOpts {
+fn driver_image() -> keel_testkit::Image {
+    let args = keel_testkit::extra_file_args(&keel_testkit::driver_files());
+    keel_testkit::build_image(&keel_testkit::BuildOpts {
         name: "install-e2e".into(),
         extra_args: args,
-        ..support::BuildOpts::default()
+        ..keel_testkit::BuildOpts::default()
     })
 }
 
@@ -104,18 +101,18 @@ fn script(dir: &Path, refuse_own_disk: bool) -> PathBuf {
 }
 
 /// An ext4 filesystem image holding the image and its signature (sparse, by mke2fs -d).
-fn source_disk(dir: &Path, image: &support::Image) -> PathBuf {
+fn source_disk(dir: &Path, image: &keel_testkit::Image) -> PathBuf {
     let tree = dir.join("source-tree");
     fs::create_dir_all(&tree).unwrap();
     for name in ["disk.raw", "disk.raw.sig"] {
         let from = image.dir.join(name);
         if fs::hard_link(&from, tree.join(name)).is_err() {
-            support::sparse_copy(&from, &tree);
+            keel_testkit::sparse_copy(&from, &tree);
         }
     }
     let size = fs::metadata(&image.disk).unwrap().len() + 128 * MIB;
     let out = dir.join("source.ext4");
-    let (ok, o) = support::run(
+    let (ok, o) = keel_testkit::run(
         Command::new("mkfs.ext4")
             .args(["-q", "-F", "-E", "root_owner=0:0", "-d"])
             .arg(&tree)
@@ -143,7 +140,7 @@ impl Loop {
         );
         let l = Loop(String::from_utf8_lossy(&out.stdout).trim().to_string());
         if !Path::new(&format!("{}p6", l.0)).exists() {
-            let (ok, o) = support::run(Command::new("partx").arg("-a").arg(&l.0));
+            let (ok, o) = keel_testkit::run(Command::new("partx").arg("-a").arg(&l.0));
             assert!(ok, "partx -a: {o}");
         }
         l
@@ -157,7 +154,7 @@ impl Drop for Loop {
 
 /// Read the INSTALL section of the guest's run, wait for it to power off, and check what it
 /// wrote onto `target` with the host's own tools.
-fn check_install(s: &mut Session, image: &support::Image, target: &Path) {
+fn check_install(s: &mut Session, image: &keel_testkit::Image, target: &Path) {
     let installed = section(s, "INSTALL", INSTALL);
     assert!(
         installed.contains("rc=0"),
@@ -182,9 +179,9 @@ fn check_install(s: &mut Session, image: &support::Image, target: &Path) {
     // The host's own tools read what the guest wrote.
     {
         let l = Loop::new(target);
-        let (ok, v) = support::run(Command::new("sgdisk").arg("-v").arg(&l.0));
+        let (ok, v) = keel_testkit::run(Command::new("sgdisk").arg("-v").arg(&l.0));
         assert!(ok && v.contains("No problems found"), "sgdisk -v:\n{v}");
-        let (ok, cat) = support::run(
+        let (ok, cat) = keel_testkit::run(
             Command::new("debugfs")
                 .args(["-R", "cat /cloud-config.yml"])
                 .arg(format!("{}p6", l.0)),
@@ -200,7 +197,7 @@ fn check_install(s: &mut Session, image: &support::Image, target: &Path) {
 fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
     let driver = driver_image();
     // The metal board's image, shared with image-builder/tests/boot_media.rs.
-    let image = support::build_image(&support::metal_opts());
+    let image = keel_testkit::build_image(&keel_testkit::metal_opts());
     let dir = tempfile::tempdir().unwrap();
     let image_size = fs::metadata(&image.disk).unwrap().len();
     let target = dir.path().join("target.raw");
@@ -210,7 +207,7 @@ fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
         .unwrap();
     let source = source_disk(dir.path(), &image);
     let script = script(dir.path(), true);
-    let guest_disk = support::sparse_copy(&driver.disk, &{
+    let guest_disk = keel_testkit::sparse_copy(&driver.disk, &{
         let d = dir.path().join("guest");
         fs::create_dir_all(&d).unwrap();
         d
@@ -262,13 +259,13 @@ fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
 /// carries the same installer: booted from the CD, it installs the metal image onto a blank disk.
 #[test]
 fn install_from_the_live_iso() {
-    let mut live_opts = support::metal_opts();
+    let mut live_opts = keel_testkit::metal_opts();
     live_opts.name = "live-installer".into();
     live_opts
         .extra_args
-        .extend(support::extra_file_args(&support::driver_files()));
-    let live = support::build_image(&live_opts);
-    let image = support::build_image(&support::metal_opts());
+        .extend(keel_testkit::extra_file_args(&keel_testkit::driver_files()));
+    let live = keel_testkit::build_image(&live_opts);
+    let image = keel_testkit::build_image(&keel_testkit::metal_opts());
     let dir = tempfile::tempdir().unwrap();
     let blank = dir.path().join("blank.raw");
     fs::File::create(&blank).unwrap().set_len(64 * MIB).unwrap();

@@ -72,7 +72,7 @@ fn a_kvm_that_cannot_run_the_guest_ends_in_a_tcg_boot_that_is_remembered() {
 #[ignore = "run by a_kvm_that_cannot_run_the_guest_ends_in_a_tcg_boot_that_is_remembered"]
 fn inner_boot_on_masked_kvm() {
     assert!(std::env::var_os(INNER).is_some(), "run by the outer test");
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = blank_disk(dir.path(), "disk.raw", 8);
@@ -95,7 +95,7 @@ fn inner_boot_on_masked_kvm() {
 
 #[test]
 fn a_guest_that_goes_silent_after_its_kernel_started_ends_the_wait_early() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = blank_disk(dir.path(), "disk.raw", 8);

@@ -48,7 +48,7 @@ fn direct_firmware_requires_a_kernel() {
 
 #[test]
 fn expected_text_exits_0_and_saves_the_log() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let image = blank_disk(dir.path(), "disk.raw", 8);
     let log = dir.path().join("console.log");
@@ -77,7 +77,7 @@ fn expected_text_exits_0_and_saves_the_log() {
 
 #[test]
 fn kernel_panic_exits_2() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let image = blank_disk(dir.path(), "disk.raw", 8);
     let code = boot(&[
@@ -100,7 +100,7 @@ fn kernel_panic_exits_2() {
 
 #[test]
 fn timeout_exits_1_and_power_off_exits_0_or_2() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = blank_disk(dir.path(), "disk.raw", 8);

@@ -10,7 +10,7 @@ use keel_qemu::{BootOptions, NetOptions, Session};
 
 #[test]
 fn guest_reads_the_cdrom() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = blank_disk(dir.path(), "disk.raw", 8);
@@ -45,7 +45,7 @@ fn guest_reads_the_cdrom() {
 
 #[test]
 fn guest_gets_dhcp_bootfile_and_tftp_files() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = blank_disk(dir.path(), "disk.raw", 8);

@@ -10,7 +10,7 @@ use keel_qemu::{BootError, Session};
 
 #[test]
 fn kernel_banner_is_seen_then_its_panic_is_reported() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let image = blank_disk(dir.path(), "disk.raw", 8);
     let started = Instant::now();
@@ -48,7 +48,7 @@ fn kernel_banner_is_seen_then_its_panic_is_reported() {
 
 #[test]
 fn shell_runs_typed_commands_and_powers_off() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = blank_disk(dir.path(), "disk.raw", 8);
@@ -76,7 +76,7 @@ fn shell_runs_typed_commands_and_powers_off() {
 
 #[test]
 fn a_pattern_that_never_appears_times_out_with_the_tail() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = blank_disk(dir.path(), "disk.raw", 8);
@@ -114,7 +114,7 @@ fn a_pattern_that_never_appears_times_out_with_the_tail() {
 
 #[test]
 fn power_off_before_the_pattern_is_reported_as_exited() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = blank_disk(dir.path(), "disk.raw", 8);
@@ -132,7 +132,7 @@ fn power_off_before_the_pattern_is_reported_as_exited() {
 
 #[test]
 fn kill_cuts_power_at_once() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = blank_disk(dir.path(), "disk.raw", 8);
@@ -151,7 +151,7 @@ fn kill_cuts_power_at_once() {
 
 #[test]
 fn shutdown_presses_the_power_button_and_kills_a_guest_that_ignores_it() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = blank_disk(dir.path(), "disk.raw", 8);

@@ -43,7 +43,7 @@ fn power_off(vm: &mut Session) {
 
 #[test]
 fn overlay_takes_the_writes_and_the_image_stays_pristine() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = blank_disk(dir.path(), "disk.raw", 8);
@@ -82,7 +82,7 @@ fn overlay_takes_the_writes_and_the_image_stays_pristine() {
 
 #[test]
 fn persist_and_extra_disks_are_written_in_place() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = blank_disk(dir.path(), "disk.raw", 8);
@@ -106,7 +106,7 @@ fn persist_and_extra_disks_are_written_in_place() {
 
 #[test]
 fn flushed_writes_survive_a_power_cut() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = blank_disk(dir.path(), "disk.raw", 8);
@@ -121,7 +121,7 @@ fn flushed_writes_survive_a_power_cut() {
 
 #[test]
 fn parallel_sessions_share_one_read_only_image() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = blank_disk(dir.path(), "shared.raw", 8);

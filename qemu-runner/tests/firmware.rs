@@ -34,7 +34,7 @@ fn ovmf_reaches_the_uefi_shell_and_obeys_typed_commands() {
 
 #[test]
 fn ovmf_boots_a_unified_kernel_image_from_the_virtio_disk() {
-    let kernel = test_kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
     let image = uefi_disk(dir.path(), &kernel, &initramfs, "console=ttyS0 panic=-1");

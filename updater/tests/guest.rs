@@ -4,8 +4,6 @@
 //! the disk the guest wrote.
 
 mod common;
-#[path = "common/guest.rs"]
-mod guest;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +13,7 @@ use common::*;
 use keel_format::attrs::SlotAttrs;
 use keel_format::metadata::METADATA_SIZE;
 use keel_qemu::{BootOptions, Firmware, Session};
+use keel_testkit::{debian, initramfs};
 
 const USR: u64 = 64 * MIB;
 
@@ -93,27 +92,27 @@ fn json(text: &str) -> serde_json::Value {
 
 #[test]
 fn apply_status_busy_and_kexec_in_a_guest() {
-    let kernel = guest::kernel();
+    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let v2 = build_usr("2.0.0", "qemu-x86_64", &key(), 1 << 20);
     let payload = v2.payload();
 
     // The initramfs: busybox, the modules, veritysetup and keel-update with their libraries,
     // the v2 payload and v2's verity parameters.
-    let mut cpio = guest::Newc::default();
+    let mut cpio = initramfs::Newc::default();
     for d in [
         "dev", "proc", "sys", "tmp", "run", "usr", "var", "etc", "lib64",
     ] {
         cpio.dir(d);
     }
     cpio.char_device("dev/console", 5, 1);
-    let busybox = guest::debian_package("busybox-static").join("bin/busybox");
+    let busybox = debian::package("busybox-static").join("bin/busybox");
     cpio.file("bin/busybox", 0o755, &std::fs::read(&busybox).unwrap());
     cpio.file("init", 0o755, INIT.as_bytes());
     let updater = updater_binary(dir.path());
     let veritysetup = PathBuf::from("/usr/sbin/veritysetup");
-    let mut libs = guest::shared_libraries(&veritysetup);
-    libs.extend(guest::shared_libraries(&updater));
+    let mut libs = initramfs::shared_libraries(&veritysetup);
+    libs.extend(initramfs::shared_libraries(&updater));
     libs.sort();
     libs.dedup();
     for lib in &libs {
@@ -127,7 +126,8 @@ fn apply_status_busy_and_kexec_in_a_guest() {
     );
     cpio.file("bin/keel-update", 0o755, &std::fs::read(&updater).unwrap());
     let mut order = String::new();
-    for (name, path) in guest::modules(&kernel, &["virtio_pci", "virtio_blk", "dm_verity", "erofs"])
+    for (name, path) in
+        initramfs::modules(&kernel, &["virtio_pci", "virtio_blk", "dm_verity", "erofs"])
     {
         cpio.file(
             &format!("lib/modules/{name}.ko"),

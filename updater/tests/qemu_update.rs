@@ -7,9 +7,6 @@
 //! guest asks for ends, once Linux has reset the machine, in a power cycle of the VM (see
 //! `Guest::power_cycle_on_reset`).
 
-#[path = "../../image-builder/tests/support/mod.rs"]
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -21,10 +18,10 @@ const BOOT: Duration = Duration::from_secs(300);
 const COMMAND: Duration = Duration::from_secs(300);
 
 struct Images {
-    v1: support::Image,
-    v2: support::Image,
+    v1: keel_testkit::Image,
+    v2: keel_testkit::Image,
     /// 3.0.0 whose required unit fails: it never reaches the health gate.
-    v3_broken: support::Image,
+    v3_broken: keel_testkit::Image,
 }
 
 const BROKEN_UNIT: &str = "[Unit]\nDescription=Keel e2e: a required unit that always fails\n\n\
@@ -36,14 +33,14 @@ fn images() -> &'static Images {
     static IMAGES: OnceLock<Images> = OnceLock::new();
     IMAGES.get_or_init(|| {
         let build = |name: &str, version: &str, files: Vec<(&str, &str, &str)>| {
-            support::build_image(&support::BuildOpts {
+            keel_testkit::build_image(&keel_testkit::BuildOpts {
                 name: name.into(),
                 version: version.into(),
-                extra_args: support::extra_file_args(&files),
-                ..support::BuildOpts::default()
+                extra_args: keel_testkit::extra_file_args(&files),
+                ..keel_testkit::BuildOpts::default()
             })
         };
-        let mut broken = support::driver_files();
+        let mut broken = keel_testkit::driver_files();
         broken.push((
             "keel-e2e-broken.service",
             "/usr/lib/systemd/system/keel-e2e-broken.service",
@@ -51,8 +48,8 @@ fn images() -> &'static Images {
         ));
         broken.push(("required-units", "/usr/lib/keel/required-units", REQUIRED));
         Images {
-            v1: build("e2e-v1", "1.0.0", support::driver_files()),
-            v2: build("e2e-v2", "2.0.0", support::driver_files()),
+            v1: build("e2e-v1", "1.0.0", keel_testkit::driver_files()),
+            v2: build("e2e-v2", "2.0.0", keel_testkit::driver_files()),
             v3_broken: build("e2e-v3-broken", "3.0.0", broken),
         }
     })
@@ -61,13 +58,7 @@ fn images() -> &'static Images {
 /// A private copy of a file (QEMU locks the disks it writes; parallel tests must not share).
 fn private_copy(src: &Path, dir: &Path, name: &str) -> PathBuf {
     let dst = dir.join(name);
-    let st = Command::new("cp")
-        .arg("--sparse=always")
-        .arg(src)
-        .arg(&dst)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    keel_testkit::sparse_copy_to(src, &dst);
     dst
 }
 
@@ -226,7 +217,7 @@ fn update_and_reboot(reboot_args: &str, check_tampered: bool) {
     let payload = private_copy(&im.v2.payload, dir.path(), "v2.img");
     // A flipped byte inside the signed metadata block.
     let bad = private_copy(&im.v2.payload, dir.path(), "v2-tampered.img");
-    support::flip_byte(&bad, 64);
+    keel_testkit::flip_byte(&bad, 64);
     let tampered = if check_tampered {
         "F() { dd if=/dev/vda4 bs=1M count=160 status=none | sha256sum; \
                tail -c 4096 /dev/vda4 | sha256sum; \

@@ -234,165 +234,206 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     out
 }
 
+/// What a field must hold; each row of [`RULES`] binds a key to one of these.
+#[derive(Clone, Copy)]
+enum Check {
+    /// A non-empty word of ASCII letters, digits and these characters.
+    Word(&'static str),
+    /// A list with at least one entry.
+    NonEmpty,
+    /// One kernel command-line parameter: not empty, no whitespace.
+    Param,
+    /// A file, relative to the board file's folder (the row's message names it at `{}`).
+    File,
+    /// A kernel modules directory (holding modules.dep), relative to the board file's folder.
+    ModulesDir,
+    /// A partition size in MiB, from this minimum up to [`MAX_DISK_MIB`].
+    MiB(u64),
+    /// The partitions together: at most [`MAX_DISK_MIB`].
+    Disk,
+}
+
+/// A value as its check sees it.
+enum Value<'a> {
+    Text(&'a str),
+    /// A list, by its length.
+    List(usize),
+    Path(&'a Path),
+    MiB(u64),
+}
+
+/// The values a row checks, each with its position (none: the key is absent from this board,
+/// e.g. `kernel.deb` on a board that names a package).
+type Values = for<'a> fn(&'a BoardFile) -> Vec<(Position, Value<'a>)>;
+
+/// One row of the board table: the key errors name (`[]`: each entry of a list, named
+/// `key[i]`), where its values are, the check, and what the error says (`{}`: the resolved
+/// path; the size checks say their own).
+struct Rule {
+    key: &'static str,
+    values: Values,
+    check: Check,
+    says: &'static str,
+}
+
+const fn rule(key: &'static str, values: Values, check: Check, says: &'static str) -> Rule {
+    Rule {
+        key,
+        values,
+        check,
+        says,
+    }
+}
+
+fn texts<'a>(items: impl IntoIterator<Item = &'a Spanned<String>>) -> Vec<(Position, Value<'a>)> {
+    items
+        .into_iter()
+        .map(|s| (at(s), Value::Text(&s.value)))
+        .collect()
+}
+
+fn paths<'a>(items: impl IntoIterator<Item = &'a Spanned<PathBuf>>) -> Vec<(Position, Value<'a>)> {
+    items
+        .into_iter()
+        .map(|s| (at(s), Value::Path(&s.value)))
+        .collect()
+}
+
+fn list<T>(s: &Spanned<Vec<T>>) -> Vec<(Position, Value<'_>)> {
+    vec![(at(s), Value::List(s.value.len()))]
+}
+
+fn mib(s: &Spanned<u64>) -> Vec<(Position, Value<'_>)> {
+    vec![(at(s), Value::MiB(s.value))]
+}
+
+const WORD: &str = "must be a non-empty word of letters, digits, '-', '_' or '.'";
+const NO_FILE: &str = "{} does not exist";
+
+/// Every key of a board file bound to its check, in the order they are checked.
+#[rustfmt::skip]
+const RULES: &[Rule] = &[
+    rule("name",                     |f| texts([&f.name]),              Check::Word("-_."), WORD),
+    rule("oem_id",                   |f| texts([&f.oem_id]),            Check::Word("-_"),  "must be a non-empty word of letters, digits, '-' or '_'"),
+    rule("firmware",                 |f| list(&f.firmware),             Check::NonEmpty,    "list at least one firmware"),
+    rule("formats",                  |f| list(&f.formats),              Check::NonEmpty,    "list at least one output format"),
+    rule("default_channel",          |f| texts([&f.default_channel]),   Check::Word("-_."), WORD),
+    rule("rootfs",                   |f| paths([&f.rootfs]),            Check::File,        "rootfs definition {} does not exist"),
+    rule("kernel.package",           |f| texts(f.kernel.package()),     Check::Word("-+."), "not a Debian package name"),
+    rule("kernel.deb",               |f| paths(f.kernel.deb()),         Check::File,        NO_FILE),
+    rule("kernel.image.vmlinuz",     |f| paths(f.kernel.vmlinuz()),     Check::File,        NO_FILE),
+    rule("kernel.image.modules",     |f| paths(f.kernel.modules()),     Check::ModulesDir,  "{} is not a modules directory (no modules.dep)"),
+    rule("boot_modules[]",           |f| texts(&f.boot_modules),        Check::Word("-_"),  "not a module name (letters, digits, '-', '_')"),
+    rule("cmdline[]",                |f| texts(&f.cmdline),             Check::Param,       "one parameter per list entry, without spaces"),
+    rule("partitions.esp_mib",       |f| mib(&f.partitions.esp_mib),       Check::MiB(MIN_ESP_MIB),       ""),
+    rule("partitions.bios_boot_mib", |f| mib(&f.partitions.bios_boot_mib), Check::MiB(MIN_BIOS_BOOT_MIB), ""),
+    rule("partitions.usr_mib",       |f| mib(&f.partitions.usr_mib),       Check::MiB(MIN_USR_MIB),       ""),
+    rule("partitions.oem_mib",       |f| mib(&f.partitions.oem_mib),       Check::MiB(MIN_EXT4_MIB),      ""),
+    rule("partitions.root_mib",      |f| mib(&f.partitions.root_mib),      Check::MiB(MIN_EXT4_MIB),      ""),
+    // The whole disk, reported at the first size.
+    rule("partitions",               |f| f.partitions.disk(),              Check::Disk,                   ""),
+];
+
+impl KernelFile {
+    fn package(&self) -> Option<&Spanned<String>> {
+        match self {
+            KernelFile::Package(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    fn deb(&self) -> Option<&Spanned<PathBuf>> {
+        match self {
+            KernelFile::Deb(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    fn vmlinuz(&self) -> Option<&Spanned<PathBuf>> {
+        match self {
+            KernelFile::Image { vmlinuz, .. } => Some(vmlinuz),
+            _ => None,
+        }
+    }
+
+    fn modules(&self) -> Option<&Spanned<PathBuf>> {
+        match self {
+            KernelFile::Image { modules, .. } => Some(modules),
+            _ => None,
+        }
+    }
+}
+
+impl PartitionsFile {
+    /// The partitions together in MiB (USR twice: A and B), at the first size's position.
+    fn disk(&self) -> Vec<(Position, Value<'_>)> {
+        let total = self.esp_mib.value
+            + self.bios_boot_mib.value
+            + 2 * self.usr_mib.value
+            + self.oem_mib.value
+            + self.root_mib.value;
+        vec![(at(&self.esp_mib), Value::MiB(total))]
+    }
+}
+
+impl Check {
+    /// `Err(message)` when `v` fails the check; `says` is the row's message, paths resolve
+    /// against `base`.
+    fn test(self, v: &Value, says: &str, base: &Path) -> std::result::Result<(), String> {
+        let fail = || Err(says.to_string());
+        match (self, v) {
+            (Check::Word(extra), Value::Text(s)) if !word_ok(s, extra) => fail(),
+            (Check::NonEmpty, Value::List(0)) => fail(),
+            (Check::Param, Value::Text(s))
+                if s.is_empty() || s.chars().any(char::is_whitespace) =>
+            {
+                fail()
+            }
+            (Check::File, Value::Path(p)) if !resolve(base, p).is_file() => {
+                Err(says.replace("{}", &resolve(base, p).display().to_string()))
+            }
+            (Check::ModulesDir, Value::Path(p))
+                if !resolve(base, p).join("modules.dep").is_file() =>
+            {
+                Err(says.replace("{}", &resolve(base, p).display().to_string()))
+            }
+            (Check::MiB(min), &Value::MiB(v)) if v < min => {
+                Err(format!("{v} MiB is too small: at least {min} MiB"))
+            }
+            (Check::MiB(_), &Value::MiB(v)) if v > MAX_DISK_MIB => Err(format!(
+                "{v} MiB is larger than a disk may be ({MAX_DISK_MIB} MiB)"
+            )),
+            (Check::Disk, &Value::MiB(total)) if total > MAX_DISK_MIB => Err(format!(
+                "the partitions add up to {total} MiB, more than a disk may be ({MAX_DISK_MIB} MiB)"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn validate(path: &Path, f: BoardFile) -> Result<Board> {
     let base = path.parent().unwrap_or(Path::new("."));
-    let err = |pos: Position, field: &str, msg: &str| located(path, pos, Some(field), msg);
-
-    if !word_ok(&f.name.value, "-_.") {
-        return Err(err(
-            at(&f.name),
-            "name",
-            "must be a non-empty word of letters, digits, '-', '_' or '.'",
-        ));
-    }
-    if !word_ok(&f.oem_id.value, "-_") {
-        return Err(err(
-            at(&f.oem_id),
-            "oem_id",
-            "must be a non-empty word of letters, digits, '-' or '_'",
-        ));
-    }
-    if f.firmware.value.is_empty() {
-        return Err(err(
-            at(&f.firmware),
-            "firmware",
-            "list at least one firmware",
-        ));
-    }
-    if f.formats.value.is_empty() {
-        return Err(err(
-            at(&f.formats),
-            "formats",
-            "list at least one output format",
-        ));
-    }
-    if !word_ok(&f.default_channel.value, "-_.") {
-        return Err(err(
-            at(&f.default_channel),
-            "default_channel",
-            "must be a non-empty word of letters, digits, '-', '_' or '.'",
-        ));
-    }
-    let rootfs = resolve(base, &f.rootfs.value);
-    if !rootfs.is_file() {
-        return Err(err(
-            at(&f.rootfs),
-            "rootfs",
-            &format!("rootfs definition {} does not exist", rootfs.display()),
-        ));
+    for rule in RULES {
+        for (i, (pos, value)) in (rule.values)(&f).iter().enumerate() {
+            if let Err(message) = rule.check.test(value, rule.says, base) {
+                let key = match rule.key.strip_suffix("[]") {
+                    Some(list) => format!("{list}[{i}]"),
+                    None => rule.key.to_string(),
+                };
+                return Err(located(path, *pos, Some(&key), &message));
+            }
+        }
     }
 
     let kernel = match f.kernel {
-        KernelFile::Package(p) => {
-            if !word_ok(&p.value, "-+.") {
-                return Err(err(at(&p), "kernel.package", "not a Debian package name"));
-            }
-            KernelSource::Package(p.value)
-        }
-        KernelFile::Deb(d) => {
-            let file = resolve(base, &d.value);
-            if !file.is_file() {
-                return Err(err(
-                    at(&d),
-                    "kernel.deb",
-                    &format!("{} does not exist", file.display()),
-                ));
-            }
-            KernelSource::Deb(file)
-        }
-        KernelFile::Image { vmlinuz, modules } => {
-            let image = resolve(base, &vmlinuz.value);
-            if !image.is_file() {
-                return Err(err(
-                    at(&vmlinuz),
-                    "kernel.image.vmlinuz",
-                    &format!("{} does not exist", image.display()),
-                ));
-            }
-            let dir = resolve(base, &modules.value);
-            if !dir.join("modules.dep").is_file() {
-                return Err(err(
-                    at(&modules),
-                    "kernel.image.modules",
-                    &format!(
-                        "{} is not a modules directory (no modules.dep)",
-                        dir.display()
-                    ),
-                ));
-            }
-            KernelSource::Image {
-                vmlinuz: image,
-                modules: dir,
-            }
-        }
+        KernelFile::Package(p) => KernelSource::Package(p.value),
+        KernelFile::Deb(d) => KernelSource::Deb(resolve(base, &d.value)),
+        KernelFile::Image { vmlinuz, modules } => KernelSource::Image {
+            vmlinuz: resolve(base, &vmlinuz.value),
+            modules: resolve(base, &modules.value),
+        },
     };
-
-    let mut boot_modules = Vec::new();
-    for (i, m) in f.boot_modules.iter().enumerate() {
-        if !word_ok(&m.value, "-_") {
-            return Err(err(
-                at(m),
-                &format!("boot_modules[{i}]"),
-                "not a module name (letters, digits, '-', '_')",
-            ));
-        }
-        boot_modules.push(m.value.clone());
-    }
-    let mut cmdline = Vec::new();
-    for (i, c) in f.cmdline.iter().enumerate() {
-        if c.value.is_empty() || c.value.chars().any(char::is_whitespace) {
-            return Err(err(
-                at(c),
-                &format!("cmdline[{i}]"),
-                "one parameter per list entry, without spaces",
-            ));
-        }
-        cmdline.push(c.value.clone());
-    }
-
     let p = &f.partitions;
-    for (field, v, min) in [
-        ("partitions.esp_mib", &p.esp_mib, MIN_ESP_MIB),
-        (
-            "partitions.bios_boot_mib",
-            &p.bios_boot_mib,
-            MIN_BIOS_BOOT_MIB,
-        ),
-        ("partitions.usr_mib", &p.usr_mib, MIN_USR_MIB),
-        ("partitions.oem_mib", &p.oem_mib, MIN_EXT4_MIB),
-        ("partitions.root_mib", &p.root_mib, MIN_EXT4_MIB),
-    ] {
-        if v.value < min {
-            return Err(err(
-                at(v),
-                field,
-                &format!("{} MiB is too small: at least {min} MiB", v.value),
-            ));
-        }
-        if v.value > MAX_DISK_MIB {
-            return Err(err(
-                at(v),
-                field,
-                &format!(
-                    "{} MiB is larger than a disk may be ({MAX_DISK_MIB} MiB)",
-                    v.value
-                ),
-            ));
-        }
-    }
-    let total = p.esp_mib.value
-        + p.bios_boot_mib.value
-        + 2 * p.usr_mib.value
-        + p.oem_mib.value
-        + p.root_mib.value;
-    if total > MAX_DISK_MIB {
-        return Err(err(
-            at(&p.esp_mib),
-            "partitions",
-            &format!("the partitions add up to {total} MiB, more than a disk may be ({MAX_DISK_MIB} MiB)"),
-        ));
-    }
-
     Ok(Board {
         path: path.to_path_buf(),
         name: f.name.value,
@@ -400,11 +441,11 @@ fn validate(path: &Path, f: BoardFile) -> Result<Board> {
         oem_id: f.oem_id.value,
         firmware: f.firmware.value,
         formats: f.formats.value,
-        rootfs,
+        rootfs: resolve(base, &f.rootfs.value),
         default_channel: f.default_channel.value,
         kernel,
-        boot_modules,
-        cmdline,
+        boot_modules: f.boot_modules.into_iter().map(|m| m.value).collect(),
+        cmdline: f.cmdline.into_iter().map(|c| c.value).collect(),
         partitions: PartitionSizes {
             esp_mib: p.esp_mib.value,
             bios_boot_mib: p.bios_boot_mib.value,
@@ -492,6 +533,24 @@ partitions:
         let (_d, b) = write(&GOOD.replace("[raw, qcow2]", "[raw, floppy]"));
         let e = b.unwrap_err().to_string();
         assert!(e.contains(":5:") && e.contains("floppy"), "{e}");
+    }
+
+    /// A list entry is named by its index; the whole disk is checked after each size.
+    #[test]
+    fn list_entries_and_disk_total_are_named() {
+        let (_d, b) =
+            write(&GOOD.replace("[virtio_blk, dm-verity]", "[virtio_blk, \"dm verity\"]"));
+        let e = b.unwrap_err().to_string();
+        assert!(
+            e.contains(":10:28: boot_modules[1]: not a module name"),
+            "{e}"
+        );
+        let (_d, b) = write(&GOOD.replace("root_mib: 1024", "root_mib: 16777000"));
+        let e = b.unwrap_err().to_string();
+        assert!(
+            e.contains(":14:12: partitions: the partitions add up to"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -1,160 +1,28 @@
 //! Real guests for the runner's tests: Debian's cloud kernel and a busybox
-//! initramfs with a root shell on ttyS0, fetched with apt-get the same way on a
-//! developer machine and in CI, and cached in `$KEEL_TEST_CACHE`
-//! (default `~/.cache/keel-test`, or `/var/tmp/keel-test-cache` without HOME). A missing tool or package fails the test with
+//! initramfs with a root shell on ttyS0, both fetched by keel-testkit (apt-get,
+//! cached in `$KEEL_TEST_CACHE`). A missing tool or package fails the test with
 //! a message saying what to install.
 
 #![allow(dead_code)] // each test binary uses a different part
 
 use std::fs::{self, File};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use keel_qemu::{BootOptions, Firmware};
+pub use keel_testkit::debian::{self, Kernel};
+use keel_testkit::initramfs::{self, Newc};
+use keel_testkit::stdout_of;
 
 /// Printed by the test initramfs once the shell is about to start.
 pub const SHELL_READY: &str = "keel-test-shell: ready";
 /// Generous: several TCG guests may share two host cores.
 pub const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
-pub fn cache_dir() -> PathBuf {
-    let dir = match std::env::var_os("KEEL_TEST_CACHE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => match std::env::var_os("HOME") {
-            Some(home) if !home.is_empty() => PathBuf::from(home).join(".cache/keel-test"),
-            _ => PathBuf::from("/var/tmp/keel-test-cache"),
-        },
-    };
-    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create cache dir {}: {e}", dir.display()));
-    dir
-}
-
-fn run(command: &mut Command) -> Result<String, String> {
-    let shown = format!("{command:?}");
-    let output = command
-        .output()
-        .map_err(|e| format!("cannot run {shown}: {e}"))?;
-    if !output.status.success() {
-        return Err(format!(
-            "{shown} failed ({}): {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// Runs an apt command; when it fails (stale or missing package lists), runs
-/// `apt-get update` once and tries again.
-fn apt(make: impl Fn() -> Command) -> String {
-    match run(&mut make()) {
-        Ok(out) => out,
-        Err(first) => {
-            eprintln!("{first}; refreshing package lists with apt-get update");
-            run(Command::new("apt-get").args(["update", "-qq"]))
-                .unwrap_or_else(|e| panic!("apt-get update: {e}"));
-            run(&mut make()).unwrap_or_else(|e| {
-                panic!("{e}\n(these tests fetch Debian packages with apt-get; see qemu-runner/README.md)")
-            })
-        }
-    }
-}
-
-/// Serialises fixture creation across threads and test processes.
-struct FileLock(File);
-
-impl FileLock {
-    fn acquire(path: &Path) -> FileLock {
-        let file = File::create(path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
-        // SAFETY: flock on a file descriptor we own.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-        assert_eq!(rc, 0, "flock {}", path.display());
-        FileLock(file)
-    }
-}
-
-impl Drop for FileLock {
-    fn drop(&mut self) {
-        // SAFETY: as above.
-        unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
-    }
-}
-
-/// Downloads a Debian package (`apt-get download`) and unpacks it
-/// (`dpkg-deb -x`) into the cache; returns the unpacked root.
-pub fn debian_package(name: &str) -> PathBuf {
-    let debs = cache_dir().join("deb");
-    fs::create_dir_all(&debs).unwrap();
-    let root = debs.join(name);
-    let done = debs.join(format!("{name}.complete"));
-    let _lock = FileLock::acquire(&debs.join(format!("{name}.lock")));
-    if done.exists() {
-        return root;
-    }
-    let work = tempfile::tempdir_in(&debs).unwrap();
-    apt(|| {
-        let mut c = Command::new("apt-get");
-        c.args(["download", "-qq", name]).current_dir(work.path());
-        c
-    });
-    let deb = fs::read_dir(work.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .unwrap_or_else(|| panic!("apt-get download {name} produced no .deb"));
-    let unpacked = work.path().join("root");
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let _ = fs::remove_dir_all(&root);
-    fs::rename(&unpacked, &root).unwrap();
-    File::create(&done).unwrap();
-    root
-}
-
-/// Debian's cloud kernel, unpacked from the package that
-/// `linux-image-cloud-amd64` currently depends on.
-pub struct TestKernel {
-    pub vmlinuz: PathBuf,
-    pub modules: PathBuf,
-}
-
-pub fn test_kernel() -> TestKernel {
-    let depends = apt(|| {
-        let mut c = Command::new("apt-cache");
-        c.args([
-            "depends",
-            "--no-recommends",
-            "--no-suggests",
-            "linux-image-cloud-amd64",
-        ]);
-        c
-    });
-    let package = depends
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends: "))
-        .find(|p| p.starts_with("linux-image-"))
-        .unwrap_or_else(|| panic!("no linux-image dependency in:\n{depends}"))
-        .trim()
-        .to_string();
-    let root = debian_package(&package);
-    let release = package.trim_start_matches("linux-image-");
-    let kernel = TestKernel {
-        vmlinuz: root.join(format!("boot/vmlinuz-{release}")),
-        modules: root.join(format!("lib/modules/{release}")),
-    };
-    assert!(
-        kernel.vmlinuz.is_file(),
-        "{} missing",
-        kernel.vmlinuz.display()
-    );
-    kernel
-}
-
 /// Direct-kernel options for `kernel` with no initramfs: the kernel boots, finds
 /// no root file system and panics.
-pub fn panicking_kernel_options(image: &Path, kernel: &TestKernel) -> BootOptions {
+pub fn panicking_kernel_options(image: &Path, kernel: &Kernel) -> BootOptions {
     BootOptions {
         firmware: Firmware::Direct {
             kernel: kernel.vmlinuz.clone(),
@@ -167,7 +35,7 @@ pub fn panicking_kernel_options(image: &Path, kernel: &TestKernel) -> BootOption
 }
 
 /// Direct-kernel options booting into the busybox shell of [`shell_initramfs`].
-pub fn shell_options(image: &Path, kernel: &TestKernel, initramfs: &Path) -> BootOptions {
+pub fn shell_options(image: &Path, kernel: &Kernel, initramfs: &Path) -> BootOptions {
     BootOptions {
         firmware: Firmware::Direct {
             kernel: kernel.vmlinuz.clone(),
@@ -232,10 +100,10 @@ const WANTED_MODULES: &[&str] = &[
 
 /// A gzip-free newc initramfs: busybox-static, the virtio modules of `kernel`
 /// (dependencies first), and an /init that starts a root shell on the console.
-pub fn shell_initramfs(dir: &Path, kernel: &TestKernel) -> PathBuf {
-    let busybox = debian_package("busybox-static").join("bin/busybox");
+pub fn shell_initramfs(dir: &Path, kernel: &Kernel) -> PathBuf {
+    let busybox = debian::package("busybox-static").join("bin/busybox");
     assert!(busybox.is_file(), "{} missing", busybox.display());
-    let modules = resolve_modules(&kernel.modules, WANTED_MODULES);
+    let modules = initramfs::modules(kernel, WANTED_MODULES);
 
     let mut cpio = Newc::default();
     for dir in [
@@ -277,115 +145,11 @@ pub fn shell_initramfs(dir: &Path, kernel: &TestKernel) -> PathBuf {
     path
 }
 
-/// `wanted` and their dependencies (per `modinfo -F depends`), dependencies
-/// first, as (name, file) pairs.
-fn resolve_modules(modules_dir: &Path, wanted: &[&str]) -> Vec<(String, PathBuf)> {
-    let mut files = std::collections::HashMap::new();
-    index_modules(&modules_dir.join("kernel"), &mut files);
-    let mut ordered: Vec<(String, PathBuf)> = Vec::new();
-    fn visit(
-        name: &str,
-        files: &std::collections::HashMap<String, PathBuf>,
-        ordered: &mut Vec<(String, PathBuf)>,
-    ) {
-        if ordered.iter().any(|(n, _)| n == name) {
-            return;
-        }
-        let path = files
-            .get(name)
-            .unwrap_or_else(|| panic!("kernel module {name} not found"));
-        let depends = run(Command::new("modinfo").args(["-F", "depends"]).arg(path))
-            .unwrap_or_else(|e| panic!("{e} (install Debian's kmod package)"));
-        for dep in depends.trim().split(',').filter(|d| !d.is_empty()) {
-            visit(&dep.replace('-', "_"), files, ordered);
-        }
-        ordered.push((name.to_string(), path.clone()));
-    }
-    for name in wanted {
-        visit(name, &files, &mut ordered);
-    }
-    ordered
-}
-
-fn index_modules(dir: &Path, files: &mut std::collections::HashMap<String, PathBuf>) {
-    for entry in fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            index_modules(&path, files);
-        } else if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
-            if let Some(stem) = name.strip_suffix(".ko") {
-                files.insert(stem.replace('-', "_"), path.clone());
-            }
-        }
-    }
-}
-
-/// Just enough of the cpio "newc" format for an initramfs.
-#[derive(Default)]
-struct Newc {
-    out: Vec<u8>,
-    ino: u32,
-}
-
-impl Newc {
-    fn entry(&mut self, name: &str, mode: u32, rdev: (u32, u32), data: &[u8]) {
-        self.ino += 1;
-        let fields = [
-            self.ino,
-            mode,
-            0,
-            0,
-            1,
-            0,
-            data.len() as u32,
-            0,
-            0,
-            rdev.0,
-            rdev.1,
-            name.len() as u32 + 1,
-            0,
-        ];
-        self.out.extend_from_slice(b"070701");
-        for field in fields {
-            self.out
-                .extend_from_slice(format!("{field:08X}").as_bytes());
-        }
-        self.out.extend_from_slice(name.as_bytes());
-        self.out.push(0);
-        self.pad();
-        self.out.extend_from_slice(data);
-        self.pad();
-    }
-
-    fn pad(&mut self) {
-        while !self.out.len().is_multiple_of(4) {
-            self.out.push(0);
-        }
-    }
-
-    fn dir(&mut self, name: &str) {
-        self.entry(name, 0o040755, (0, 0), &[]);
-    }
-
-    fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
-        self.entry(name, 0o100000 | perm, (0, 0), data);
-    }
-
-    fn char_device(&mut self, name: &str, major: u32, minor: u32) {
-        self.entry(name, 0o020600, (major, minor), &[]);
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        self.entry("TRAILER!!!", 0, (0, 0), &[]);
-        self.out
-    }
-}
-
 /// A raw GPT disk of 64 MiB whose EFI system partition holds
 /// `EFI/BOOT/BOOTX64.EFI`: a unified kernel image (systemd-stub from Debian's
 /// systemd-boot-efi + the test kernel + `initramfs` + `cmdline`), the way Keel
 /// images boot.
-pub fn uefi_disk(dir: &Path, kernel: &TestKernel, initramfs: &Path, cmdline: &str) -> PathBuf {
+pub fn uefi_disk(dir: &Path, kernel: &Kernel, initramfs: &Path, cmdline: &str) -> PathBuf {
     const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
     assert!(
         Path::new(STUB).is_file(),
@@ -410,26 +174,30 @@ pub fn uefi_disk(dir: &Path, kernel: &TestKernel, initramfs: &Path, cmdline: &st
     args.extend(section(".cmdline", &cmdline_file, "0x30000"));
     args.extend(section(".linux", &kernel.vmlinuz, "0x2000000"));
     args.extend(section(".initrd", initramfs, "0x3000000"));
-    run(Command::new("objcopy").args(&args).arg(STUB).arg(&uki))
+    stdout_of(Command::new("objcopy").args(&args).arg(STUB).arg(&uki))
         .unwrap_or_else(|e| panic!("{e} (install Debian's binutils package)"));
 
     let esp = dir.join("esp.fat");
-    run(Command::new("mkfs.vfat")
-        .args(["-F", "32", "-C"])
-        .arg(&esp)
-        .arg("61440"))
+    stdout_of(
+        Command::new("mkfs.vfat")
+            .args(["-F", "32", "-C"])
+            .arg(&esp)
+            .arg("61440"),
+    )
     .unwrap_or_else(|e| panic!("{e} (install Debian's dosfstools package)"));
     let mtools = |args: &[&str]| {
-        run(Command::new(args[0]).arg("-i").arg(&esp).args(&args[1..]))
+        stdout_of(Command::new(args[0]).arg("-i").arg(&esp).args(&args[1..]))
             .unwrap_or_else(|e| panic!("{e} (install Debian's mtools package)"));
     };
     mtools(&["mmd", "::/EFI", "::/EFI/BOOT"]);
     mtools(&["mcopy", uki.to_str().unwrap(), "::/EFI/BOOT/BOOTX64.EFI"]);
 
     let disk = blank_disk(dir, "uefi.raw", 64);
-    run(Command::new("sgdisk")
-        .args(["-n", "1:2048:+60M", "-t", "1:EF00", "-c", "1:EFI-SYSTEM"])
-        .arg(&disk))
+    stdout_of(
+        Command::new("sgdisk")
+            .args(["-n", "1:2048:+60M", "-t", "1:EF00", "-c", "1:EFI-SYSTEM"])
+            .arg(&disk),
+    )
     .unwrap_or_else(|e| panic!("{e} (install Debian's gdisk package)"));
     let esp_bytes = fs::read(&esp).unwrap();
     use std::io::{Seek, SeekFrom, Write};

@@ -1,11 +1,9 @@
-//! Test support shared by every test that needs a built Keel image (this crate's and others',
-//! e.g. QEMU boot tests: `#[path = "../../image-builder/tests/support/mod.rs"] mod support;`).
+//! Built Keel test images, made once and shared by every test binary of the workspace.
 //!
-//! [`built_image`] builds the default image once per test run and reuses it: images live under
-//! `target/test-images/<name>-<fingerprint>/`, keyed by the `keel` and `keel-init` binaries,
-//! `boards/`, `rootfs/`, the test key and the build options, and a file lock keeps parallel tests (and test
-//! binaries) from building the same image twice. Only std is used, so any crate can include it.
-#![allow(dead_code)]
+//! [`build_image`] runs `keel build` and reuses its output: images live under
+//! `target/test-images/<name>-<fingerprint>/`, keyed by the `keel`, `keel-init`, `keel-update` and
+//! `keel-install` binaries, `boards/`, `rootfs/`, the test key and the build options, and a file
+//! lock keeps parallel tests (and test binaries) from building the same image twice.
 
 use std::collections::hash_map::DefaultHasher;
 use std::fs::{self, File};
@@ -51,7 +49,7 @@ pub struct Image {
     pub pubkey: PathBuf,
 }
 
-/// The repository root (every workspace member sits one level below it).
+/// The repository root (every workspace member, this crate too, sits one level below it).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -88,12 +86,10 @@ fn cargo() -> Command {
     c
 }
 
-/// The `keel` binary: `$KEEL_BIN`, this crate's own, or built now.
+/// The `keel` binary: `$KEEL_BIN`, else the one beside the running test's profile (where cargo
+/// puts keel-builder's own binary before running its tests), built now if missing.
 pub fn keel_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("KEEL_BIN") {
-        return PathBuf::from(p);
-    }
-    if let Some(p) = option_env!("CARGO_BIN_EXE_keel") {
         return PathBuf::from(p);
     }
     let p = profile_dir().join("keel");
@@ -352,134 +348,4 @@ pub fn metal_opts() -> BuildOpts {
 /// Path of the default image's disk.raw.
 pub fn built_image() -> PathBuf {
     default_image().disk
-}
-
-/// A writable sparse copy of `src` in `dir`.
-pub fn sparse_copy(src: &Path, dir: &Path) -> PathBuf {
-    let dst = dir.join(src.file_name().unwrap());
-    let st = Command::new("cp")
-        .arg("--sparse=always")
-        .arg(src)
-        .arg(&dst)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    dst
-}
-
-/// Copy `len` bytes at `offset` of `src` into a new file `dst`.
-pub fn extract(src: &Path, offset: u64, len: u64, dst: &Path) {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mut i = File::open(src).unwrap();
-    i.seek(SeekFrom::Start(offset)).unwrap();
-    let mut o = File::create(dst).unwrap();
-    let mut left = len;
-    let mut buf = vec![0u8; 4 << 20];
-    while left > 0 {
-        let n = (buf.len() as u64).min(left) as usize;
-        i.read_exact(&mut buf[..n]).unwrap();
-        o.write_all(&buf[..n]).unwrap();
-        left -= n as u64;
-    }
-}
-
-/// Flip one bit of the byte at `offset`.
-pub fn flip_byte(path: &Path, offset: u64) {
-    use std::io::{Read, Seek, SeekFrom, Write};
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut b = [0u8];
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.read_exact(&mut b).unwrap();
-    b[0] ^= 0x01;
-    f.seek(SeekFrom::Start(offset)).unwrap();
-    f.write_all(&b).unwrap();
-}
-
-/// Run a command, returning (success, stdout + stderr).
-pub fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-/// TEST IMAGES ONLY. The e2e test driver: a unit that, at every boot after multi-user.target,
-/// runs the script on /dev/vdb (the first extra disk: a shell script padded with zeros) with its
-/// output on the serial console. Serial console input does not reach the guest's shell, so
-/// tests talk to the guest through scripts and console output.
-pub const DRIVER: &str = "#!/bin/sh\n\
-    # Keel e2e TEST IMAGE ONLY: runs the script on /dev/vdb as root at every boot.\n\
-    [ \"$(head -c 2 /dev/vdb 2>/dev/null)\" = '#!' ] || exit 0\n\
-    tr -d '\\000' < /dev/vdb > /run/keel-e2e.sh\n\
-    exec /bin/sh /run/keel-e2e.sh\n";
-pub const DRIVER_UNIT: &str = "[Unit]\n\
-    Description=Keel e2e test driver (TEST IMAGE ONLY)\n\
-    After=multi-user.target\n\n\
-    [Service]\n\
-    Type=simple\n\
-    ExecStart=/usr/lib/keel-e2e/driver\n\
-    StandardOutput=journal+console\n\
-    StandardError=journal+console\n";
-
-/// The driver and its unit, enabled as `systemctl enable` would (a symlink in
-/// multi-user.target.wants): (file name, destination in the image, text or `symlink:TARGET`).
-pub fn driver_files() -> Vec<(&'static str, &'static str, &'static str)> {
-    vec![
-        ("driver", "/usr/lib/keel-e2e/driver", DRIVER),
-        (
-            "keel-e2e-driver.service",
-            "/usr/lib/systemd/system/keel-e2e-driver.service",
-            DRIVER_UNIT,
-        ),
-        (
-            "keel-e2e-driver.service.wants",
-            "/usr/lib/systemd/system/multi-user.target.wants/keel-e2e-driver.service",
-            "symlink:../keel-e2e-driver.service",
-        ),
-    ]
-}
-
-/// `files` written into the image cache (in a directory named after their content, since the
-/// image cache key covers the build arguments, not the files' bytes), as `--extra-file`
-/// arguments for `keel build`.
-pub fn extra_file_args(files: &[(&str, &str, &str)]) -> Vec<String> {
-    let mut h = DefaultHasher::new();
-    for (name, dest, text) in files {
-        for part in [name, dest, text] {
-            h.write(part.as_bytes());
-        }
-    }
-    let dir = images_dir().join(format!("e2e-files-{:016x}", h.finish()));
-    // Builds read these files while holding the lock: never rewrite one under them.
-    let _l = lock();
-    fs::create_dir_all(&dir).unwrap();
-    let mut args = Vec::new();
-    for (name, dest, text) in files {
-        let src = dir.join(name);
-        if let Some(target) = text.strip_prefix("symlink:") {
-            // Tests running in parallel make the same files: the first link made stands.
-            match std::os::unix::fs::symlink(target, &src) {
-                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                    panic!("symlink {}: {e}", src.display())
-                }
-                _ => {}
-            }
-        } else {
-            fs::write(&src, text).unwrap();
-            let mode = if text.starts_with("#!") { 0o755 } else { 0o644 };
-            fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
-        }
-        args.push("--extra-file".to_string());
-        args.push(format!("{}={dest}", src.display()));
-    }
-    args
 }

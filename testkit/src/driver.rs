@@ -1,0 +1,80 @@
+//! The end-to-end test driver baked into test images (`--extra-file`), through which tests talk
+//! to a booted guest.
+
+use std::collections::hash_map::DefaultHasher;
+use std::fs;
+use std::hash::Hasher;
+
+use crate::image::{images_dir, lock};
+
+/// TEST IMAGES ONLY. The e2e test driver: a unit that, at every boot after multi-user.target,
+/// runs the script on /dev/vdb (the first extra disk: a shell script padded with zeros) with its
+/// output on the serial console. Serial console input does not reach the guest's shell, so
+/// tests talk to the guest through scripts and console output.
+pub const DRIVER: &str = "#!/bin/sh\n\
+    # Keel e2e TEST IMAGE ONLY: runs the script on /dev/vdb as root at every boot.\n\
+    [ \"$(head -c 2 /dev/vdb 2>/dev/null)\" = '#!' ] || exit 0\n\
+    tr -d '\\000' < /dev/vdb > /run/keel-e2e.sh\n\
+    exec /bin/sh /run/keel-e2e.sh\n";
+pub const DRIVER_UNIT: &str = "[Unit]\n\
+    Description=Keel e2e test driver (TEST IMAGE ONLY)\n\
+    After=multi-user.target\n\n\
+    [Service]\n\
+    Type=simple\n\
+    ExecStart=/usr/lib/keel-e2e/driver\n\
+    StandardOutput=journal+console\n\
+    StandardError=journal+console\n";
+
+/// The driver and its unit, enabled as `systemctl enable` would (a symlink in
+/// multi-user.target.wants): (file name, destination in the image, text or `symlink:TARGET`).
+pub fn driver_files() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        ("driver", "/usr/lib/keel-e2e/driver", DRIVER),
+        (
+            "keel-e2e-driver.service",
+            "/usr/lib/systemd/system/keel-e2e-driver.service",
+            DRIVER_UNIT,
+        ),
+        (
+            "keel-e2e-driver.service.wants",
+            "/usr/lib/systemd/system/multi-user.target.wants/keel-e2e-driver.service",
+            "symlink:../keel-e2e-driver.service",
+        ),
+    ]
+}
+
+/// `files` written into the image cache (in a directory named after their content, since the
+/// image cache key covers the build arguments, not the files' bytes), as `--extra-file`
+/// arguments for `keel build`.
+pub fn extra_file_args(files: &[(&str, &str, &str)]) -> Vec<String> {
+    let mut h = DefaultHasher::new();
+    for (name, dest, text) in files {
+        for part in [name, dest, text] {
+            h.write(part.as_bytes());
+        }
+    }
+    let dir = images_dir().join(format!("e2e-files-{:016x}", h.finish()));
+    // Builds read these files while holding the lock: never rewrite one under them.
+    let _l = lock();
+    fs::create_dir_all(&dir).unwrap();
+    let mut args = Vec::new();
+    for (name, dest, text) in files {
+        let src = dir.join(name);
+        if let Some(target) = text.strip_prefix("symlink:") {
+            // Tests running in parallel make the same files: the first link made stands.
+            match std::os::unix::fs::symlink(target, &src) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    panic!("symlink {}: {e}", src.display())
+                }
+                _ => {}
+            }
+        } else {
+            fs::write(&src, text).unwrap();
+            let mode = if text.starts_with("#!") { 0o755 } else { 0o644 };
+            fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        }
+        args.push("--extra-file".to_string());
+        args.push(format!("{}={dest}", src.display()));
+    }
+    args
+}

@@ -1,0 +1,19 @@
+//! Test support shared by Keel's crates (a dev-dependency; std and tempfile only).
+//!
+//! - Built images: [`build_image`] / [`default_image`] run `keel build` once per fingerprint and
+//!   cache the result under `target/test-images` behind a file lock; `KEEL_BIN`, `KEEL_INIT`,
+//!   `KEEL_UPDATE` and `KEEL_INSTALL` select the binaries ([`image`]).
+//! - The end-to-end driver baked into test images ([`driver_files`], [`extra_file_args`]).
+//! - Files and commands: [`sparse_copy`], [`extract`], [`flip_byte`], [`run`], [`stdout_of`].
+//! - Guests without an image: Debian packages and the cloud kernel ([`debian`]), and what an
+//!   initramfs is made of ([`initramfs`]).
+
+pub mod debian;
+mod driver;
+mod files;
+pub mod image;
+pub mod initramfs;
+
+pub use driver::*;
+pub use files::*;
+pub use image::*;
