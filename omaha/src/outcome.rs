@@ -41,11 +41,10 @@ impl std::fmt::Display for ActionCode {
 /// What a client does with a response to its update check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    UpdateAvailable(Update),
+    /// Boxed: an `Update` is a few hundred bytes, the other variants a few.
+    UpdateAvailable(Box<Update>),
     /// `status="noupdate"`.
-    NoUpdate {
-        poll_interval: Option<u32>,
-    },
+    NoUpdate { poll_interval: Option<u32> },
     /// The response is refused with this code.
     Error(ActionCode),
 }
@@ -152,7 +151,7 @@ pub fn client_outcome(response: &Response, appid: &str) -> Outcome {
             format!("{}{sep}{}", u.codebase, package.name)
         })
         .collect();
-    Outcome::UpdateAvailable(Update {
+    Outcome::UpdateAvailable(Box::new(Update {
         url: urls[0].clone(),
         urls,
         size,
@@ -168,7 +167,7 @@ pub fn client_outcome(response: &Response, appid: &str) -> Outcome {
         max_failure_count_per_url: action.max_failure_count_per_url,
         poll_interval: check.poll_interval,
         action_extra: action.extra.clone(),
-    })
+    }))
 }
 
 /// update_engine's verdict on a response body (HTTP 200) to an update check: an empty body

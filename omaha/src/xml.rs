@@ -131,8 +131,7 @@ pub(crate) fn parse_document(body: &[u8]) -> Result<Element, Error> {
                     "the XML declaration is not at the start of the document",
                 ))
             }
-            Event::Start(e) | Event::Empty(e) if outside && root.is_some() => {
-                let _ = e;
+            Event::Start(_) | Event::Empty(_) if outside && root.is_some() => {
                 return Err(xml_error(body, base + offset, "a second root element"));
             }
             Event::Start(e) => stack.push(element(body, base, offset, &e)?),
@@ -150,19 +149,17 @@ pub(crate) fn parse_document(body: &[u8]) -> Result<Element, Error> {
                     None => root = Some(el),
                 }
             }
-            Event::Text(t) if outside => {
-                if !t.iter().all(u8::is_ascii_whitespace) {
-                    let what = String::from_utf8_lossy(&t)
-                        .trim()
-                        .chars()
-                        .take(40)
-                        .collect::<String>();
-                    return Err(xml_error(
-                        body,
-                        base + offset,
-                        format!("text outside the root element: {what:?}"),
-                    ));
-                }
+            Event::Text(t) if outside && !t.iter().all(u8::is_ascii_whitespace) => {
+                let what = String::from_utf8_lossy(&t)
+                    .trim()
+                    .chars()
+                    .take(40)
+                    .collect::<String>();
+                return Err(xml_error(
+                    body,
+                    base + offset,
+                    format!("text outside the root element: {what:?}"),
+                ));
             }
             Event::CData(_) | Event::GeneralRef(_) if outside => {
                 return Err(xml_error(
