@@ -605,3 +605,28 @@ fn every_index_row() {
     );
     assert!(failures.is_empty(), "failing: {failures:?}\n{summary}");
 }
+
+/// Every prefix of every fixture is answered with a value or an error, never a panic (a server
+/// reads whatever a client sends; an agent whatever a proxy returns).
+#[test]
+fn every_truncation_is_an_answer_not_a_panic() {
+    let dir = fixtures();
+    let mut bodies = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "xml") {
+            continue;
+        }
+        let body = std::fs::read(&path).unwrap();
+        if body.len() > MAX_REQUEST_BYTES {
+            continue;
+        }
+        for end in 0..=body.len() {
+            let prefix = &body[..end];
+            let _ = parse_request(prefix);
+            let _ = client_outcome_from_body(prefix, UE_APPID);
+            bodies += 1;
+        }
+    }
+    println!("{bodies} truncated bodies parsed without a panic");
+}
