@@ -101,8 +101,14 @@ struct BuildArgs {
     /// Timestamp for every file and filesystem [default: $SOURCE_DATE_EPOCH, else the rootfs definition's]
     #[arg(long)]
     source_date_epoch: Option<u64>,
-    /// Output format, repeatable: raw, qcow2, vmdk, ova, pxe, iso [default: the board's formats]
-    #[arg(long = "format", value_name = "FORMAT", value_parser = parse_format)]
+    /// Output formats, comma-separated or repeated: raw, qcow2, vmdk, ova, pxe, iso
+    /// [default: the board's formats]
+    #[arg(
+        long = "format",
+        value_name = "FORMAT",
+        value_parser = parse_format,
+        value_delimiter = ','
+    )]
     formats: Vec<keel_builder::definition::board::Format>,
     /// Print the manifest as JSON on stdout
     #[arg(long)]
@@ -301,14 +307,13 @@ fn run_build(a: BuildArgs, reporter: &Reporter, quiet: bool) -> anyhow::Result<i
         );
         for o in &m.outputs {
             println!(
-                "  {}/{}  {} MiB  sha256 {}",
-                report.out.display(),
-                o.name,
+                "  {}  {} MiB  sha256 {}",
+                report.out.join(&o.name).display(),
                 o.size >> 20,
                 o.sha256
             );
         }
-        println!("  {}/manifest.json", report.out.display());
+        println!("  {}", report.out.join("manifest.json").display());
         for (form, mib) in live_boot_min_ram_mib(&m.outputs) {
             println!("  {form} live boot: the machine needs at least {mib} MiB of RAM");
         }

@@ -27,10 +27,8 @@ fn formats_image() -> Image {
     build_image(&BuildOpts {
         name: format!("formats-{:x}", md5ish(&text)),
         board,
-        extra_args: ["qcow2", "vmdk", "ova", "pxe"]
-            .iter()
-            .flat_map(|f| ["--format".to_string(), f.to_string()])
-            .collect(),
+        // A comma list, as most CLIs take one.
+        extra_args: vec!["--format".into(), "qcow2,vmdk,ova,pxe".into()],
         ..BuildOpts::default()
     })
 }
