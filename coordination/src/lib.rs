@@ -3,10 +3,14 @@
 //! window, `REBOOT_STRATEGY`, and the FleetLock protocol with Keel's server decisions.
 //! No I/O here: the etcd v3 store and the agent come later and plug into [`SemaphoreStore`].
 
+pub mod godur;
 pub mod key;
 pub mod semaphore;
 pub mod store;
+pub mod window;
 
+pub use godur::GoDuration;
 pub use key::{query_escape, semaphore_key, SEMAPHORE_KEY};
 pub use semaphore::{apply, LockError, Op, ParseError, Semaphore};
 pub use store::{MemStore, Revision, SemaphoreStore, StoreError};
+pub use window::{LocalTime, Window};
