@@ -7,10 +7,12 @@ pub mod godur;
 pub mod key;
 pub mod semaphore;
 pub mod store;
+pub mod strategy;
 pub mod window;
 
 pub use godur::GoDuration;
 pub use key::{query_escape, semaphore_key, SEMAPHORE_KEY};
 pub use semaphore::{apply, LockError, Op, ParseError, Semaphore};
 pub use store::{MemStore, Revision, SemaphoreStore, StoreError};
+pub use strategy::Strategy;
 pub use window::{LocalTime, Window};
