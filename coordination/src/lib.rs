@@ -3,6 +3,7 @@
 //! window, `REBOOT_STRATEGY`, and the FleetLock protocol with Keel's server decisions.
 //! No I/O here: the etcd v3 store and the agent come later and plug into [`SemaphoreStore`].
 
+pub mod fleetlock;
 pub mod godur;
 pub mod key;
 pub mod semaphore;
