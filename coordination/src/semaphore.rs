@@ -405,6 +405,11 @@ mod tests {
             st(2, 3, None)
         );
         assert_eq!(Semaphore::from_json(b"null").unwrap(), st(0, 0, None));
+        // Duplicate keys: the last one wins, as in Go.
+        assert_eq!(
+            Semaphore::from_json(br#"{"semaphore":1,"semaphore":2}"#).unwrap(),
+            st(2, 0, None)
+        );
         assert_eq!(
             Semaphore::from_json(br#"{"semaphore":null,"holders":[]}"#).unwrap(),
             st(0, 0, Some(&[]))
