@@ -14,7 +14,11 @@ pub fn plan(cc: &CloudConfig) -> Vec<Action> {
         |line: usize, field: String, kind: ActionKind| out.push(Action { line, field, kind });
 
     if let Some(h) = &cc.hostname {
-        push(1, "hostname".into(), ActionKind::Hostname(h.clone()));
+        push(
+            cc.line_of("hostname"),
+            "hostname".into(),
+            ActionKind::Hostname(h.clone()),
+        );
     }
 
     for (i, u) in cc.users.iter().enumerate() {
@@ -39,7 +43,7 @@ pub fn plan(cc: &CloudConfig) -> Vec<Action> {
 
     if !cc.ssh_authorized_keys.is_empty() {
         push(
-            1,
+            cc.line_of("ssh_authorized_keys"),
             "ssh_authorized_keys".into(),
             ActionKind::AuthorizedKeys {
                 user: "core".into(),
@@ -83,9 +87,10 @@ pub fn plan(cc: &CloudConfig) -> Vec<Action> {
     }
 
     if let Some(m) = &cc.manage_etc_hosts {
+        let line = cc.line_of("manage_etc_hosts");
         if m == "localhost" {
             push(
-                1,
+                line,
                 "manage_etc_hosts".into(),
                 ActionKind::EtcHosts {
                     hostname: cc.hostname.clone(),
@@ -93,7 +98,7 @@ pub fn plan(cc: &CloudConfig) -> Vec<Action> {
             );
         } else {
             push(
-                1,
+                line,
                 "manage_etc_hosts".into(),
                 invalid(&format!("{m:?} is not supported (only \"localhost\")")),
             );
@@ -294,7 +299,7 @@ mod tests {
         assert_eq!(
             kinds,
             [
-                "line 1: hostname: set hostname \"h\" in /etc/hostname",
+                "line 10: hostname: set hostname \"h\" in /etc/hostname",
                 "line 4: coreos.units[0] a.service.content: write unit /etc/systemd/system/a.service",
                 "line 8: coreos.etcd2: coreos.etcd2 (1 setting(s)) handed to the cluster issues, not applied yet",
                 "line 4: coreos.units[0] a.service.command: systemctl start a.service",

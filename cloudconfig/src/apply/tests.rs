@@ -73,6 +73,10 @@ fn the_issue_example() {
     assert_eq!(report.errors().count(), 0, "{human}");
 
     assert_eq!(read(root, "etc/hostname"), "core-01\n");
+    assert!(
+        human.starts_with("user-data:2: hostname: changed: "),
+        "{human}"
+    );
     let socket = read(root, "etc/systemd/system/docker-tcp.socket");
     assert!(socket.starts_with("[Unit]\nDescription=Docker Socket for the API\n"));
     assert!(socket.contains("ListenStream=2375\n"));
