@@ -16,6 +16,9 @@ pub struct CloudConfig {
     pub write_files: Vec<WriteFile>,
     pub manage_etc_hosts: Option<String>,
     pub coreos: CoreOs,
+    /// The line of each top-level key (normalised), for messages about whole-key settings
+    /// (`hostname`, `ssh_authorized_keys`, `manage_etc_hosts`).
+    pub key_lines: Vec<(String, usize)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -243,12 +246,27 @@ fn section<'a>(n: &'a Node, key: &str) -> Option<(&'a Node, usize)> {
 }
 
 impl CloudConfig {
+    /// The line of top-level key `key` (1 when unknown: the header).
+    pub fn line_of(&self, key: &str) -> usize {
+        self.key_lines
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(1, |(_, l)| *l)
+    }
+
     /// Read a normalised document root (a mapping).
     pub fn from_node(root: &Node) -> CloudConfig {
         let mut cc = CloudConfig {
             hostname: string(root, "hostname"),
             ssh_authorized_keys: strings(root, "ssh_authorized_keys"),
             manage_etc_hosts: string(root, "manage_etc_hosts"),
+            key_lines: match &root.value {
+                Value::Map(entries) => entries
+                    .iter()
+                    .map(|e| (e.key.clone(), e.key_line))
+                    .collect(),
+                _ => Vec::new(),
+            },
             ..CloudConfig::default()
         };
         cc.users = maps(root, "users").map(user).collect();
