@@ -249,6 +249,11 @@ fn pxe_initramfs_carries_the_payload_and_boots_diskless_over_tftp() {
         .find_map(|l| l.strip_prefix("kernel vmlinuz initrd=initramfs.img "))
         .unwrap();
     let log = d.path().join("small.log");
+    let blank = d.path().join("blank.raw");
+    std::fs::File::create(&blank)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
     let out = Command::new(keel_bin())
         .args(["boot", "--firmware", "direct", "--kernel"])
         .arg(pxe.join("vmlinuz"))
@@ -261,6 +266,7 @@ fn pxe_initramfs_carries_the_payload_and_boots_diskless_over_tftp() {
         ])
         .arg("--log")
         .arg(&log)
+        .arg(&blank)
         .output()
         .unwrap();
     let console = std::fs::read_to_string(&log).unwrap_or_default();
