@@ -1,6 +1,6 @@
 //! What can be wrong with an Omaha body, and the update_engine exit code each case maps to.
 
-use crate::outcome::ActionCode;
+use crate::action_code::ActionCode;
 
 /// Nebraska's cap on `/v1/update/` bodies (`UpdateMaxRequestSize = 64*1024`,
 /// `backend/pkg/handler/handler.go`); a larger request is refused before parsing (HTTP 400).

@@ -11,6 +11,7 @@
 //! );
 //! ```
 
+mod action_code;
 mod error;
 mod outcome;
 mod parse;
@@ -18,8 +19,9 @@ mod types;
 mod write;
 mod xml;
 
+pub use action_code::ActionCode;
 pub use error::{Error, Position, MAX_REQUEST_BYTES};
-pub use outcome::{client_outcome, client_outcome_from_body, ActionCode, Outcome, Update};
+pub use outcome::{client_outcome, client_outcome_from_body, Outcome, Update};
 pub use parse::{parse_request, parse_response};
 pub use types::*;
 pub use write::{write_request, write_response};

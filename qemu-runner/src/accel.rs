@@ -11,18 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::accel_cache;
 use crate::accel_probe;
 use crate::error::StartError;
-use crate::options::Accel;
-
-/// The environment variable that overrides [`Accel::Auto`] for scripts and CI.
-pub const ACCEL_ENV: &str = "KEEL_QEMU_ACCEL";
-pub const ACCEL_ENV_VALUES: &str = "auto, kvm, tcg";
-
-/// The accelerator a session really uses (never `Auto`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ResolvedAccel {
-    Kvm,
-    Tcg,
-}
+use crate::options::{Accel, ResolvedAccel, ACCEL_ENV};
 
 /// What a session starts with: the accelerator, and whether it was `Auto`'s choice of KVM
 /// (then a KVM failure restarts the boot under TCG; an explicit KVM is never replaced).
@@ -90,15 +79,6 @@ pub fn announce_tcg(reason: &str) {
             "keel-qemu: KVM cannot run this machine's guests, using TCG (software emulation, \
              slower): {reason} (set {ACCEL_ENV}=kvm|tcg to choose)"
         );
-    }
-}
-
-/// QEMU arguments selecting the accelerator and a CPU model suited to it.
-pub fn accel_args(accel: ResolvedAccel) -> [&'static str; 4] {
-    match accel {
-        ResolvedAccel::Kvm => ["-accel", "kvm", "-cpu", "host"],
-        // "max" gives TCG guests every feature TCG can emulate (x86-64-v3 and more).
-        ResolvedAccel::Tcg => ["-accel", "tcg", "-cpu", "max"],
     }
 }
 

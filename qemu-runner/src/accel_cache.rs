@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use crate::accel::ResolvedAccel;
+use crate::options::ResolvedAccel;
 use crate::tool::QEMU_SYSTEM;
 
 pub const CACHE_ENV: &str = "KEEL_QEMU_ACCEL_CACHE";

@@ -15,9 +15,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::accel::{accel_args, ResolvedAccel};
 use crate::firmware::{OVMF_CODE, OVMF_VARS_TEMPLATE};
 use crate::kvm_watch::kvm_error_in;
+use crate::options::ResolvedAccel;
+use crate::qemu_command::accel_args;
 use crate::tool::QEMU_SYSTEM;
 
 /// `isa-debug-exit` turns a guest's write of V to its port into QEMU exit status

@@ -50,8 +50,8 @@ pub enum StartError {
     },
     #[error(
         "{}={value:?} is not an accelerator: use one of {}",
-        crate::accel::ACCEL_ENV,
-        crate::accel::ACCEL_ENV_VALUES
+        crate::options::ACCEL_ENV,
+        crate::options::ACCEL_ENV_VALUES
     )]
     BadAccelEnv { value: String },
 }

@@ -17,11 +17,13 @@ mod qmp;
 mod session;
 mod tool;
 
-pub use accel::{parse_accel, ResolvedAccel, ACCEL_ENV};
+pub use accel::parse_accel;
 pub use accel_cache::{remember_verdict as remember_accel_verdict, CACHE_ENV as ACCEL_CACHE_ENV};
 pub use cli::{boot_command, exit_code, pxe_network, AccelArg, BootArgs, FirmwareArg, PXE_SCRIPT};
 pub use disk::{convert_to_raw, detect_format, DiskFormat};
 pub use error::{BootError, SessionError, StartError, ToolError};
 pub use firmware::{OVMF_CODE, OVMF_VARS_TEMPLATE};
-pub use options::{default_log_dir, Accel, BootOptions, Firmware, NetOptions};
+pub use options::{
+    default_log_dir, Accel, BootOptions, Firmware, NetOptions, ResolvedAccel, ACCEL_ENV,
+};
 pub use session::{ConsoleInput, Session, TAIL_LINES};

@@ -31,6 +31,17 @@ pub enum Accel {
     Tcg,
 }
 
+/// The accelerator a session really uses (never `Auto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResolvedAccel {
+    Kvm,
+    Tcg,
+}
+
+/// The environment variable that overrides [`Accel::Auto`] for scripts and CI.
+pub const ACCEL_ENV: &str = "KEEL_QEMU_ACCEL";
+pub const ACCEL_ENV_VALUES: &str = "auto, kvm, tcg";
+
 /// QEMU user-mode networking on a virtio-net NIC.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetOptions {

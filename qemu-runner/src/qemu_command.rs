@@ -4,10 +4,10 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
-use crate::accel::{accel_args, ResolvedAccel};
 use crate::disk::DiskFormat;
 use crate::firmware::OvmfFiles;
 use crate::options::NetOptions;
+use crate::options::ResolvedAccel;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlannedFirmware {
@@ -41,6 +41,15 @@ pub struct LaunchPlan {
     pub cdrom: Option<PathBuf>,
     pub net: Option<NetOptions>,
     pub qmp_socket: PathBuf,
+}
+
+/// QEMU arguments selecting the accelerator and a CPU model suited to it.
+pub fn accel_args(accel: ResolvedAccel) -> [&'static str; 4] {
+    match accel {
+        ResolvedAccel::Kvm => ["-accel", "kvm", "-cpu", "host"],
+        // "max" gives TCG guests every feature TCG can emulate (x86-64-v3 and more).
+        ResolvedAccel::Tcg => ["-accel", "tcg", "-cpu", "max"],
+    }
 }
 
 /// Boot order: an installer CD first, then the boot disk, then the network.

@@ -12,13 +12,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use tempfile::TempDir;
 
-use crate::accel::{self, AccelChoice, ResolvedAccel};
+use crate::accel::{self, AccelChoice};
 use crate::console::{self, find_after, Console};
 use crate::disk::{self, DiskFormat};
 use crate::error::{BootError, SessionError, StartError};
 use crate::firmware;
 use crate::kvm_watch::{self, Evidence, Judgement, KERNEL_BANNER};
-use crate::options::{default_log_dir, BootOptions, Firmware};
+use crate::options::{default_log_dir, BootOptions, Firmware, ResolvedAccel};
 use crate::qemu_command::{qemu_args, LaunchPlan, PlannedDisk, PlannedFirmware};
 use crate::qmp::Qmp;
 use crate::tool::{self, QEMU_SYSTEM};
