@@ -41,6 +41,9 @@ enum Command {
     /// Write a signed disk image (file or http(s) URL) to a disk, checking its signature
     /// (IMAGE.sig) while streaming; moves the backup GPT to the disk's end and grows ROOT.
     Install(keel_install::cli::InstallArgs),
+    /// Check a cloud-config (coreos-cloudinit's language) before deploying it: errors and
+    /// warnings with their lines; exit 0 valid, 1 errors found, 2 unreadable.
+    ValidateConfig(keel_cloudconfig::cli::ValidateArgs),
     /// Upload disk.raw as an EBS snapshot and register it as an AMI (runs keel-upload-ami;
     /// `keel upload-ami --help` for its options).
     #[command(disable_help_flag = true)]
@@ -208,6 +211,7 @@ fn main() -> ExitCode {
         Command::Apply(a) => run_apply(a, cli.quiet),
         Command::Boot(a) => keel_qemu::boot_command(&a),
         Command::UploadAmi(a) => run_upload_ami(a, cli.quiet),
+        Command::ValidateConfig(a) => Ok(keel_cloudconfig::cli::run(&a, "keel validate-config")),
         // The installer prints its own errors and picks its exit codes (installer/README.md).
         Command::Install(a) => {
             return ExitCode::from(

@@ -13,6 +13,7 @@ fn every_command_has_help() {
         vec!["apply", "--help"],
         vec!["boot", "--help"],
         vec!["install", "--help"],
+        vec!["validate-config", "--help"],
     ] {
         let r = keel(&cmd);
         assert!(r.status.success(), "{cmd:?}");
@@ -22,6 +23,49 @@ fn every_command_has_help() {
         );
     }
     let r = keel(&["build", "--no-such-flag"]);
+    assert_eq!(r.status.code(), Some(2));
+}
+
+/// `keel validate-config`: the source document's "validate before deploying", with the same
+/// validator the image uses; its findings name the file and line.
+#[test]
+fn validate_config_names_file_and_line() {
+    let d = tempfile::tempdir().unwrap();
+    let good = d.path().join("good.yml");
+    std::fs::write(
+        &good,
+        "#cloud-config\nhostname: core-01\ncoreos:\n  update:\n    reboot-strategy: off\n",
+    )
+    .unwrap();
+    let r = keel(&["validate-config", good.to_str().unwrap()]);
+    assert_eq!(
+        r.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+
+    let bad = d.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "#cloud-config\ncoreos:\n  update:\n    reboot-strategy: always\n",
+    )
+    .unwrap();
+    let r = keel(&["validate-config", bad.to_str().unwrap(), "--json"]);
+    assert_eq!(r.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert!(report.to_string().contains("always"), "{report}");
+    let r = keel(&["validate-config", bad.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        out.contains("bad.yml:4: error: invalid value always"),
+        "{out}"
+    );
+
+    let r = keel(&[
+        "validate-config",
+        d.path().join("missing.yml").to_str().unwrap(),
+    ]);
     assert_eq!(r.status.code(), Some(2));
 }
 
