@@ -48,23 +48,30 @@ impl Layout {
     }
 }
 
+/// Each role's size from the board, keyed by `layout::ROLES`' roles (never by number).
+fn size_of(sizes: &PartitionSizes, role: Role) -> u64 {
+    let table = [
+        (layout::EFI_SYSTEM, sizes.esp_mib),
+        (layout::BIOS_BOOT, sizes.bios_boot_mib),
+        (layout::USR_A, sizes.usr_mib),
+        (layout::USR_B, sizes.usr_mib),
+        (layout::OEM, sizes.oem_mib),
+        (layout::ROOT, sizes.root_mib),
+    ];
+    let (_, mib) = table
+        .into_iter()
+        .find(|(r, _)| *r == role)
+        .unwrap_or_else(|| panic!("the board gives no size for {}", role.label));
+    mib * MIB
+}
+
 /// Partitions in on-disk order, each starting on a 2 MiB boundary; 2 MiB at each end for the
 /// GPT copies.
 pub fn plan(sizes: &PartitionSizes) -> Layout {
-    let size_of = |r: Role| -> u64 {
-        MIB * match r.number {
-            1 => sizes.esp_mib,
-            2 => sizes.bios_boot_mib,
-            3 | 4 => sizes.usr_mib,
-            6 => sizes.oem_mib,
-            9 => sizes.root_mib,
-            _ => unreachable!("layout has no partition {}", r.number),
-        }
-    };
     let mut at = ALIGN;
     let mut parts = Vec::new();
     for role in layout::ROLES {
-        let size = size_of(role);
+        let size = size_of(sizes, role);
         parts.push(Placement {
             role,
             first_lba: at / SECTOR,
@@ -78,11 +85,12 @@ pub fn plan(sizes: &PartitionSizes) -> Layout {
     }
 }
 
-/// GPT attribute bits each partition gets at build time.
+/// GPT attribute bits each partition gets at build time: USR-A is the first boot, proven.
 pub fn build_attributes(role: Role) -> u64 {
-    match role.number {
-        3 => SlotAttrs::new(1, 0, true).apply_to(0),
-        _ => 0,
+    if role == layout::USR_A {
+        SlotAttrs::new(1, 0, true).apply_to(0)
+    } else {
+        0
     }
 }
 
@@ -174,6 +182,10 @@ mod tests {
         }
         assert!(end + 33 * SECTOR <= l.disk_bytes);
         assert_eq!(l.get(layout::EFI_SYSTEM).size(), 127 * MIB);
+        assert_eq!(l.get(layout::BIOS_BOOT).size(), 2 * MIB);
+        assert_eq!(l.get(layout::USR_B).size(), 1024 * MIB);
+        assert_eq!(l.get(layout::OEM).size(), 128 * MIB);
+        assert_eq!(l.parts.len(), layout::ROLES.len());
         assert_eq!(build_attributes(layout::USR_A), (1 << 48) | (1 << 56));
         assert_eq!(build_attributes(layout::USR_B), 0);
     }
