@@ -5,7 +5,7 @@
 # `ci/build.sh --no-ami` skips keel-upload-ami (the demo does not upload anything).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -p keel-builder
+cargo build --release -p keel
 # Separate package: the AWS SDK it needs takes minutes to compile, keel itself does not wait for it.
 if [[ "${1:-}" != "--no-ami" ]]; then
   cargo build --release -p keel-ami

@@ -1,7 +1,9 @@
 //! The one error type of the uploader. Each variant maps to an exit code of `keel-upload-ami`
-//! (see [`exit`]), so scripts can tell bad input from an unreachable service from a refusal.
+//! of the shared vocabulary (keel-cli-support's `exit`), so scripts can tell bad input from an unreachable service from a refusal.
 
 use std::path::PathBuf;
+
+use keel_cli_support::exit;
 
 use aws_sdk_ebs::config::http::HttpResponse;
 use aws_sdk_ebs::error::{ProvideErrorMetadata, SdkError};
@@ -39,21 +41,13 @@ pub enum UploadError {
     Interrupted,
 }
 
-/// Exit codes of `keel-upload-ami` (documented in README.md).
-pub mod exit {
-    pub const OK: u8 = 0;
-    pub const BAD_INPUT: u8 = 2;
-    pub const ENVIRONMENT: u8 = 3;
-    pub const UPLOAD_FAILED: u8 = 4;
-    pub const INTERRUPTED: u8 = 130;
-}
-
 impl UploadError {
-    pub fn exit_code(&self) -> u8 {
+    /// The process exit code for this error (the shared vocabulary).
+    pub fn exit_code(&self) -> i32 {
         match self {
-            UploadError::Input(_) | UploadError::Image { .. } => exit::BAD_INPUT,
+            UploadError::Input(_) | UploadError::Image { .. } => exit::USAGE,
             UploadError::Environment(_) | UploadError::Unreachable { .. } => exit::ENVIRONMENT,
-            UploadError::Aws { .. } | UploadError::Snapshot(_) => exit::UPLOAD_FAILED,
+            UploadError::Aws { .. } | UploadError::Snapshot(_) => exit::FAILED,
             UploadError::Interrupted => exit::INTERRUPTED,
         }
     }

@@ -14,11 +14,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::ProgressBar;
+use keel_cli_support::progress::{Progress, Reporter};
 use serde::Serialize;
 
 pub use aws::{Clients, Target};
-pub use error::{exit, UploadError};
+pub use error::UploadError;
 pub use image::Image;
 pub use snapshot::RetryPolicy;
 
@@ -76,7 +76,7 @@ fn cleanup_note(id: &Option<String>, cleanup: &Option<Result<(), UploadError>>) 
 }
 
 impl Failure {
-    pub fn exit_code(&self) -> u8 {
+    pub fn exit_code(&self) -> i32 {
         self.cause.exit_code()
     }
 }
@@ -103,15 +103,15 @@ pub fn check_name(name: &str) -> Result<(), UploadError> {
     Ok(())
 }
 
-/// Uploads `image` and registers the AMI. `progress` counts image bytes (hidden bars
-/// are fine). When `interrupted` resolves before registration starts, the upload stops, the
+/// Uploads `image` and registers the AMI. `progress` counts image bytes (a hidden
+/// reporter is fine). When `interrupted` resolves before registration starts, the upload stops, the
 /// snapshot is deleted and the result is [`UploadError::Interrupted`]; once RegisterImage is on
 /// its way it is let finish, so an AMI is never registered without being reported.
 pub async fn upload_ami(
     clients: &Clients,
     request: &Request,
     image: Image,
-    progress: &ProgressBar,
+    progress: &Reporter,
     interrupted: impl Future<Output = ()>,
 ) -> Result<Outcome, Failure> {
     check_name(&request.name)?;
@@ -120,7 +120,7 @@ pub async fn upload_ami(
         .clone()
         .unwrap_or_else(|| format!("Keel image {}", request.name));
     let image = Arc::new(image);
-    progress.set_length(image.len());
+    progress.phase("uploading", image.len());
 
     let started = Instant::now();
     // Not interruptible: a snapshot started but not yet named could not be deleted. A signal

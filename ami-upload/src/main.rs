@@ -1,14 +1,14 @@
 //! `keel-upload-ami` (also run as `keel upload-ami`): upload a raw Keel image as an EBS snapshot
 //! and register it as an AMI. Thin over the `keel_ami` library.
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use keel_ami::{exit, Clients, Failure, Image, Request, RetryPolicy, Target};
+use keel_ami::{Clients, Failure, Image, Request, RetryPolicy, Target};
+use keel_cli_support::exit;
+use keel_cli_support::progress::{Progress, Reporter};
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Upload a raw disk image (disk.raw) as an EBS snapshot through the EBS direct APIs and register
@@ -19,7 +19,7 @@ use tokio::signal::unix::{signal, SignalKind};
 /// Exit codes: 0 registered, 2 bad input (image, name), 3 no credentials or endpoint
 /// unreachable, 4 an AWS call failed, 130 interrupted.
 #[derive(Parser)]
-#[command(name = "keel-upload-ami", version)]
+#[command(name = "keel-upload-ami", version, after_help = exit::HELP)]
 struct Cli {
     /// The raw disk image (disk.raw from `keel build`).
     #[arg(long)]
@@ -64,10 +64,10 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     match runtime.block_on(run(&cli)) {
-        Ok(()) => ExitCode::from(exit::OK),
+        Ok(()) => exit::status(exit::OK),
         Err(f) => {
             eprintln!("keel upload-ami: error: {f}");
-            ExitCode::from(f.exit_code())
+            exit::status(f.exit_code())
         }
     }
 }
@@ -100,9 +100,9 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
             _ = sigterm.recv() => {}
         }
     };
-    let progress = progress_bar(cli.quiet);
+    let progress = Reporter::new(cli.quiet || cli.json);
     let result = keel_ami::upload_ami(&clients, &request, image, &progress, interrupted).await;
-    progress.finish_and_clear();
+    progress.finish();
     let outcome = result?;
     if cli.json {
         println!(
@@ -121,18 +121,4 @@ async fn run(cli: &Cli) -> Result<(), Failure> {
         );
     }
     Ok(())
-}
-
-fn progress_bar(quiet: bool) -> ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "uploading {bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("progress template"),
-    );
-    bar
 }

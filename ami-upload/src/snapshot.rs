@@ -10,7 +10,7 @@ use std::time::Duration;
 use aws_config::retry::RetryConfig;
 use aws_sdk_ebs::primitives::ByteStream;
 use aws_sdk_ebs::types::{ChecksumAggregationMethod, ChecksumAlgorithm};
-use indicatif::ProgressBar;
+use keel_cli_support::progress::{Progress, Reporter};
 
 use crate::checksum::{self, Digest};
 use crate::error::{aws_error, UploadError};
@@ -104,12 +104,13 @@ pub async fn write_blocks(
     skip_zero: bool,
     concurrency: usize,
     retry: RetryPolicy,
-    progress: &ProgressBar,
+    progress: &Reporter,
 ) -> Result<Written, UploadError> {
     let shared = Arc::new(Shared {
         next: AtomicU64::new(0),
         stop: AtomicBool::new(false),
         retries: AtomicU64::new(0),
+        uploaded: AtomicU64::new(0),
         digests: Mutex::new(BTreeMap::new()),
     });
     let mut workers = tokio::task::JoinSet::new();
@@ -160,6 +161,8 @@ struct Shared {
     next: AtomicU64,
     stop: AtomicBool,
     retries: AtomicU64,
+    /// Image bytes done, by every worker.
+    uploaded: AtomicU64,
     digests: Mutex<BTreeMap<u64, Digest>>,
 }
 
@@ -170,7 +173,7 @@ struct Worker {
     shared: Arc<Shared>,
     skip_zero: bool,
     retry: RetryPolicy,
-    progress: ProgressBar,
+    progress: Reporter,
 }
 
 impl Worker {
@@ -199,8 +202,9 @@ impl Worker {
                     .insert(index, digest);
             }
             let done = (index + 1) * BLOCK_SIZE as u64;
-            self.progress
-                .inc(BLOCK_SIZE as u64 - done.saturating_sub(self.image.len()));
+            let bytes = BLOCK_SIZE as u64 - done.saturating_sub(self.image.len());
+            let uploaded = self.shared.uploaded.fetch_add(bytes, Ordering::Relaxed) + bytes;
+            self.progress.set(uploaded);
         }
         Ok(())
     }

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aws_support::*;
+use keel_cli_support::exit;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -152,7 +153,7 @@ fn zero_blocks_are_uploaded_to_an_encrypted_snapshot_or_on_request() {
     }
 }
 
-/// A block that never uploads fails the run once its attempts are used up: exit 4, the error
+/// A block that never uploads fails the run once its attempts are used up (exit 1, failed), the error
 /// names the call and the block, the snapshot is deleted and no AMI is registered.
 #[test]
 fn a_block_that_keeps_failing_deletes_the_snapshot_and_registers_nothing() {
@@ -161,7 +162,7 @@ fn a_block_that_keeps_failing_deletes_the_snapshot_and_registers_nothing() {
     let proxy = Proxy::start(moto.port);
     proxy.always_fail_block(5);
     let out = run(upload_cmd(&proxy.url(), &img.path, "keel-fail").args(["--block-attempts", "3"]));
-    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(out.status.code(), Some(exit::FAILED));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("PutSnapshotBlock of block 5 failed")
@@ -189,7 +190,7 @@ fn a_refused_register_image_deletes_the_snapshot() {
         "AMI name keel-dup is already in use",
     );
     let out = run(&mut upload_cmd(&proxy.url(), &img.path, "keel-dup"));
-    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(out.status.code(), Some(exit::FAILED));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(
@@ -244,7 +245,7 @@ fn an_interrupted_upload_registers_no_ami() {
             assert_eq!(snapshots_for(&rt, &c, "keel-killed").len(), 1);
         }
         if signal == libc::SIGINT {
-            assert_eq!(status.code(), Some(130), "{err}");
+            assert_eq!(status.code(), Some(exit::INTERRUPTED), "{err}");
             assert!(
                 err.contains("interrupted") && err.contains("deleted"),
                 "{err}"
@@ -261,7 +262,7 @@ fn a_missing_image_is_named_and_nothing_is_called() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no-such-disk.raw");
     let out = run(&mut upload_cmd(&proxy.url(), &missing, "keel-missing"));
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(exit::USAGE));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("no-such-disk.raw") && err.contains("No such file"),
@@ -270,7 +271,7 @@ fn a_missing_image_is_named_and_nothing_is_called() {
     assert!(proxy.seen().is_empty(), "{:?}", proxy.seen());
 
     let out = run(&mut upload_cmd(&proxy.url(), &missing, "x"));
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(exit::USAGE));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--name"));
 }
 
@@ -280,7 +281,7 @@ fn an_unreachable_endpoint_is_an_environment_error() {
     let url = format!("http://127.0.0.1:{}", free_port());
     let started = Instant::now();
     let out = run(&mut upload_cmd(&url, &img.path, "keel-unreachable"));
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(exit::ENVIRONMENT));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("StartSnapshot failed: no answer from the endpoint")
@@ -296,7 +297,7 @@ fn an_aws_error_from_moto_is_reported_with_its_code() {
     let img = PatternImage::new(MIB, &[0]);
     let moto = Moto::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "0")]);
     let out = run(&mut upload_cmd(&moto.url(), &img.path, "keel-denied"));
-    assert_eq!(out.status.code(), Some(4));
+    assert_eq!(out.status.code(), Some(exit::FAILED));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("StartSnapshot failed: HTTP 403") && err.contains("InvalidClientTokenId"),
@@ -321,7 +322,7 @@ fn keel_upload_ami_runs_the_uploader_beside_keel() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     if keel.with_file_name("keel-upload-ami").is_file() {
-        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(out.status.code(), Some(exit::USAGE), "{err}");
         assert!(err.contains("/nonexistent/disk.raw"), "{err}");
         let help = std::process::Command::new(&keel)
             .args(["upload-ami", "--help"])
@@ -344,7 +345,7 @@ fn keel_upload_ami_runs_the_uploader_beside_keel() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(out.status.code(), Some(exit::ENVIRONMENT), "{err}");
     assert!(
         err.contains("keel-upload-ami") && err.contains("cargo build"),
         "{err}"

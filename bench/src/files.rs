@@ -84,3 +84,12 @@ pub fn incompressible_file(path: &Path, len: u64) -> Result<()> {
     data.truncate(len as usize);
     std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))
 }
+
+/// The partitions of a disk image, read from its GPT (keel-format's reader).
+pub fn partitions(image: &Path) -> Result<Vec<keel_format::gpt::Partition>> {
+    let mut f =
+        std::fs::File::open(image).with_context(|| format!("opening {}", image.display()))?;
+    let table = keel_format::gpt::DiskTable::read(&mut f)
+        .with_context(|| format!("the partition table of {}", image.display()))?;
+    Ok(table.partitions())
+}

@@ -3,9 +3,7 @@
 
 pub mod command;
 pub mod files;
-pub mod loopdev;
 pub mod machine;
 pub mod measure;
 pub mod moto;
-pub mod partitions;
 pub mod rootfs;

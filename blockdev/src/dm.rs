@@ -380,6 +380,8 @@ mod tests {
             target_type: *b"zero\0\0\0\0\0\0\0\0\0\0\0\0",
         };
         let bytes = b.bytes_mut();
+        // SAFETY: both specs (40 bytes each) fit in the buffer at 312 and 360;
+        // write_unaligned needs no alignment.
         unsafe {
             std::ptr::write_unaligned(bytes[312..].as_mut_ptr().cast(), first);
             std::ptr::write_unaligned(bytes[360..].as_mut_ptr().cast(), second);

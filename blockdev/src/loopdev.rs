@@ -1,9 +1,11 @@
-//! Loop devices, for the diskless boot: the embedded payload's body becomes a read-only block
-//! device that dm-verity can sit on.
+//! Loop devices: for the diskless boot, the embedded payload's body becomes a read-only block
+//! device that dm-verity can sit on ([`attach`], kept for the life of the system); on a host,
+//! one partition of a disk image becomes a device for veritysetup or e2fsck ([`LoopDevice`],
+//! detached when dropped).
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::sysfs::{PartitionNode, SysBlock, SYS_BLOCK};
@@ -45,6 +47,35 @@ nix::ioctl_none_bad!(loop_clr_fd, 0x4C01);
 
 /// Attach `size` bytes of `file` from `offset` to a free loop device, read-only.
 pub fn attach(file: &Path, offset: u64, size: u64) -> Result<PartitionNode> {
+    configure(file, offset, size, false)
+}
+
+/// A loop device over a byte range of a file, detached when dropped.
+#[derive(Debug)]
+pub struct LoopDevice {
+    node: PartitionNode,
+}
+
+impl LoopDevice {
+    /// Attach `size` bytes of `file` from `offset`, writable or read-only.
+    pub fn attach(file: &Path, offset: u64, size: u64, writable: bool) -> Result<LoopDevice> {
+        configure(file, offset, size, writable).map(|node| LoopDevice { node })
+    }
+
+    /// The device node, `/dev/loopN`.
+    pub fn path(&self) -> PathBuf {
+        self.node.node()
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        // Nothing to do about a refusal here: the device stays until the next reboot.
+        let _ = detach(&self.path());
+    }
+}
+
+fn configure(file: &Path, offset: u64, size: u64, writable: bool) -> Result<PartitionNode> {
     let ctl = File::open(LOOP_CONTROL).map_err(Error::access(
         "opening (is the loop module loaded?)",
         LOOP_CONTROL,
@@ -64,9 +95,14 @@ pub fn attach(file: &Path, offset: u64, size: u64) -> Result<PartitionNode> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let backing = File::open(file).map_err(Error::access("opening", file))?;
+    let backing = OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .open(file)
+        .map_err(Error::access("opening", file))?;
     let dev = OpenOptions::new()
         .read(true)
+        .write(writable)
         .open(&node)
         .map_err(Error::access("opening", &node))?;
     let config = LoopConfig {
@@ -81,7 +117,7 @@ pub fn attach(file: &Path, offset: u64, size: u64) -> Result<PartitionNode> {
             lo_number: 0,
             lo_encrypt_type: 0,
             lo_encrypt_key_size: 0,
-            lo_flags: LO_FLAGS_READ_ONLY,
+            lo_flags: if writable { 0 } else { LO_FLAGS_READ_ONLY },
             lo_file_name: [0; 64],
             lo_crypt_name: [0; 64],
             lo_encrypt_key: [0; 32],
@@ -150,5 +186,29 @@ mod tests {
         assert!(written.is_err(), "the loop device must be read-only");
         assert_eq!(std::fs::read(&path).unwrap(), bytes);
         assert_eq!(part.dev.major, 7, "{}", part.dev);
+    }
+
+    /// A writable window writes through to the file, and dropping the guard detaches it.
+    #[test]
+    fn a_writable_loop_device_writes_through_and_detaches_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("disk");
+        std::fs::write(&path, vec![0u8; 3 * 4096]).unwrap();
+        let dev = LoopDevice::attach(&path, 4096, 4096, true).unwrap();
+        let node = dev.path();
+        let mut f = OpenOptions::new().write(true).open(&node).unwrap();
+        std::io::Write::write_all(&mut f, &[0x5a; 4096]).unwrap();
+        f.sync_all().unwrap();
+        drop(f);
+        let name = node.file_name().unwrap().to_owned();
+        drop(dev);
+        let backing = Path::new("/sys/block")
+            .join(&name)
+            .join("loop/backing_file");
+        assert!(!backing.exists(), "{} still attached", node.display());
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes[..4096].iter().all(|&b| b == 0));
+        assert!(bytes[4096..8192].iter().all(|&b| b == 0x5a));
+        assert!(bytes[8192..].iter().all(|&b| b == 0));
     }
 }

@@ -4,18 +4,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use keel_cli_support::exit;
 
 use crate::Document;
-
-/// Exit codes of `validate-config`.
-pub mod exit {
-    /// Valid (warnings allowed).
-    pub const VALID: i32 = 0;
-    /// Errors found.
-    pub const INVALID: i32 = 1;
-    /// Usage error or unreadable file.
-    pub const CANNOT_READ: i32 = 2;
-}
 
 #[derive(Args, Debug)]
 pub struct ValidateArgs {
@@ -27,13 +18,14 @@ pub struct ValidateArgs {
 }
 
 /// Validates the file, prints the report (stdout) and the verdict (stderr); returns the exit
-/// code.
+/// code: 0 valid (warnings allowed), [`exit::VERIFICATION`] errors found, [`exit::USAGE`] an
+/// unreadable file.
 pub fn run(args: &ValidateArgs, program: &str) -> i32 {
     let report = match crate::validate_file(&args.file) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("{program}: {e}");
-            return exit::CANNOT_READ;
+            return exit::USAGE;
         }
     };
     if args.json {
@@ -50,8 +42,8 @@ pub fn run(args: &ValidateArgs, program: &str) -> i32 {
         eprintln!("{}: {verdict}", report.file);
     }
     if report.has_errors() {
-        exit::INVALID
+        exit::VERIFICATION
     } else {
-        exit::VALID
+        exit::OK
     }
 }

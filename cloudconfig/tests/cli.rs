@@ -39,13 +39,13 @@ fn exit_codes_and_renderings() {
         "#cloud-config\ncoreos:\n  units:\n    - name: a.service\n      command: lol\n",
     );
     let (code, out) = run(&[bad.to_str().unwrap()]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     assert_eq!(
         out,
         format!("{}:5: error: invalid value lol\n", bad.display())
     );
     let (code, out) = run(&[bad.to_str().unwrap(), "--json"]);
-    assert_eq!(code, 1);
+    assert_eq!(code, 3);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["valid"], false);
     assert_eq!(v["entries"][0]["line"], 5);

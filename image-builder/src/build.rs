@@ -21,7 +21,6 @@ use crate::keys;
 use crate::manifest::{self, Manifest};
 use crate::mkfs;
 use crate::ova;
-use crate::progress::Reporter;
 use crate::pxe;
 use crate::qcow2;
 use crate::rootfs_cache;
@@ -32,6 +31,7 @@ use crate::uki;
 use crate::usr_slot;
 use crate::usr_tree::{self, Release};
 use crate::vmdk;
+use keel_cli_support::progress::Reporter;
 
 pub struct BuildOptions {
     pub board: PathBuf,

@@ -11,8 +11,8 @@ use keel_format::layout::{self, Role, ALIGN, SECTOR};
 
 use crate::definition::board::PartitionSizes;
 use crate::error::{io_at, Error, Result};
-use crate::progress::Reporter;
 use crate::sparse;
+use keel_cli_support::progress::Reporter;
 
 const MIB: u64 = 1024 * 1024;
 

@@ -1,7 +1,10 @@
-//! The one error type of the builder library. Each variant maps to an exit code of the `keel`
-//! CLI, so scripts can tell bad input from a missing tool from a failed verification.
+//! The one error type of the builder library. Each variant maps to an exit code of the shared
+//! vocabulary (keel-cli-support's `exit`), so scripts can tell bad input from a missing tool
+//! from a failed verification.
 
 use std::path::{Path, PathBuf};
+
+use keel_cli_support::exit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -31,22 +34,14 @@ pub enum Error {
     Format(String),
 }
 
-/// Exit codes of the `keel` CLI (documented in README.md).
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const VERIFICATION_FAILED: i32 = 1;
-    pub const BAD_INPUT: i32 = 2;
-    pub const ENVIRONMENT: i32 = 3;
-    pub const BUILD_FAILED: i32 = 4;
-}
-
 impl Error {
+    /// The process exit code for this error (the shared vocabulary).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Input(_) => exit::BAD_INPUT,
+            Error::Input(_) => exit::USAGE,
             Error::Environment(_) => exit::ENVIRONMENT,
-            Error::Verification(_) => exit::VERIFICATION_FAILED,
-            Error::Tool { .. } | Error::Io { .. } | Error::Format(_) => exit::BUILD_FAILED,
+            Error::Verification(_) => exit::VERIFICATION,
+            Error::Tool { .. } | Error::Io { .. } | Error::Format(_) => exit::FAILED,
         }
     }
 

@@ -1,4 +1,5 @@
-//! Host-side image builder library; `main.rs` is the thin `keel` CLI over it.
+//! Host-side image builder library; [`cli`] holds its commands' arguments and `run`s, which
+//! the thin `keel` binary (`cli/` in the repository) dispatches to.
 //!
 //! One module, one job: [`definition`] reads the YAML inputs, [`rootfs_cache`] runs mmdebstrap,
 //! [`usr_tree`] shapes /usr, [`initramfs`] packs keel-init and modules, [`mkfs`] makes the
@@ -11,6 +12,7 @@
 
 pub mod build;
 pub mod bzimage;
+pub mod cli;
 pub mod cpio;
 pub mod definition;
 pub mod digest;
@@ -28,7 +30,6 @@ pub mod manifest;
 pub mod mkfs;
 pub mod modules;
 pub mod ova;
-pub mod progress;
 pub mod pxe;
 pub mod qcow2;
 pub mod rootfs_cache;

@@ -14,8 +14,8 @@ use crate::digest;
 use crate::error::{io_at, Result};
 use crate::initramfs;
 use crate::kernel;
-use crate::progress::Reporter;
 use crate::rootfs_cache::{self, CachedTree};
+use keel_cli_support::progress::Reporter;
 
 #[derive(Debug, Serialize)]
 pub struct Manifest {

@@ -8,9 +8,9 @@ use crate::definition::board::KernelSource;
 use crate::definition::Rootfs;
 use crate::digest;
 use crate::error::{io_at, Result};
-use crate::progress::Reporter;
 use crate::scratch;
 use crate::tool::Tool;
+use keel_cli_support::progress::Reporter;
 
 pub const DEFAULT_CACHE: &str = "/var/cache/keel/rootfs";
 

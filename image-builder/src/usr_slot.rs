@@ -11,7 +11,7 @@ use keel_signing::Key;
 
 use crate::digest;
 use crate::error::{io_at, Error, Result};
-use crate::progress::Reporter;
+use keel_cli_support::progress::Reporter;
 
 const BLOCK: u64 = verity::BLOCK as u64;
 

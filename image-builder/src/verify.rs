@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::error::{io_at, Error, Result};
 use crate::inspect::{self, Trust};
-use crate::progress::Reporter;
+use keel_cli_support::progress::Reporter;
 
 #[derive(Debug, Serialize)]
 pub struct Check {

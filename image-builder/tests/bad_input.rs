@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use keel_cli_support::exit;
 use keel_testkit::*;
 
 /// A copy of boards/ and rootfs/ to break.
@@ -60,7 +61,11 @@ fn refused(board: &Path, extra: &[&str], expect: &[String]) {
     args.extend_from_slice(extra);
     let r = keel(&args);
     let err = String::from_utf8_lossy(&r.stderr);
-    assert_eq!(r.status.code(), Some(2), "expected exit 2, stderr:\n{err}");
+    assert_eq!(
+        r.status.code(),
+        Some(exit::USAGE),
+        "expected a usage error, stderr:\n{err}"
+    );
     for e in expect {
         assert!(err.contains(e.as_str()), "expected {e:?} in:\n{err}");
     }
@@ -239,7 +244,7 @@ fn dynamic_init_is_refused() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(r.status.code(), Some(exit::USAGE));
     assert!(String::from_utf8_lossy(&r.stderr).contains("dynamically linked"));
     assert!(!out.exists());
 }

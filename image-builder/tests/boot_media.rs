@@ -9,6 +9,7 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use keel_cli_support::exit;
 use keel_testkit::{build_image, keel_bin, metal_opts, repo_root, run, Image};
 
 static ONE_GUEST: Mutex<()> = Mutex::new(());
@@ -324,7 +325,7 @@ fn iso_needs_loop_and_both_firmwares() {
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert_eq!(out.status.code(), Some(exit::USAGE), "{err}");
         assert!(
             err.contains(&format!("{name}: {field}")) && err.contains("iso"),
             "{err}"

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use keel_cli_support::exit;
 use keel_testkit::{build_image, keel_bin, run, BuildOpts, Image};
 
 /// The qemu board with `loop` (needed by pxe), every implemented format, kept in the test
@@ -63,7 +64,7 @@ fn boot(args: &[&str], image: Option<&Path>, dir: &Path) -> (i32, String) {
 
 fn assert_booted(code: i32, console: &str) {
     let tail: Vec<&str> = console.lines().rev().take(40).collect();
-    assert_eq!(code, 0, "console tail:\n{}", tail.join("\n"));
+    assert_eq!(code, exit::OK, "console tail:\n{}", tail.join("\n"));
     assert!(console.contains("keel-init: ") && console.contains("Hello World"));
 }
 
@@ -226,7 +227,7 @@ fn pxe_initramfs_carries_the_payload_and_boots_diskless_over_tftp() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(exit::USAGE), "{err}");
     let minimum: u32 = err
         .split("needs at least ")
         .nth(1)
@@ -293,7 +294,7 @@ fn pxe_without_loop_names_the_board_field() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(exit::USAGE), "{err}");
     assert!(
         err.contains("qemu-x86_64.yaml: boot_modules: ") && err.contains("loop"),
         "{err}"
@@ -305,7 +306,7 @@ fn pxe_without_loop_names_the_board_field() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(out.status.code(), Some(exit::USAGE), "{err}");
     assert!(
         err.contains("qemu-x86_64.yaml: boot_modules: ") && err.contains("the iso format"),
         "{err}"

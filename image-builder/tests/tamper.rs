@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use keel_cli_support::exit;
 use keel_testkit::*;
 use serde_json::Value;
 
@@ -47,8 +48,8 @@ fn verify_fails(path: &Path, pubkey: &Path, expect: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
-        Some(1),
-        "verify should fail with exit 1:\n{err}"
+        Some(exit::VERIFICATION),
+        "verify should fail with a verification error:\n{err}"
     );
     for e in expect {
         assert!(err.contains(e), "expected {e:?} in:\n{err}");

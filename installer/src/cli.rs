@@ -6,8 +6,10 @@ use std::path::PathBuf;
 use clap::Args;
 use ed25519_dalek::VerifyingKey;
 
-use crate::error::{exit, InstallError};
-use crate::progress::Bar;
+use keel_cli_support::exit;
+use keel_cli_support::progress::Reporter;
+
+use crate::error::InstallError;
 use crate::source::Location;
 use crate::{install, trust, Options};
 
@@ -59,8 +61,7 @@ fn try_run(
         cloud_config: a.cloud_config.clone(),
         trusted,
     };
-    let bar = Bar::for_terminal(quiet || a.json);
-    let r = install(&opts, bar.as_ref())?;
+    let r = install(&opts, &Reporter::new(quiet || a.json))?;
     if a.json {
         println!(
             "{}",

@@ -1,4 +1,7 @@
-//! The installer's one error type. Each variant is an exit code of `keel install` (README.md).
+//! The installer's one error type. Each variant is an exit code of the shared vocabulary
+//! (keel-cli-support's `exit`).
+
+use keel_cli_support::exit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -19,23 +22,14 @@ pub enum InstallError {
     Environment(String),
 }
 
-/// Exit codes of `keel install` / `keel-install`.
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const VERIFICATION_FAILED: i32 = 1;
-    pub const BAD_INPUT: i32 = 2;
-    pub const ENVIRONMENT: i32 = 3;
-    pub const REFUSED: i32 = 5;
-    pub const IO_FAILED: i32 = 6;
-}
-
 impl InstallError {
+    /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            InstallError::Input(_) => exit::BAD_INPUT,
-            InstallError::Verification(_) => exit::VERIFICATION_FAILED,
+            InstallError::Input(_) => exit::USAGE,
+            InstallError::Verification(_) => exit::VERIFICATION,
             InstallError::Refused(_) => exit::REFUSED,
-            InstallError::Io(_) => exit::IO_FAILED,
+            InstallError::Io(_) => exit::IO,
             InstallError::Environment(_) => exit::ENVIRONMENT,
         }
     }

@@ -13,7 +13,6 @@ pub mod cli;
 pub mod cloud_config;
 pub mod device;
 pub mod error;
-pub mod progress;
 pub mod slot_check;
 pub mod source;
 pub mod table;
@@ -29,8 +28,8 @@ use std::time::{Duration, Instant};
 use keel_format::image_sig::ImageSignature;
 use serde::Serialize;
 
-pub use error::{exit, InstallError, Result};
-use progress::Progress;
+pub use error::{InstallError, Result};
+use keel_cli_support::progress::Progress;
 use source::Location;
 use trust::Trusted;
 
@@ -76,7 +75,7 @@ pub fn install(opts: &Options, progress: &dyn Progress) -> Result<Report> {
     write::wipe_tables(&dev, sig.size, disk_bytes)
         .map_err(|e| InstallError::Io(format!("{}: {e}", opts.device.display())))?;
 
-    progress.start("writing", sig.size);
+    progress.phase("writing", sig.size);
     let streamed = write::stream(
         checked.image.as_mut(),
         &dev,

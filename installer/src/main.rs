@@ -3,8 +3,6 @@
 
 #![forbid(unsafe_code)]
 
-use std::process::ExitCode;
-
 use clap::{Parser, Subcommand};
 use keel_install::cli::{self, InstallArgs};
 
@@ -12,7 +10,8 @@ use keel_install::cli::{self, InstallArgs};
 #[command(
     name = "keel-install",
     version,
-    about = "Write a signed Keel disk image to a disk"
+    about = "Write a signed Keel disk image to a disk",
+    after_help = keel_cli_support::exit::HELP
 )]
 struct Standalone {
     /// No progress bar and no summary (errors still go to stderr)
@@ -27,7 +26,8 @@ struct Standalone {
 #[command(
     name = "keel",
     version,
-    about = "Keel on a running system (the full CLI runs on build hosts)"
+    about = "Keel on a running system (the full CLI runs on build hosts)",
+    after_help = keel_cli_support::exit::HELP
 )]
 struct AsKeel {
     #[arg(long, short, global = true)]
@@ -42,7 +42,7 @@ enum KeelCommand {
     Install(InstallArgs),
 }
 
-fn main() -> ExitCode {
+fn main() -> std::process::ExitCode {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     let called_keel = std::path::Path::new(&argv0)
         .file_name()
@@ -56,5 +56,5 @@ fn main() -> ExitCode {
         let c = Standalone::parse();
         cli::run(&c.args, c.quiet, None)
     };
-    ExitCode::from(code as u8)
+    keel_cli_support::exit::status(code)
 }

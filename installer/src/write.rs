@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use ring::digest::{Context, SHA256};
 
 use crate::error::{InstallError, Result};
-use crate::progress::Progress;
+use keel_cli_support::progress::Progress;
 
 /// Bytes per read and write.
 pub const CHUNK: usize = 4 << 20;
@@ -151,7 +151,7 @@ pub fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::progress::Silent;
+    use keel_cli_support::progress::Silent;
 
     fn image(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 4096) as u8).collect()

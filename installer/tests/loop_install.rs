@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use keel_cli_support::exit;
+
 const MIB: u64 = 1 << 20;
 const CLOUD_CONFIG: &str = "#cloud-config\nhostname: keel-installed\nusers:\n  - name: core\n    ssh_authorized_keys:\n      - ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKeelTestKeyOnly core@test\n";
 
@@ -324,7 +326,12 @@ fn installs_from_an_http_url() {
         "--key",
         &pubkey(),
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit::VERIFICATION),
+        "{}",
+        text(&out)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("usr.img.sig") && err.contains("404"), "{err}");
     assert!(read_range(&blank.dev, 0, MIB).iter().all(|&b| b == 0));
@@ -385,7 +392,12 @@ fn a_tampered_image_leaves_no_bootable_disk() {
         "--key",
         &pubkey(),
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit::VERIFICATION),
+        "{}",
+        text(&out)
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("SHA-256")
@@ -429,7 +441,7 @@ fn refuses_missing_or_unsigned_signatures_and_wrong_keys() {
     std::os::unix::fs::symlink(&img.disk, &lone).unwrap();
 
     // No .sig beside the image.
-    let err = refused(lone.to_str().unwrap(), &dev, &pubkey(), 1);
+    let err = refused(lone.to_str().unwrap(), &dev, &pubkey(), exit::VERIFICATION);
     assert!(
         err.contains("lone.raw.sig") && err.contains("signature"),
         "{err}"
@@ -437,7 +449,7 @@ fn refuses_missing_or_unsigned_signatures_and_wrong_keys() {
 
     // A .sig that is no signature (a checksum list).
     fs::write(dir.path().join("lone.raw.sig"), "0123abcd  disk.raw\n").unwrap();
-    let err = refused(lone.to_str().unwrap(), &dev, &pubkey(), 1);
+    let err = refused(lone.to_str().unwrap(), &dev, &pubkey(), exit::VERIFICATION);
     assert!(err.contains("not a Keel image signature"), "{err}");
 
     // A signature whose size was edited no longer verifies.
@@ -453,7 +465,12 @@ fn refuses_missing_or_unsigned_signatures_and_wrong_keys() {
         "--key",
         &pubkey(),
     ]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(exit::VERIFICATION),
+        "{}",
+        text(&out)
+    );
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("signature does not verify"),
         "{}",
@@ -468,7 +485,7 @@ fn refuses_missing_or_unsigned_signatures_and_wrong_keys() {
         img.disk.to_str().unwrap(),
         &dev,
         other.join("keel-signing.pub").to_str().unwrap(),
-        1,
+        exit::VERIFICATION,
     );
     assert!(err.contains("not among the trusted keys"), "{err}");
 
@@ -492,11 +509,11 @@ fn refuses_missing_or_unsigned_signatures_and_wrong_keys() {
         dir.path().join("short.raw.sig"),
     )
     .unwrap();
-    let err = refused(short.to_str().unwrap(), &dev, &pubkey(), 1);
+    let err = refused(short.to_str().unwrap(), &dev, &pubkey(), exit::VERIFICATION);
     assert!(err.contains("its signature covers"), "{err}");
 
     // A missing image.
-    let err = refused("/nonexistent/disk.raw", &dev, &pubkey(), 2);
+    let err = refused("/nonexistent/disk.raw", &dev, &pubkey(), exit::USAGE);
     assert!(
         err.contains("/nonexistent/disk.raw") && err.contains("No such file"),
         "{err}"
@@ -523,7 +540,7 @@ fn refuses_busy_small_or_partial_devices() {
         "--key",
         &key,
     ]);
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::REFUSED), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("the image needs"),
         "{}",
@@ -540,7 +557,7 @@ fn refuses_busy_small_or_partial_devices() {
         "--key",
         &key,
     ]);
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::REFUSED), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("is a partition"),
         "{}",
@@ -564,7 +581,7 @@ fn refuses_busy_small_or_partial_devices() {
         &key,
     ]);
     let _ = Command::new("umount").arg(mnt.path()).status();
-    assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::REFUSED), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(&format!(
@@ -593,7 +610,7 @@ fn refuses_busy_small_or_partial_devices() {
         "--cloud-config",
         cc.to_str().unwrap(),
     ]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(out.status.code(), Some(exit::USAGE), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("user.yml") && err.contains("#cloud-config"),
@@ -624,7 +641,7 @@ fn refuses_a_disk_used_as_swap() {
         img.disk.to_str().unwrap(),
         disk.dev.to_str().unwrap(),
         &pubkey(),
-        5,
+        exit::REFUSED,
     );
     drop(swap);
     assert!(err.contains("is in use as swap"), "{err}");
@@ -632,13 +649,13 @@ fn refuses_a_disk_used_as_swap() {
     assert_eq!(&read_range(&disk.dev, 4096 - 10, 10), b"SWAPSPACE2");
 }
 
-/// A device that does not exist, or a file that is no block device, is bad input (exit 2) and
+/// A device that does not exist, or a file that is no block device, is bad input (a usage error) and
 /// named; nothing is written.
 #[test]
 fn refuses_a_missing_or_non_block_device() {
     let img = keel_testkit::default_image();
     let image = img.disk.to_str().unwrap();
-    let err = refused(image, "/dev/keel-no-such-disk", &pubkey(), 2);
+    let err = refused(image, "/dev/keel-no-such-disk", &pubkey(), exit::USAGE);
     assert!(
         err.contains("--device /dev/keel-no-such-disk: No such file"),
         "{err}"
@@ -646,7 +663,7 @@ fn refuses_a_missing_or_non_block_device() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("not-a-disk");
     fs::write(&file, b"").unwrap();
-    let err = refused(image, file.to_str().unwrap(), &pubkey(), 2);
+    let err = refused(image, file.to_str().unwrap(), &pubkey(), exit::USAGE);
     assert!(
         err.contains(file.to_str().unwrap()) && err.contains("not a block device"),
         "{err}"

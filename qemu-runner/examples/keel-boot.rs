@@ -2,7 +2,7 @@
 //! `cargo run -p keel-qemu --example keel-boot -- IMAGE [OPTIONS]`.
 
 use clap::Parser;
-use keel_qemu::{boot_command, BootArgs};
+use keel_qemu::BootArgs;
 
 #[derive(Parser)]
 #[command(name = "keel-boot")]
@@ -11,7 +11,6 @@ struct Cli {
     boot: BootArgs,
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    std::process::exit(boot_command(&cli.boot)?);
+fn main() -> std::process::ExitCode {
+    keel_cli_support::exit::status(keel_qemu::run(&Cli::parse().boot))
 }

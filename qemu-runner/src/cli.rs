@@ -7,23 +7,11 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use keel_format::initramfs::{live_min_ram_mib, LiveLoader};
 
+use keel_cli_support::exit;
+
 use crate::error::BootError;
 use crate::options::{Accel, BootOptions, Firmware, NetOptions};
 use crate::session::{ConsoleInput, Session};
-
-/// Exit codes of `keel boot`.
-pub mod exit_code {
-    /// The expected text appeared (or, without --expect, the guest powered off).
-    pub const SUCCESS: i32 = 0;
-    pub const TIMEOUT: i32 = 1;
-    /// Kernel panic, or the guest powered off / QEMU exited before the text.
-    pub const GUEST_FAILED: i32 = 2;
-    /// A bad argument or environment variable (KEEL_QEMU_ACCEL, a --mem too small): nothing
-    /// was started. Shares 2 with clap's own usage errors.
-    pub const USAGE: i32 = 2;
-    /// QEMU could not start (missing binary, firmware, image...).
-    pub const CANNOT_START: i32 = 3;
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FirmwareArg {
@@ -286,7 +274,17 @@ pub fn pxe_network(dir: &std::path::Path) -> anyhow::Result<NetOptions> {
     })
 }
 
-/// Runs `keel boot`; returns the process exit code (see [`exit_code`]).
+/// Runs `keel boot`; prints an error that stopped it and returns the exit code: 0 found (or
+/// powered off), [`exit::TIMEOUT`], [`exit::GUEST_FAILED`], [`exit::USAGE`] for a bad
+/// argument or variable (nothing started), [`exit::ENVIRONMENT`] when QEMU cannot start.
+pub fn run(args: &BootArgs) -> i32 {
+    boot_command(args).unwrap_or_else(|e| {
+        eprintln!("keel boot: error: {e:#}");
+        exit::FAILED
+    })
+}
+
+/// [`run`] without printing the errors it cannot map to an exit code.
 pub fn boot_command(args: &BootArgs) -> anyhow::Result<i32> {
     // A diskless machine still gets a (blank) disk: the runner always attaches one.
     let blank_dir = tempfile::tempdir()?;
@@ -300,17 +298,17 @@ pub fn boot_command(args: &BootArgs) -> anyhow::Result<i32> {
     };
     if let Err(e) = crate::accel::apply_env(Accel::Auto) {
         eprintln!("keel boot: {e}");
-        return Ok(exit_code::USAGE);
+        return Ok(exit::USAGE);
     }
     if let Err(e) = args.memory() {
         eprintln!("keel boot: {e}");
-        return Ok(exit_code::USAGE);
+        return Ok(exit::USAGE);
     }
     let options = match args.boot_options_for(&image) {
         Ok(options) => options,
         Err(e) => {
             eprintln!("keel boot: {e:#}");
-            return Ok(exit_code::CANNOT_START);
+            return Ok(exit::ENVIRONMENT);
         }
     };
     if options.mem_mb != DEFAULT_MEM_MB && args.mem.is_none() {
@@ -323,7 +321,7 @@ pub fn boot_command(args: &BootArgs) -> anyhow::Result<i32> {
         Ok(session) => session,
         Err(e) => {
             eprintln!("keel boot: cannot start QEMU: {e}");
-            return Ok(exit_code::CANNOT_START);
+            return Ok(exit::ENVIRONMENT);
         }
     };
     eprintln!(
@@ -357,14 +355,14 @@ pub fn boot_command(args: &BootArgs) -> anyhow::Result<i32> {
                 Some(text) => eprintln!("\nkeel boot: found {text:?}"),
                 None => eprintln!("\nkeel boot: guest powered off"),
             }
-            exit_code::SUCCESS
+            exit::OK
         }
         Err(error) => {
             eprintln!("\nkeel boot: {error}");
             match error {
-                BootError::Timeout { .. } | BootError::Silent { .. } => exit_code::TIMEOUT,
-                BootError::KernelPanic { .. } | BootError::Exited { .. } => exit_code::GUEST_FAILED,
-                BootError::FallbackFailed { .. } => exit_code::CANNOT_START,
+                BootError::Timeout { .. } | BootError::Silent { .. } => exit::TIMEOUT,
+                BootError::KernelPanic { .. } | BootError::Exited { .. } => exit::GUEST_FAILED,
+                BootError::FallbackFailed { .. } => exit::ENVIRONMENT,
             }
         }
     };

@@ -1,6 +1,6 @@
 //! QEMU runner: boots Keel images in qemu-system-x86_64, captures the serial
 //! console and waits for text on it. Every boot, update and rollback test goes
-//! through [`Session`]; the `keel boot` command is [`boot_command`].
+//! through [`Session`]; the `keel boot` command is [`run`] over [`BootArgs`].
 
 mod accel;
 mod accel_cache;
@@ -19,7 +19,7 @@ mod tool;
 
 pub use accel::parse_accel;
 pub use accel_cache::{remember_verdict as remember_accel_verdict, CACHE_ENV as ACCEL_CACHE_ENV};
-pub use cli::{boot_command, exit_code, pxe_network, AccelArg, BootArgs, FirmwareArg, PXE_SCRIPT};
+pub use cli::{boot_command, pxe_network, run, AccelArg, BootArgs, FirmwareArg, PXE_SCRIPT};
 pub use disk::{convert_to_raw, detect_format, DiskFormat};
 pub use error::{BootError, SessionError, StartError, ToolError};
 pub use firmware::{OVMF_CODE, OVMF_VARS_TEMPLATE};

@@ -7,7 +7,8 @@ use std::path::Path;
 
 use clap::{Parser, Subcommand};
 use common::*;
-use keel_qemu::{boot_command, exit_code, BootArgs};
+use keel_cli_support::exit;
+use keel_qemu::{boot_command, BootArgs};
 
 /// The shape of the `keel` CLI around `boot`.
 #[derive(Parser)]
@@ -69,7 +70,7 @@ fn expected_text_exits_0_and_saves_the_log() {
         "--mem",
         "512",
     ]);
-    assert_eq!(code, exit_code::SUCCESS);
+    assert_eq!(code, exit::OK);
     assert!(std::fs::read_to_string(&log)
         .unwrap()
         .contains("Linux version"));
@@ -95,7 +96,7 @@ fn kernel_panic_exits_2() {
         "--mem",
         "512",
     ]);
-    assert_eq!(code, exit_code::GUEST_FAILED);
+    assert_eq!(code, exit::GUEST_FAILED);
 }
 
 #[test]
@@ -127,22 +128,22 @@ fn timeout_exits_1_and_power_off_exits_0_or_2() {
             "console=ttyS0 panic=-1",
             &["--expect", "never printed", "--timeout", "8"]
         ),
-        exit_code::TIMEOUT
+        exit::TIMEOUT
     );
     // The guest powers off by itself: success without --expect ...
     let off = "console=ttyS0 panic=-1 keel-test.poweroff";
-    assert_eq!(shell(off, &["--timeout", "120"]), exit_code::SUCCESS);
+    assert_eq!(shell(off, &["--timeout", "120"]), exit::OK);
     // ... and a failure when the text had not appeared yet.
     assert_eq!(
         shell(off, &["--expect", "never printed", "--timeout", "120"]),
-        exit_code::GUEST_FAILED
+        exit::GUEST_FAILED
     );
 }
 
 #[test]
 fn unstartable_qemu_exits_3() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(boot(&["/nonexistent/keel.img"]), exit_code::CANNOT_START);
+    assert_eq!(boot(&["/nonexistent/keel.img"]), exit::ENVIRONMENT);
     let image = blank_disk(dir.path(), "disk.raw", 1);
     assert_eq!(
         boot(&[
@@ -152,6 +153,6 @@ fn unstartable_qemu_exits_3() {
             "--kernel",
             "/nonexistent/vmlinuz"
         ]),
-        exit_code::CANNOT_START
+        exit::ENVIRONMENT
     );
 }

@@ -86,8 +86,8 @@ fn cargo() -> Command {
     c
 }
 
-/// The `keel` binary: `$KEEL_BIN`, else the one beside the running test's profile (where cargo
-/// puts keel-builder's own binary before running its tests), built now if missing.
+/// The `keel` binary: `$KEEL_BIN`, else the one in the running test's profile directory (where
+/// cargo puts it when it tests the `keel` package or the whole workspace), built now if missing.
 pub fn keel_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("KEEL_BIN") {
         return PathBuf::from(p);
@@ -96,7 +96,7 @@ pub fn keel_bin() -> PathBuf {
     if !p.is_file() {
         let release = profile_dir().file_name().is_some_and(|n| n == "release");
         let mut c = cargo();
-        c.args(["build", "-p", "keel-builder", "--bin", "keel"]);
+        c.args(["build", "-p", "keel", "--bin", "keel"]);
         if release {
             c.arg("--release");
         }

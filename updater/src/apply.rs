@@ -19,10 +19,10 @@ use crate::compat;
 use crate::disk::{Disk, SlotDevice};
 use crate::error::{Result, UpdateError};
 use crate::payload::{self, OpenPayload, PayloadSource, VerifiedPayload};
-use crate::progress::Progress;
 use crate::slots::{find_slots, Slots};
 use crate::stream;
 use crate::target::Target;
+use keel_cli_support::progress::Progress;
 
 #[derive(Clone, Debug)]
 pub struct ApplyOptions {

@@ -1,8 +1,11 @@
 //! The updater's errors. Each message is a plain sentence that names the payload, the slot and
-//! the check that failed; each kind maps to one documented exit code (updater/README.md).
+//! the check that failed; each kind maps to one exit code of the shared vocabulary
+//! (keel-cli-support's `exit`).
 
 use std::io;
 use std::path::PathBuf;
+
+use keel_cli_support::exit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
@@ -55,17 +58,17 @@ pub enum UpdateError {
 }
 
 impl UpdateError {
-    /// The process exit code for this error; see updater/README.md.
+    /// The process exit code for this error, from the one vocabulary ([`exit`]).
     pub fn exit_code(&self) -> i32 {
         match self {
-            UpdateError::Untrusted { .. } => 3,
-            UpdateError::NotApplicable { .. } => 4,
-            UpdateError::Transport { .. } => 5,
-            UpdateError::Keys(_) => 6,
-            UpdateError::Disk { .. } => 7,
-            UpdateError::SlotIo { .. } | UpdateError::Readback { .. } => 8,
-            UpdateError::Refused(_) => 9,
-            UpdateError::System(_) => 1,
+            UpdateError::Untrusted { .. } => exit::VERIFICATION,
+            UpdateError::NotApplicable { .. } => exit::NOT_APPLICABLE,
+            UpdateError::Transport { .. } => exit::UNREADABLE,
+            UpdateError::Keys(_) => exit::KEYS,
+            UpdateError::Disk { .. } => exit::DISK,
+            UpdateError::SlotIo { .. } | UpdateError::Readback { .. } => exit::IO,
+            UpdateError::Refused(_) => exit::REFUSED,
+            UpdateError::System(_) => exit::FAILED,
         }
     }
 }

@@ -13,8 +13,8 @@ use keel_format::slot;
 use keel_format::verity;
 
 use crate::error::{Result, UpdateError};
-use crate::progress::Progress;
 use crate::stream;
+use keel_cli_support::progress::Progress;
 
 pub enum PayloadSource {
     File(PathBuf),

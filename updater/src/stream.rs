@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use ring::digest::{Context, SHA256};
 
 use crate::error::UpdateError;
-use crate::progress::Progress;
+use keel_cli_support::progress::Progress;
 
 /// Bytes per read and per write.
 pub const CHUNK: usize = 4 << 20;
@@ -198,7 +198,7 @@ pub fn copy_and_hash(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::progress::Silent;
+    use keel_cli_support::progress::Silent;
 
     struct Collect(Vec<u8>);
     impl BodySink for Collect {

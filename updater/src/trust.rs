@@ -1,5 +1,6 @@
 //! The keys a payload must be signed with: the running system's (`/usr/share/keel/keys/*.pem`)
-//! or the ones named on the command line (`--pubkey`).
+//! or a disk image's (inside its running slot), or the ones named on the command line
+//! (`--pubkey`).
 
 use std::path::Path;
 
@@ -7,6 +8,7 @@ use ed25519_dalek::VerifyingKey;
 use keel_format::keys;
 
 use crate::error::{Result, UpdateError};
+use crate::slots::RunningSlot;
 
 /// Where the running system keeps the public keys it trusts; the image builder puts them there.
 pub const SYSTEM_KEYS_DIR: &str = keel_format::initramfs::system::KEYS_DIR;
@@ -14,6 +16,15 @@ pub const SYSTEM_KEYS_DIR: &str = keel_format::initramfs::system::KEYS_DIR;
 /// Load one public key file (Ed25519, SubjectPublicKeyInfo PEM).
 pub fn load_key(path: &Path) -> Result<VerifyingKey> {
     keys::load_key_file(path).map_err(|e| UpdateError::Keys(e.to_string()))
+}
+
+/// The keys `target` itself trusts: the running system's [`SYSTEM_KEYS_DIR`], or for a disk
+/// image the same directory inside the slot its boot rule picks ([`crate::image_keys`]).
+pub fn trusted_by(target: &crate::Target) -> Result<Vec<VerifyingKey>> {
+    match target.running {
+        RunningSlot::Mounted(_) => load_dir(Path::new(SYSTEM_KEYS_DIR)),
+        RunningSlot::Chosen => crate::image_keys::load(target),
+    }
 }
 
 /// Load every `*.pem` in `dir`, in name order. An empty or missing directory is an error:

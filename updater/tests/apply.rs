@@ -8,6 +8,7 @@ use std::io::Cursor;
 use std::process::Command;
 
 use common::*;
+use keel_cli_support::exit;
 use keel_format::attrs::SlotAttrs;
 use keel_format::metadata::METADATA_SIZE;
 use keel_update::progress::Silent;
@@ -160,7 +161,7 @@ fn refusals_leave_the_disk_untouched() {
         &Silent,
     )
     .unwrap_err();
-    assert_eq!(err.exit_code(), 3, "{err}");
+    assert_eq!(err.exit_code(), exit::VERIFICATION, "{err}");
     assert!(std::fs::read(&w.disk).unwrap() == before);
 }
 
@@ -207,7 +208,7 @@ fn truncated_stream_leaves_the_passive_slot_invalid() {
         &Silent,
     )
     .unwrap_err();
-    assert_eq!(err.exit_code(), 5, "{err}");
+    assert_eq!(err.exit_code(), exit::UNREADABLE, "{err}");
     assert!(err.to_string().contains("ended early"), "{err}");
     assert_eq!(
         attrs(&w.disk, 4),
@@ -235,7 +236,7 @@ fn truncated_stream_leaves_the_passive_slot_invalid() {
         &Silent,
     )
     .unwrap_err();
-    assert_eq!(err.exit_code(), 3, "{err}");
+    assert_eq!(err.exit_code(), exit::VERIFICATION, "{err}");
     assert_eq!(attrs(&w.disk, 4), SlotAttrs::new(0, 0, false));
     assert_eq!(partition_bytes(&w.disk, 3), usr_a_before);
 }
@@ -248,7 +249,7 @@ fn an_unproven_running_slot_is_not_overwritten() {
     set_attrs(&w.disk, 3, SlotAttrs::new(1, 1, false));
     let before = std::fs::read(&w.disk).unwrap();
     let err = apply_file(&w, &payload, &opts()).unwrap_err();
-    assert_eq!(err.exit_code(), 9, "{err}");
+    assert_eq!(err.exit_code(), exit::REFUSED, "{err}");
     assert!(err.to_string().contains("not been marked good"), "{err}");
     assert!(std::fs::read(&w.disk).unwrap() == before);
 }
@@ -261,12 +262,12 @@ fn a_busy_or_locked_image_is_refused() {
     let before = std::fs::read(&w.disk).unwrap();
 
     // Another updater holds the lock.
-    let holder = std::fs::File::open(&w.disk).unwrap();
-    // SAFETY: flock on a descriptor this test owns.
-    assert_eq!(
-        unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&holder), libc::LOCK_EX) },
-        0
-    );
+    let holder = nix::fcntl::Flock::lock(
+        std::fs::File::open(&w.disk).unwrap(),
+        nix::fcntl::FlockArg::LockExclusive,
+    )
+    .map_err(|(_, e)| e)
+    .unwrap();
     let err = apply_file(&w, &payload, &opts()).unwrap_err();
     assert!(err.to_string().contains("update lock"), "{err}");
     drop(holder);
@@ -278,7 +279,7 @@ fn a_busy_or_locked_image_is_refused() {
     let result = apply_file(&w, &payload, &opts());
     let _ = Command::new("losetup").args(["-d", &loopdev]).status();
     let err = result.unwrap_err();
-    assert_eq!(err.exit_code(), 7, "{err}");
+    assert_eq!(err.exit_code(), exit::DISK, "{err}");
     assert!(err.to_string().contains(&loopdev), "{err}");
     assert!(std::fs::read(&w.disk).unwrap() == before);
 }

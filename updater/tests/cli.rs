@@ -6,6 +6,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
+use keel_cli_support::exit;
 
 fn keel_update() -> Command {
     Command::new(env!("CARGO_BIN_EXE_keel-update"))
@@ -25,17 +26,17 @@ fn apply_status_and_exit_codes() {
 
     // Usage error.
     let (code, _, _) = run(keel_update().args(["apply"]));
-    assert_eq!(code, 2);
+    assert_eq!(code, exit::USAGE);
 
-    // Bad body: exit 3, the message names the payload and the check.
+    // Bad body: a verification error, the message names the payload and the check.
     let (code, _, err) = run(keel_update()
         .args(["--disk", disk, "--state"])
         .arg(&state)
         .args(["apply", bad.to_str().unwrap(), "--pubkey", pubkey]));
-    assert_eq!(code, 3, "{err}");
+    assert_eq!(code, exit::VERIFICATION, "{err}");
     assert!(err.contains("bad.img") && err.contains("SHA-256"), "{err}");
 
-    // Untrusted key file: exit 6.
+    // Untrusted key file: the keys could not be loaded.
     let (code, _, err) = run(keel_update().args([
         "--disk",
         disk,
@@ -44,7 +45,7 @@ fn apply_status_and_exit_codes() {
         "--pubkey",
         "/nonexistent.pem",
     ]));
-    assert_eq!(code, 6, "{err}");
+    assert_eq!(code, exit::KEYS, "{err}");
 
     let (code, out, err) = run(keel_update()
         .args(["--disk", disk, "--state"])
@@ -57,7 +58,7 @@ fn apply_status_and_exit_codes() {
             "--tries",
             "2",
         ]));
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, exit::OK, "{err}");
     assert!(out.contains("Version 2.0.0 is written to USR-B"), "{out}");
 
     // On the image, the boot rule now picks the staged B; A is the passive slot.
@@ -65,7 +66,7 @@ fn apply_status_and_exit_codes() {
         .args(["--disk", disk, "--state"])
         .arg(&state)
         .args(["status", "--json", "--pubkey", pubkey]));
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, exit::OK, "{err}");
     let s: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(s["running"]["label"], "USR-B");
     assert_eq!(s["running"]["version"], "2.0.0");
@@ -77,7 +78,7 @@ fn apply_status_and_exit_codes() {
 
     // Text status works too.
     let (code, out, _) = run(keel_update().args(["--disk", disk, "status", "--pubkey", pubkey]));
-    assert_eq!(code, 0);
+    assert_eq!(code, exit::OK);
     assert!(
         out.contains("Running:   USR-B (partition 4) version 2.0.0 [verified]"),
         "{out}"
@@ -86,17 +87,17 @@ fn apply_status_and_exit_codes() {
     // Rollback to A (successful, verifies) works; a second one is refused (B never good): 9.
     let (code, out, err) =
         run(keel_update().args(["--disk", disk, "rollback", "--pubkey", pubkey]));
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, exit::OK, "{err}");
     assert!(out.contains("The next boot is USR-A"), "{out}");
     let (code, _, err) = run(keel_update().args(["--disk", disk, "rollback", "--pubkey", pubkey]));
-    assert_eq!(code, 9, "{err}");
+    assert_eq!(code, exit::REFUSED, "{err}");
 
     let (code, out, err) = run(keel_update().args(["--disk", disk, "mark-good"]));
-    assert_eq!(code, 0, "{err}");
+    assert_eq!(code, exit::OK, "{err}");
     assert!(out.contains("USR-A"), "{out}");
 
     let (code, out, _) = run(keel_update().arg("--help"));
-    assert_eq!(code, 0);
+    assert_eq!(code, exit::OK);
     for cmd in [
         "apply",
         "status",

@@ -8,6 +8,7 @@ use std::net::TcpListener;
 use std::thread;
 
 use common::*;
+use keel_cli_support::exit;
 use keel_format::attrs::SlotAttrs;
 use keel_format::metadata::METADATA_SIZE;
 use keel_update::progress::Silent;
@@ -62,7 +63,7 @@ fn dropped_connection_leaves_the_slot_invalid() {
     let usr_a = partition_bytes(&w.disk, 3);
     let url = serve_once("200 OK", p[..METADATA_SIZE + (3 << 20)].to_vec(), p.len());
     let err = apply_url(&w, &url).unwrap_err();
-    assert_eq!(err.exit_code(), 5, "{err}");
+    assert_eq!(err.exit_code(), exit::UNREADABLE, "{err}");
     assert!(err.to_string().contains(&url), "{err}");
     assert_eq!(attrs(&w.disk, 4), SlotAttrs::new(0, 0, false));
     assert_eq!(partition_bytes(&w.disk, 3), usr_a);
@@ -75,7 +76,7 @@ fn http_error_touches_nothing() {
     let before = std::fs::read(&w.disk).unwrap();
     let url = serve_once("404 Not Found", b"no such payload".to_vec(), 15);
     let err = apply_url(&w, &url).unwrap_err();
-    assert_eq!(err.exit_code(), 5, "{err}");
+    assert_eq!(err.exit_code(), exit::UNREADABLE, "{err}");
     assert!(err.to_string().contains("404"), "{err}");
     assert!(std::fs::read(&w.disk).unwrap() == before);
 }

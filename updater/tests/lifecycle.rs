@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use keel_cli_support::exit;
 use keel_format::attrs::{self, Candidate, SlotAttrs};
 use keel_format::layout::{USR_A_GUID, USR_B_GUID};
 use keel_update::lifecycle::{self, Verdict};
@@ -156,7 +157,7 @@ fn lifecycle_table() {
     // Rolling back to the failed A is refused: it was never marked good.
     let before = std::fs::read(&w.disk).unwrap();
     let err = lifecycle::rollback(&on_b, &keys).unwrap_err();
-    assert_eq!(err.exit_code(), 9);
+    assert_eq!(err.exit_code(), exit::REFUSED);
     assert!(err.to_string().contains("never been marked good"), "{err}");
     assert!(std::fs::read(&w.disk).unwrap() == before);
 

@@ -18,13 +18,13 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use keel_bench::loopdev::LoopDevice;
 use keel_bench::measure::{median, secs, Steps};
-use keel_bench::{command, files, machine, partitions, rootfs};
+use keel_bench::{command, files, machine, rootfs};
+use keel_blockdev::loopdev::LoopDevice;
 use keel_builder::definition::board::{Compression, PartitionSizes};
 use keel_builder::definition::Board;
-use keel_builder::progress::Reporter;
 use keel_builder::{disk, mkfs, usr_slot};
+use keel_cli_support::progress::Reporter;
 use keel_format::layout;
 use keel_format::metadata::{KernelInfo, VerityInfo};
 use keel_signing::Key;
@@ -528,10 +528,10 @@ fn finish(steps: Steps, fs_secs: f64, disk: PathBuf, verity: Option<VerityInfo>)
         "GPT (backup)".to_string(),
         files::range_sha256(&disk, len - 33 * 512, 33 * 512)?,
     ));
-    for p in partitions::list(&disk)? {
+    for p in files::partitions(&disk)? {
         parts.push((
-            p.name.clone(),
-            files::range_sha256(&disk, p.offset, p.size)?,
+            p.label.clone(),
+            files::range_sha256(&disk, p.offset(), p.size())?,
         ));
     }
     Ok(Run {
@@ -672,23 +672,23 @@ fn check_verity(runs: &[(Variant, Run)]) -> Result<()> {
             continue;
         }
         seen.push(*v);
-        let parts = partitions::list(&r.disk)?;
+        let parts = files::partitions(&r.disk)?;
         let find = |name: &str| {
             parts
                 .iter()
-                .find(|p| p.name == name)
+                .find(|p| p.label == name)
                 .cloned()
                 .with_context(|| format!("{}: no partition {name}", r.disk.display()))
         };
         let usr = find("USR-A")?;
         let out = match &r.verity {
             Some(vi) => {
-                let dev = LoopDevice::attach(&r.disk, usr.offset, usr.size, false)?;
+                let dev = LoopDevice::attach(&r.disk, usr.offset(), usr.size(), false)?;
                 command::run(
                     Command::new("veritysetup")
                         .arg("verify")
-                        .arg(&dev.path)
-                        .arg(&dev.path)
+                        .arg(dev.path())
+                        .arg(dev.path())
                         .arg(&vi.root_hash)
                         .arg(format!("--hash-offset={}", vi.hash_offset)),
                 )
@@ -697,7 +697,7 @@ fn check_verity(runs: &[(Variant, Run)]) -> Result<()> {
             None => {
                 let hash = find("USR-A-verity")?;
                 let sig = find("USR-A-signature")?;
-                let raw = read_range(&r.disk, sig.offset, sig.size)
+                let raw = read_range(&r.disk, sig.offset(), sig.size())
                     .context("reading the signature partition")?;
                 let text = String::from_utf8_lossy(&raw);
                 let json: serde_json::Value =
@@ -707,13 +707,13 @@ fn check_verity(runs: &[(Variant, Run)]) -> Result<()> {
                     .as_str()
                     .context("signature partition has no rootHash")?
                     .to_string();
-                let data_dev = LoopDevice::attach(&r.disk, usr.offset, usr.size, false)?;
-                let hash_dev = LoopDevice::attach(&r.disk, hash.offset, hash.size, false)?;
+                let data_dev = LoopDevice::attach(&r.disk, usr.offset(), usr.size(), false)?;
+                let hash_dev = LoopDevice::attach(&r.disk, hash.offset(), hash.size(), false)?;
                 command::run(
                     Command::new("veritysetup")
                         .arg("verify")
-                        .arg(&data_dev.path)
-                        .arg(&hash_dev.path)
+                        .arg(data_dev.path())
+                        .arg(hash_dev.path())
                         .arg(&root),
                 )
                 .map(|_| format!("root hash {root} OK (signature partition)"))

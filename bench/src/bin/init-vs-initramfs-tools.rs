@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use keel_bench::loopdev::LoopDevice;
 use keel_bench::measure::median;
-use keel_bench::{command, machine, partitions, rootfs};
+use keel_bench::{command, files, machine, rootfs};
+use keel_blockdev::loopdev::LoopDevice;
 use keel_qemu::{Accel, BootOptions, Firmware, Session};
 
 const RUN_INIT: &str = "Run /init as init process";
@@ -238,16 +238,16 @@ fn main() -> Result<()> {
 
 /// The kernel, Keel initramfs and command line from the image's UKI (the ESP's BOOTX64.EFI).
 fn keel_setup(disk: &Path, work: &Path) -> Result<BootSetup> {
-    let esp = partitions::list(disk)?
+    let esp = files::partitions(disk)?
         .into_iter()
-        .find(|p| p.name == "EFI-SYSTEM")
+        .find(|p| p.label == "EFI-SYSTEM")
         .context("the image has no EFI-SYSTEM partition")?;
     let uki = work.join("BOOTX64.EFI");
     let _ = std::fs::remove_file(&uki);
     command::run(
         Command::new("mcopy")
             .arg("-i")
-            .arg(format!("{}@@{}", disk.display(), esp.offset))
+            .arg(format!("{}@@{}", disk.display(), esp.offset()))
             .arg("::/EFI/BOOT/BOOTX64.EFI")
             .arg(&uki),
     )?;
@@ -360,15 +360,15 @@ fn booted_once(keel: &BootSetup, work: &Path) -> Result<PathBuf> {
     vm.kill()?;
     let tmp = work.join("keel-booted-once.tmp");
     vm.export_disk_raw(&tmp)?;
-    for p in partitions::list(&tmp)? {
-        if p.name == "ROOT" || p.name == "OEM" {
+    for p in files::partitions(&tmp)? {
+        if p.label == "ROOT" || p.label == "OEM" {
             // Exit 1 means "errors corrected" (the journal replay): fine; 4 and up are not.
-            let dev = LoopDevice::attach(&tmp, p.offset, p.size, true)?;
-            let st = Command::new("e2fsck").arg("-fy").arg(&dev.path).output()?;
+            let dev = LoopDevice::attach(&tmp, p.offset(), p.size(), true)?;
+            let st = Command::new("e2fsck").arg("-fy").arg(dev.path()).output()?;
             if st.status.code().unwrap_or(8) >= 4 {
                 bail!(
                     "e2fsck of {} in {}: {}",
-                    p.name,
+                    p.label,
                     tmp.display(),
                     String::from_utf8_lossy(&st.stdout)
                 );

@@ -100,7 +100,7 @@ fn main() -> Result<()> {
     };
     if !keel.is_file() {
         bail!(
-            "{} is missing: cargo build --release -p keel-builder (and the static keel-init and keel-update, see bench/README.md), or pass --keel",
+            "{} is missing: cargo build --release -p keel (and the static keel-init and keel-update, see bench/README.md), or pass --keel",
             keel.display()
         );
     }

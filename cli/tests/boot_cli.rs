@@ -5,6 +5,7 @@
 
 use std::process::Command;
 
+use keel_cli_support::exit;
 use keel_qemu::{remember_accel_verdict, ResolvedAccel, ACCEL_CACHE_ENV, ACCEL_ENV};
 
 /// `sh -c` script: a private mount namespace whose /dev/kvm (if any) is /dev/null, then
@@ -39,7 +40,7 @@ fn keel_boot_reaches_the_demo_unit_and_reports_timeouts() {
     let console = std::fs::read_to_string(&log).unwrap_or_default();
     assert_eq!(
         out.status.code(),
-        Some(0),
+        Some(exit::OK),
         "keel boot failed: {}\n--- console tail:\n{}",
         String::from_utf8_lossy(&out.stderr),
         console
@@ -58,7 +59,7 @@ fn keel_boot_reaches_the_demo_unit_and_reports_timeouts() {
     let verdict = std::fs::read_to_string(&cache).unwrap();
     assert!(verdict.contains("accel=tcg"), "{verdict}");
 
-    // A bad KEEL_QEMU_ACCEL: exit 2, the variable and the allowed values named, nothing run.
+    // A bad KEEL_QEMU_ACCEL: a usage error, the variable and the allowed values named, nothing run.
     let out = Command::new(keel_testkit::keel_bin())
         .env(ACCEL_ENV, "warp")
         .arg("boot")
@@ -66,13 +67,13 @@ fn keel_boot_reaches_the_demo_unit_and_reports_timeouts() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(out.status.code(), Some(exit::USAGE), "{stderr}");
     assert!(
         stderr.contains("KEEL_QEMU_ACCEL=\"warp\"") && stderr.contains("auto, kvm, tcg"),
         "{stderr}"
     );
 
-    // A text that never appears: exit code 1 (timeout), and the image is left untouched.
+    // A text that never appears: a timeout, and the image is left untouched.
     let before = std::fs::metadata(&image).unwrap().modified().unwrap();
     let out = Command::new(keel_testkit::keel_bin())
         .args(["boot", "--expect", "no such text ever", "--timeout", "15"])
@@ -81,7 +82,7 @@ fn keel_boot_reaches_the_demo_unit_and_reports_timeouts() {
         .unwrap();
     assert_eq!(
         out.status.code(),
-        Some(1),
+        Some(exit::TIMEOUT),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -1,5 +1,6 @@
 //! The CLI surface: help on every command, keygen, exit codes for bad arguments.
 
+use keel_cli_support::exit;
 use keel_testkit::*;
 
 #[test]
@@ -23,7 +24,7 @@ fn every_command_has_help() {
         );
     }
     let r = keel(&["build", "--no-such-flag"]);
-    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(r.status.code(), Some(exit::USAGE));
 }
 
 /// `keel validate-config`: the source document's "validate before deploying", with the same
@@ -40,7 +41,7 @@ fn validate_config_names_file_and_line() {
     let r = keel(&["validate-config", good.to_str().unwrap()]);
     assert_eq!(
         r.status.code(),
-        Some(0),
+        Some(exit::OK),
         "{}",
         String::from_utf8_lossy(&r.stderr)
     );
@@ -52,7 +53,7 @@ fn validate_config_names_file_and_line() {
     )
     .unwrap();
     let r = keel(&["validate-config", bad.to_str().unwrap(), "--json"]);
-    assert_eq!(r.status.code(), Some(1));
+    assert_eq!(r.status.code(), Some(exit::VERIFICATION));
     let report: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
     assert!(report.to_string().contains("always"), "{report}");
     let r = keel(&["validate-config", bad.to_str().unwrap()]);
@@ -66,7 +67,7 @@ fn validate_config_names_file_and_line() {
         "validate-config",
         d.path().join("missing.yml").to_str().unwrap(),
     ]);
-    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(r.status.code(), Some(exit::USAGE));
 }
 
 #[test]
@@ -78,7 +79,7 @@ fn a_kernel_arg_is_one_word() {
         "--out",
         "/nonexistent",
     ]);
-    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(r.status.code(), Some(exit::USAGE));
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(
         err.contains("--kernel-arg") && err.contains("without spaces"),
@@ -104,7 +105,7 @@ fn keygen_makes_keys_openssl_reads_and_refuses_to_overwrite() {
     );
 
     let r = keel(&["keygen", "--out", dir.to_str().unwrap()]);
-    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(r.status.code(), Some(exit::USAGE));
     assert!(String::from_utf8_lossy(&r.stderr).contains("--force"));
     let r = keel(&["keygen", "--force", "--out", dir.to_str().unwrap()]);
     assert!(r.status.success());
@@ -116,7 +117,7 @@ fn inspect_and_verify_refuse_what_is_not_an_image() {
     let f = d.path().join("junk");
     std::fs::write(&f, vec![0x55u8; 8192]).unwrap();
     let r = keel(&["inspect", f.to_str().unwrap()]);
-    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(r.status.code(), Some(exit::USAGE));
     assert!(String::from_utf8_lossy(&r.stderr).contains("neither a Keel disk image"));
     let r = keel(&[
         "verify",
@@ -124,7 +125,7 @@ fn inspect_and_verify_refuse_what_is_not_an_image() {
         test_key_dir().join("keel-signing.pub").to_str().unwrap(),
         f.to_str().unwrap(),
     ]);
-    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(r.status.code(), Some(exit::USAGE));
     let r = keel(&["inspect", d.path().join("missing").to_str().unwrap()]);
-    assert_eq!(r.status.code(), Some(2));
+    assert_eq!(r.status.code(), Some(exit::USAGE));
 }
