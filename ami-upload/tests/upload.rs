@@ -224,6 +224,7 @@ fn an_interrupted_upload_registers_no_ami() {
             assert!(Instant::now() < deadline, "no block uploads seen");
             std::thread::sleep(Duration::from_millis(20));
         }
+        // SAFETY: kill(2) on our own child's pid, which has not been waited for yet.
         unsafe { libc::kill(child.id() as i32, signal) };
         let status = child.wait().unwrap();
         let mut err = String::new();

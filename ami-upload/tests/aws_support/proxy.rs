@@ -367,6 +367,8 @@ fn reset(conn: &TcpStream) {
         l_onoff: 1,
         l_linger: 0,
     };
+    // SAFETY: a live socket of ours, and a linger struct of the size passed, read by the call
+    // only.
     unsafe {
         libc::setsockopt(
             conn.as_raw_fd(),
