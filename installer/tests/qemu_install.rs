@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use keel_cli_support::exit;
 use keel_qemu::{BootOptions, Firmware, Session};
 
 const BOOT: Duration = Duration::from_secs(300);
@@ -219,7 +220,8 @@ fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
     let mut s = Session::start(&opts).unwrap_or_else(|e| panic!("QEMU did not start: {e}"));
     let refused = section(&mut s, "REFUSE", BOOT);
     assert!(
-        refused.contains("holds the running system") && refused.contains("rc=5"),
+        refused.contains("holds the running system")
+            && refused.contains(&format!("rc={}", exit::REFUSED)),
         "installing onto the running disk was not refused:\n{refused}"
     );
     check_install(&mut s, &image, &target);
