@@ -108,6 +108,7 @@ enum Cmd {
         late_dir: Option<PathBuf>,
     },
 }
+
 /// `keel-update ARGS`, or `keel-health-generator DIRS` (the same binary, as systemd's
 /// generator): runs it and returns the exit code.
 pub fn run_standalone() -> i32 {
