@@ -48,7 +48,7 @@ fn direct_firmware_requires_a_kernel() {
 }
 
 #[test]
-fn expected_text_exits_0_and_saves_the_log() {
+fn expected_text_exits_ok_and_saves_the_log() {
     let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let image = blank_disk(dir.path(), "disk.raw", 8);
@@ -77,7 +77,7 @@ fn expected_text_exits_0_and_saves_the_log() {
 }
 
 #[test]
-fn kernel_panic_exits_2() {
+fn kernel_panic_exits_guest_failed() {
     let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let image = blank_disk(dir.path(), "disk.raw", 8);
@@ -100,7 +100,7 @@ fn kernel_panic_exits_2() {
 }
 
 #[test]
-fn timeout_exits_1_and_power_off_exits_0_or_2() {
+fn timeout_exits_timeout_and_power_off_exits_ok_or_guest_failed() {
     let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
     let initramfs = shell_initramfs(dir.path(), &kernel);
@@ -141,7 +141,7 @@ fn timeout_exits_1_and_power_off_exits_0_or_2() {
 }
 
 #[test]
-fn unstartable_qemu_exits_3() {
+fn unstartable_qemu_exits_environment() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(boot(&["/nonexistent/keel.img"]), exit::ENVIRONMENT);
     let image = blank_disk(dir.path(), "disk.raw", 1);
