@@ -10,6 +10,7 @@
 
 pub mod debian;
 mod driver;
+pub mod etcd;
 mod files;
 pub mod image;
 pub mod initramfs;
