@@ -351,9 +351,13 @@ impl Manager {
         let Some(window) = self.settings.window else {
             return;
         };
-        while let Some(wait) = until_window(Some(&window), self.clock.unix()) {
+        loop {
+            let now = self.clock.unix();
+            let Some(wait) = until_window(Some(&window), now) else {
+                return;
+            };
             self.enter(Phase::WaitingForWindow {
-                opens_unix: self.clock.unix() + wait.as_secs() as i64,
+                opens_unix: now + wait.as_secs() as i64,
                 window: format!(
                     "{}{:02}:{:02} for {}",
                     window

@@ -34,10 +34,19 @@ pub fn etcd_binary() -> PathBuf {
 
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding a loopback port")
-        .port()
+    free_ports(1)[0]
+}
+
+/// `n` distinct loopback ports nothing listens on right now (all bound at once, so the kernel
+/// cannot hand out the same one twice).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding a loopback port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
 }
 
 impl Cluster {
@@ -54,11 +63,12 @@ impl Cluster {
             .prefix("keel-etcd-")
             .tempdir()
             .expect("temp dir");
+        let ports = free_ports(2 * n);
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client_port: free_port(),
-                peer_port: free_port(),
+                client_port: ports[2 * i],
+                peer_port: ports[2 * i + 1],
                 child: None,
             })
             .collect();
@@ -117,10 +127,21 @@ impl Cluster {
         std::fs::read_to_string(self.log_path(i)).unwrap_or_default()
     }
 
-    fn wait_ready(&self, limit: Duration) {
+    fn wait_ready(&mut self, limit: Duration) {
         let start = Instant::now();
-        for (i, m) in self.members.iter().enumerate() {
+        for i in 0..self.members.len() {
             loop {
+                let exited = self.members[i]
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten());
+                if let Some(status) = exited {
+                    panic!(
+                        "etcd member {} exited ({status}); its log:\n{}",
+                        self.members[i].name,
+                        self.log(i)
+                    );
+                }
                 let ok = etcdctl(&self.client_url(i), &["endpoint", "health"]).is_ok();
                 if ok {
                     break;
@@ -128,7 +149,7 @@ impl Cluster {
                 if start.elapsed() > limit {
                     panic!(
                         "etcd member {} not healthy after {limit:?}; its log:\n{}",
-                        m.name,
+                        self.members[i].name,
                         self.log(i)
                     );
                 }

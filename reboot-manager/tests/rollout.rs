@@ -1,0 +1,536 @@
+//! The real `keel-reboot-manager` as host processes on a real etcd cluster (Debian's etcd 3.4,
+//! three members on loopback). Each process is one machine: its root holds update.conf and
+//! machine-id, its status command prints the update state this harness keeps, and its reboot
+//! command leaves a mark. The harness then does what a reboot does: stops the process, waits,
+//! brings the machine back on the new version (not yet marked good), passes the health gate a
+//! moment later, and starts the manager again as the new boot's unit would.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use keel_coordination::{semaphore_key, EtcdConfig, EtcdStore, Semaphore};
+use keel_testkit::etcd::{free_port, Cluster};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keel-reboot-manager");
+const REBOOT_TIME: Duration = Duration::from_millis(400);
+const HEALTH_GATE_TIME: Duration = Duration::from_millis(600);
+
+struct Machine {
+    dir: tempfile::TempDir,
+    id: String,
+    child: Option<Child>,
+    reboots: Vec<Instant>,
+    /// While "rebooting": when the new boot starts, and when its health gate passes.
+    boot_at: Option<Instant>,
+    good_at: Option<Instant>,
+    /// The machine never comes back from its reboot (a dead holder).
+    dies_on_reboot: bool,
+    /// The update fails: the machine comes back on the old version with a failed verdict.
+    update_fails: bool,
+}
+
+impl Machine {
+    fn new(id: &str, conf: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["etc/keel", "run"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        std::fs::write(root.join("etc/machine-id"), format!("{id}\n")).unwrap();
+        std::fs::write(root.join("etc/keel/update.conf"), conf).unwrap();
+        std::fs::write(root.join("run/utmp"), b"").unwrap();
+        let m = Self {
+            dir,
+            id: id.into(),
+            child: None,
+            reboots: Vec::new(),
+            boot_at: None,
+            good_at: None,
+            dies_on_reboot: false,
+            update_fails: false,
+        };
+        m.write_status("1.0.0", true, None);
+        m
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn write_status(&self, version: &str, good: bool, failed: Option<&str>) {
+        let verdict = match failed {
+            Some(v) => format!(r#"{{"state":"failed","version":"{v}","slot":"USR-B"}}"#),
+            None => "null".into(),
+        };
+        let json = format!(
+            r#"{{"reboot_pending":false,"running":{{"attrs":{{"successful":{good}}},"version":"{version}"}},"verdict":{verdict}}}"#
+        );
+        let tmp = self.root().join("status.json.tmp");
+        std::fs::write(&tmp, json).unwrap();
+        std::fs::rename(tmp, self.root().join("status.json")).unwrap();
+    }
+
+    fn stage_update(&self) {
+        std::fs::write(self.root().join("run/reboot-required"), b"").unwrap();
+    }
+
+    fn start(&mut self, extra: &[&str]) {
+        let root = self.root().to_path_buf();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(root.join("manager.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("run")
+            .arg("--root")
+            .arg(&root)
+            .arg("--status-command")
+            .arg(format!("cat {}", root.join("status.json").display()))
+            .arg("--reboot-command")
+            .arg(format!("touch {}", root.join("rebooting").display()))
+            .args([
+                "--poll-secs",
+                "1",
+                "--backoff-min-secs",
+                "1",
+                "--backoff-max-secs",
+                "2",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.root().join("manager.log")).unwrap_or_default()
+    }
+
+    fn state(&self) -> String {
+        std::fs::read_to_string(self.root().join("run/keel/reboot-manager.json"))
+            .unwrap_or_default()
+    }
+
+    fn in_flight(&self) -> bool {
+        self.boot_at.is_some() || self.good_at.is_some()
+    }
+
+    /// One step of the harness: react to a reboot command, bring the machine back.
+    fn tick(&mut self) {
+        let mark = self.root().join("rebooting");
+        if mark.exists() {
+            std::fs::remove_file(&mark).unwrap();
+            self.stop();
+            self.reboots.push(Instant::now());
+            let _ = std::fs::remove_file(self.root().join("run/reboot-required"));
+            if !self.dies_on_reboot {
+                self.boot_at = Some(Instant::now() + REBOOT_TIME);
+            }
+        }
+        if self.boot_at.is_some_and(|t| Instant::now() >= t) {
+            self.boot_at = None;
+            if self.update_fails {
+                // keel-init fell back: the old version runs (good), the new one failed.
+                self.write_status("1.0.0", true, Some("2.0.0"));
+            } else {
+                self.write_status("2.0.0", false, None);
+                self.good_at = Some(Instant::now() + HEALTH_GATE_TIME);
+            }
+            self.start(&[]);
+        }
+        if self.good_at.is_some_and(|t| Instant::now() >= t) {
+            self.good_at = None;
+            self.write_status("2.0.0", true, None);
+        }
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn conf(endpoints: &str, group: &str, extra: &str) -> String {
+    format!(
+        "REBOOT_STRATEGY=etcd-lock\nLOCKSMITHD_ENDPOINT={endpoints}\nLOCKSMITHD_GROUP={group}\n{extra}"
+    )
+}
+
+fn lockctl(endpoints: &str, group: &str, args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["lock", "--endpoint", endpoints, "--group", group])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "lock {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn holders_history(endpoints: &str, group: &str) -> Vec<Semaphore> {
+    let store = EtcdStore::connect(
+        &EtcdConfig::with_endpoints(endpoints),
+        semaphore_key(Some(group)),
+    )
+    .unwrap();
+    store
+        .history()
+        .unwrap()
+        .into_iter()
+        .map(|(_, json)| Semaphore::from_json(json.as_bytes()).unwrap())
+        .collect()
+}
+
+fn dump(machines: &[Machine]) -> String {
+    machines
+        .iter()
+        .map(|m| format!("--- {} state {}\n{}", m.id, m.state(), m.log()))
+        .collect()
+}
+
+/// Runs the harness until `done` or the limit; `on_tick` may act on the cluster.
+fn drive(
+    machines: &mut [Machine],
+    limit: Duration,
+    mut done: impl FnMut(&[Machine]) -> bool,
+    mut on_tick: impl FnMut(&[Machine]),
+) {
+    let start = Instant::now();
+    while !done(machines) {
+        assert!(
+            start.elapsed() < limit,
+            "rollout not finished after {limit:?}\n{}",
+            dump(machines)
+        );
+        for m in machines.iter_mut() {
+            m.tick();
+        }
+        on_tick(machines);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn all_rebooted_and_released(machines: &[Machine]) -> bool {
+    machines
+        .iter()
+        .all(|m| m.reboots.len() == 1 && m.state().contains("\"idle\""))
+}
+
+fn rollout(max: i64, kill_a_member: bool) {
+    let mut cluster = Cluster::start(3);
+    let eps = cluster.client_urls();
+    let group = format!("max{max}");
+    assert_eq!(
+        lockctl(&eps, &group, &["set-max", &max.to_string()]),
+        format!("Old-Max: 1\nMax: {max}\n")
+    );
+    let mut machines: Vec<Machine> = (0..8)
+        .map(|i| Machine::new(&format!("machine-{max}-{i}"), &conf(&eps, &group, "")))
+        .collect();
+    for m in &mut machines {
+        m.start(&[]);
+    }
+    for m in &machines {
+        m.stage_update();
+    }
+    let mut killed = !kill_a_member;
+    let mut most_in_flight = 0;
+    drive(
+        &mut machines,
+        Duration::from_secs(240),
+        all_rebooted_and_released,
+        |ms| {
+            // What the machines do, not only what etcd says: rebooting or not yet through the
+            // health gate means holding the lock, so never more than max at once.
+            let in_flight = ms.iter().filter(|m| m.in_flight()).count();
+            assert!(
+                in_flight as i64 <= max,
+                "{in_flight} machines rebooting at once\n{}",
+                dump(ms)
+            );
+            most_in_flight = most_in_flight.max(in_flight);
+            let rebooted = ms.iter().filter(|m| !m.reboots.is_empty()).count();
+            if !killed && rebooted >= 3 {
+                cluster.kill(0);
+                killed = true;
+            }
+        },
+    );
+    assert!(killed);
+    assert_eq!(
+        most_in_flight as i64, max,
+        "never {max} machines rebooting at once"
+    );
+    let live = (1..3)
+        .map(|i| cluster.client_url(i))
+        .collect::<Vec<_>>()
+        .join(",");
+    let history = holders_history(&live, &group);
+    let most = history.iter().map(|s| s.holders().len()).max().unwrap();
+    for s in &history {
+        assert!(s.holders().len() as i64 <= max, "{s:?} in {history:?}");
+    }
+    assert_eq!(most as i64, max, "never {max} holders at once: {history:?}");
+    let last = history.last().unwrap();
+    assert!(last.holders().is_empty(), "{last:?}");
+    // Every machine appears as a holder at some point, and reboots happened while it held.
+    for m in &machines {
+        assert!(
+            history.iter().any(|s| s.holds(&m.id)),
+            "{} never held",
+            m.id
+        );
+    }
+    let status = lockctl(&live, &group, &["status"]);
+    assert_eq!(status, format!("Available: {max}\nMax: {max}\n"));
+}
+
+#[test]
+fn eight_machines_reboot_one_at_a_time_with_max_1() {
+    rollout(1, false);
+}
+
+#[test]
+fn eight_machines_reboot_two_at_a_time_with_max_2_while_an_etcd_member_dies() {
+    rollout(2, true);
+}
+
+/// A holder that never comes back blocks the rollout (the lock is not taken from it), until
+/// an operator runs `unlock ID`; with `LOCK_TTL` the hold expires by itself instead.
+#[test]
+fn a_dead_holder_blocks_until_unlock_or_its_expiry() {
+    let cluster = Cluster::start(1);
+    let eps = cluster.client_urls();
+    for (group, extra) in [("dead-unlock", ""), ("dead-ttl", "LOCK_TTL=4s\n")] {
+        let mut machines: Vec<Machine> = (0..3)
+            .map(|i| Machine::new(&format!("{group}-{i}"), &conf(&eps, group, extra)))
+            .collect();
+        machines[0].dies_on_reboot = true;
+        machines[0].start(&[]);
+        machines[0].stage_update();
+        drive(
+            &mut machines,
+            Duration::from_secs(30),
+            |ms| !ms[0].reboots.is_empty(),
+            |_| {},
+        );
+        for m in &mut machines[1..] {
+            m.start(&[]);
+            m.stage_update();
+        }
+        // The others wait on the lock, and say so.
+        let waited = Instant::now();
+        drive(
+            &mut machines,
+            Duration::from_secs(30),
+            |ms| {
+                ms[1..]
+                    .iter()
+                    .all(|m| m.state().contains("semaphore is at 0"))
+            },
+            |_| {},
+        );
+        if extra.is_empty() {
+            std::thread::sleep(Duration::from_secs(3));
+            for m in &mut machines[1..] {
+                m.tick();
+                assert!(m.reboots.is_empty(), "{} rebooted past a held lock", m.id);
+            }
+            assert!(lockctl(&eps, group, &["status"]).contains(&machines[0].id));
+            lockctl(&eps, group, &["unlock", &machines[0].id.clone()]);
+        }
+        drive(
+            &mut machines,
+            Duration::from_secs(60),
+            |ms| {
+                ms[1..]
+                    .iter()
+                    .all(|m| m.reboots.len() == 1 && m.state().contains("\"idle\""))
+            },
+            |_| {},
+        );
+        if !extra.is_empty() {
+            assert!(
+                waited.elapsed() >= Duration::from_secs(2),
+                "the expiry let others go too early"
+            );
+        }
+        let history = holders_history(&eps, group);
+        assert!(
+            history.iter().all(|s| s.holders().len() <= 1),
+            "{history:?}"
+        );
+    }
+}
+
+/// A machine whose update failed (it came back on the old version) keeps the lock, so the
+/// rollout stops there; its state says why.
+#[test]
+fn a_failed_update_keeps_the_lock_and_stops_the_rollout() {
+    let cluster = Cluster::start(1);
+    let eps = cluster.client_urls();
+    let group = "failed";
+    let mut machines: Vec<Machine> = (0..2)
+        .map(|i| Machine::new(&format!("failing-{i}"), &conf(&eps, group, "")))
+        .collect();
+    machines[0].update_fails = true;
+    machines[0].start(&[]);
+    machines[0].stage_update();
+    drive(
+        &mut machines,
+        Duration::from_secs(30),
+        |ms| ms[0].state().contains("holding-after-failure"),
+        |_| {},
+    );
+    machines[1].start(&[]);
+    machines[1].stage_update();
+    drive(
+        &mut machines,
+        Duration::from_secs(30),
+        |ms| ms[1].state().contains("semaphore is at 0"),
+        |_| {},
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    machines[1].tick();
+    assert!(machines[1].reboots.is_empty());
+    let state = machines[0].state();
+    assert!(state.contains("\"version\": \"2.0.0\""), "{state}");
+    assert!(lockctl(&eps, group, &["status"]).contains("failing-0"));
+}
+
+/// etcd-lock with etcd unreachable: no reboot, and the state names the endpoint.
+#[test]
+fn unreachable_etcd_means_no_reboot_and_says_why() {
+    let port = free_port();
+    let mut m = Machine::new(
+        "lonely",
+        &conf(&format!("http://127.0.0.1:{port}"), "x", ""),
+    );
+    m.start(&[]);
+    m.stage_update();
+    let start = Instant::now();
+    while !m.state().contains("waiting-for-lock") {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", m.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    m.tick();
+    assert!(m.reboots.is_empty());
+    let state = m.state();
+    assert!(state.contains(&format!("127.0.0.1:{port}")), "{state}");
+}
+
+/// The reboot window with an injected clock: just before Thursday 04:00 the reboot waits for
+/// the window to open, then happens; after 05:00 it waits for next week.
+#[test]
+fn the_reboot_window_is_honoured() {
+    let thu_0400: i64 = 1_796_270_400; // 2026-12-03 04:00 UTC, a Thursday
+    let conf = "REBOOT_STRATEGY=reboot\nREBOOT_WINDOW_START=Thu 04:00\nREBOOT_WINDOW_LENGTH=1h\n";
+    let mut early = Machine::new("early", conf);
+    let mut late = Machine::new("late", conf);
+    early.start(&["--clock-start", &(thu_0400 - 3).to_string()]);
+    late.start(&["--clock-start", &(thu_0400 + 3600 + 60).to_string()]);
+    let staged = Instant::now();
+    early.stage_update();
+    late.stage_update();
+    let mut ms = [early, late];
+    drive(
+        &mut ms,
+        Duration::from_secs(30),
+        |ms| !ms[0].reboots.is_empty(),
+        |_| {},
+    );
+    let [early, late] = &mut ms;
+    assert!(
+        early.reboots[0] - staged >= Duration::from_secs(2),
+        "rebooted before the window opened"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    late.tick();
+    assert!(late.reboots.is_empty());
+    let state = late.state();
+    assert!(state.contains("waiting-for-window"), "{state}");
+    assert!(
+        state.contains(&format!("\"opens_unix\": {}", thu_0400 + 7 * 86_400)),
+        "{state}"
+    );
+}
+
+/// Bad settings: the manager exits with the file, line and key, and never reboots.
+#[test]
+fn a_bad_setting_is_named_and_nothing_reboots() {
+    for (text, expect) in [
+        (
+            "REBOOT_STRATEGY=etcd_lock\n",
+            "update.conf:1: REBOOT_STRATEGY",
+        ),
+        (
+            "REBOOT_STRATEGY=reboot\nREBOOT_WINDOW_START=Thu 4pm\nREBOOT_WINDOW_LENGTH=1h\n",
+            "update.conf:2: REBOOT_WINDOW_START",
+        ),
+        (
+            "REBOOT_STRATEGY=fleetlock\nFLEETLOCK_URL=lock.example:8080\n",
+            "update.conf:2: FLEETLOCK_URL",
+        ),
+    ] {
+        let m = Machine::new("bad", text);
+        m.stage_update();
+        let out = Command::new(BIN)
+            .arg("run")
+            .arg("--root")
+            .arg(m.root())
+            .arg("--reboot-command")
+            .arg(format!("touch {}", m.root().join("rebooting").display()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(expect), "{err}");
+        assert!(err.contains(&m.root().join("etc/keel/update.conf").display().to_string()));
+        assert!(!m.root().join("rebooting").exists());
+    }
+}
+
+/// A logged-in user gets the grace period before the reboot.
+#[test]
+fn a_logged_in_user_delays_the_reboot_by_the_grace_period() {
+    let mut m = Machine::new("busy", "REBOOT_STRATEGY=reboot\nLOGIN_GRACE=3s\n");
+    let mut rec = vec![0u8; 384];
+    rec[0] = 7; // USER_PROCESS
+    rec[8..13].copy_from_slice(b"pts/0");
+    rec[44..48].copy_from_slice(b"core");
+    std::fs::write(m.root().join("run/utmp"), rec).unwrap();
+    m.start(&[]);
+    let staged = Instant::now();
+    m.stage_update();
+    let mut ms = [m];
+    drive(
+        &mut ms,
+        Duration::from_secs(30),
+        |ms| !ms[0].reboots.is_empty(),
+        |_| {},
+    );
+    let waited = ms[0].reboots[0] - staged;
+    assert!(
+        waited >= Duration::from_secs(3),
+        "{waited:?}\n{}",
+        ms[0].log()
+    );
+    assert!(ms[0].log().contains("core@pts/0"), "{}", ms[0].log());
+}
