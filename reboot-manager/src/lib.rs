@@ -7,6 +7,7 @@
 
 pub mod lock;
 pub mod lock_cli;
+pub mod lockd;
 pub mod logins;
 pub mod manager;
 pub mod settings;

@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use keel_format::update_conf::UpdateConf;
 use keel_reboot_manager::lock_cli::{self, LockArgs};
+use keel_reboot_manager::lockd::{self, LockdArgs};
 use keel_reboot_manager::manager::{Clock, Manager, Timing, STATE_FILE};
 use keel_reboot_manager::settings::Settings;
 use keel_reboot_manager::system::System;
@@ -31,6 +32,8 @@ enum Command {
     },
     /// The cluster reboot lock: status, lock, unlock, set-max (locksmithctl's verbs)
     Lock(LockArgs),
+    /// A FleetLock server over the etcd semaphore (`keel lockd`)
+    Lockd(LockdArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -101,5 +104,6 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Lock(args) => lock_cli::run(args),
+        Command::Lockd(args) => lockd::run(args),
     }
 }

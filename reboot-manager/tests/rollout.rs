@@ -534,3 +534,174 @@ fn a_logged_in_user_delays_the_reboot_by_the_grace_period() {
     );
     assert!(ms[0].log().contains("core@pts/0"), "{}", ms[0].log());
 }
+
+/// `keel lockd` serving FleetLock over the etcd semaphore.
+struct Lockd {
+    child: Child,
+    url: String,
+}
+
+impl Lockd {
+    fn start(endpoints: &str, extra: &[&str]) -> Self {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .args([
+                "lockd",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--endpoint",
+                endpoints,
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "lockd did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn post(&self, path: &str, header: bool, body: &str) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = agent.post(&format!("{}{path}", self.url));
+        if header {
+            req = req.header("fleet-lock-protocol", "true");
+        }
+        let mut resp = req.send(body.as_bytes()).unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap_or_default())
+    }
+}
+
+impl Drop for Lockd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn params(id: &str, group: &str) -> String {
+    format!(r#"{{"client_params":{{"id":"{id}","group":"{group}"}}}}"#)
+}
+
+/// The server's answers over HTTP (locksmith.md §5's matrix as Keel answers it), and the
+/// default group sharing locksmith's default semaphore with `etcd-lock` machines.
+#[test]
+fn lockd_answers_fleetlock_over_the_etcd_semaphore() {
+    let cluster = Cluster::start(1);
+    let eps = cluster.client_urls();
+    let lockd = Lockd::start(&eps, &[]);
+    let (s, body) = lockd.post("/v1/pre-reboot", false, &params("a", "default"));
+    assert_eq!(s, 400, "{body}");
+    assert!(body.contains("missing_header"), "{body}");
+    let (s, body) = lockd.post("/v1/pre-reboot", true, "{not json");
+    assert_eq!((s, body.contains("decode_error")), (400, true), "{body}");
+    let (s, body) = lockd.post("/v1/pre-reboot", true, &params("a", "bad group!"));
+    assert_eq!(
+        (s, body.contains("invalid_client_identity")),
+        (400, true),
+        "{body}"
+    );
+
+    assert_eq!(
+        lockd
+            .post("/v1/pre-reboot", true, &params("a", "default"))
+            .0,
+        200
+    );
+    // Recursive for the holder; full for anyone else.
+    assert_eq!(
+        lockd
+            .post("/v1/pre-reboot", true, &params("a", "default"))
+            .0,
+        200
+    );
+    let (s, body) = lockd.post("/v1/pre-reboot", true, &params("b", "default"));
+    assert_eq!((s, body.contains("lock_held")), (423, true), "{body}");
+    // The default group is locksmith's default key: locksmithctl's view agrees.
+    let status = Command::new(BIN)
+        .args(["lock", "--endpoint", &eps, "status"])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status, "Available: 0\nMax: 1\n\nMACHINE ID\na\n");
+    // A non-holder's steady-state is fine and changes nothing; the holder's frees the slot.
+    assert_eq!(
+        lockd
+            .post("/v1/steady-state", true, &params("b", "default"))
+            .0,
+        200
+    );
+    assert_eq!(
+        lockd
+            .post("/v1/steady-state", true, &params("a", "default"))
+            .0,
+        200
+    );
+    assert_eq!(
+        lockd
+            .post("/v1/pre-reboot", true, &params("b", "default"))
+            .0,
+        200
+    );
+    assert_eq!(
+        lockd
+            .post("/v1/steady-state", true, &params("b", "default"))
+            .0,
+        200
+    );
+
+    // Machines with REBOOT_STRATEGY=fleetlock roll through it one at a time.
+    let conf = format!(
+        "REBOOT_STRATEGY=fleetlock\nFLEETLOCK_URL={}\nFLEETLOCK_GROUP=workers\n",
+        lockd.url
+    );
+    let mut machines: Vec<Machine> = (0..4)
+        .map(|i| Machine::new(&format!("fl-{i}"), &conf))
+        .collect();
+    for m in &mut machines {
+        m.start(&[]);
+        m.stage_update();
+    }
+    let mut most = 0;
+    drive(
+        &mut machines,
+        Duration::from_secs(120),
+        |ms| {
+            ms.iter()
+                .all(|m| m.reboots.len() == 1 && m.state().contains("\"idle\""))
+        },
+        |ms| {
+            let n = ms.iter().filter(|m| m.in_flight()).count();
+            assert!(n <= 1, "{n} rebooting at once\n{}", dump(ms));
+            most = most.max(n);
+        },
+    );
+    assert_eq!(most, 1);
+    let history = holders_history(&eps, "workers");
+    assert!(
+        history.iter().all(|s| s.holders().len() <= 1),
+        "{history:?}"
+    );
+    for m in &machines {
+        assert!(
+            history.iter().any(|s| s.holds(&m.id)),
+            "{} never held",
+            m.id
+        );
+    }
+}
