@@ -11,158 +11,9 @@ use std::time::{Duration, Instant};
 
 use keel_coordination::{semaphore_key, EtcdConfig, EtcdStore, Semaphore};
 use keel_testkit::etcd::{free_port, Cluster};
+use keel_testkit::reboot_sim::{drive, dump, Machine};
 
 const BIN: &str = env!("CARGO_BIN_EXE_keel-reboot-manager");
-const REBOOT_TIME: Duration = Duration::from_millis(400);
-const HEALTH_GATE_TIME: Duration = Duration::from_millis(600);
-
-struct Machine {
-    dir: tempfile::TempDir,
-    id: String,
-    child: Option<Child>,
-    reboots: Vec<Instant>,
-    /// While "rebooting": when the new boot starts, and when its health gate passes.
-    boot_at: Option<Instant>,
-    good_at: Option<Instant>,
-    /// The machine never comes back from its reboot (a dead holder).
-    dies_on_reboot: bool,
-    /// The update fails: the machine comes back on the old version with a failed verdict.
-    update_fails: bool,
-}
-
-impl Machine {
-    fn new(id: &str, conf: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        for d in ["etc/keel", "run"] {
-            std::fs::create_dir_all(root.join(d)).unwrap();
-        }
-        std::fs::write(root.join("etc/machine-id"), format!("{id}\n")).unwrap();
-        std::fs::write(root.join("etc/keel/update.conf"), conf).unwrap();
-        std::fs::write(root.join("run/utmp"), b"").unwrap();
-        let m = Self {
-            dir,
-            id: id.into(),
-            child: None,
-            reboots: Vec::new(),
-            boot_at: None,
-            good_at: None,
-            dies_on_reboot: false,
-            update_fails: false,
-        };
-        m.write_status("1.0.0", true, None);
-        m
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write_status(&self, version: &str, good: bool, failed: Option<&str>) {
-        let verdict = match failed {
-            Some(v) => format!(r#"{{"state":"failed","version":"{v}","slot":"USR-B"}}"#),
-            None => "null".into(),
-        };
-        let json = format!(
-            r#"{{"reboot_pending":false,"running":{{"attrs":{{"successful":{good}}},"version":"{version}"}},"verdict":{verdict}}}"#
-        );
-        let tmp = self.root().join("status.json.tmp");
-        std::fs::write(&tmp, json).unwrap();
-        std::fs::rename(tmp, self.root().join("status.json")).unwrap();
-    }
-
-    fn stage_update(&self) {
-        std::fs::write(self.root().join("run/reboot-required"), b"").unwrap();
-    }
-
-    fn start(&mut self, extra: &[&str]) {
-        let root = self.root().to_path_buf();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(root.join("manager.log"))
-            .unwrap();
-        let child = Command::new(BIN)
-            .arg("run")
-            .arg("--root")
-            .arg(&root)
-            .arg("--status-command")
-            .arg(format!("cat {}", root.join("status.json").display()))
-            .arg("--reboot-command")
-            .arg(format!("touch {}", root.join("rebooting").display()))
-            .args([
-                "--poll-secs",
-                "1",
-                "--backoff-min-secs",
-                "1",
-                "--backoff-max-secs",
-                "2",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.root().join("manager.log")).unwrap_or_default()
-    }
-
-    fn state(&self) -> String {
-        std::fs::read_to_string(self.root().join("run/keel/reboot-manager.json"))
-            .unwrap_or_default()
-    }
-
-    fn in_flight(&self) -> bool {
-        self.boot_at.is_some() || self.good_at.is_some()
-    }
-
-    /// One step of the harness: react to a reboot command, bring the machine back.
-    fn tick(&mut self) {
-        let mark = self.root().join("rebooting");
-        if mark.exists() {
-            std::fs::remove_file(&mark).unwrap();
-            self.stop();
-            self.reboots.push(Instant::now());
-            let _ = std::fs::remove_file(self.root().join("run/reboot-required"));
-            if !self.dies_on_reboot {
-                self.boot_at = Some(Instant::now() + REBOOT_TIME);
-            }
-        }
-        if self.boot_at.is_some_and(|t| Instant::now() >= t) {
-            self.boot_at = None;
-            if self.update_fails {
-                // keel-init fell back: the old version runs (good), the new one failed.
-                self.write_status("1.0.0", true, Some("2.0.0"));
-            } else {
-                self.write_status("2.0.0", false, None);
-                self.good_at = Some(Instant::now() + HEALTH_GATE_TIME);
-            }
-            self.start(&[]);
-        }
-        if self.good_at.is_some_and(|t| Instant::now() >= t) {
-            self.good_at = None;
-            self.write_status("2.0.0", true, None);
-        }
-    }
-}
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
 fn conf(endpoints: &str, group: &str, extra: &str) -> String {
     format!(
         "REBOOT_STRATEGY=etcd-lock\nLOCKSMITHD_ENDPOINT={endpoints}\nLOCKSMITHD_GROUP={group}\n{extra}"
@@ -197,35 +48,6 @@ fn holders_history(endpoints: &str, group: &str) -> Vec<Semaphore> {
         .collect()
 }
 
-fn dump(machines: &[Machine]) -> String {
-    machines
-        .iter()
-        .map(|m| format!("--- {} state {}\n{}", m.id, m.state(), m.log()))
-        .collect()
-}
-
-/// Runs the harness until `done` or the limit; `on_tick` may act on the cluster.
-fn drive(
-    machines: &mut [Machine],
-    limit: Duration,
-    mut done: impl FnMut(&[Machine]) -> bool,
-    mut on_tick: impl FnMut(&[Machine]),
-) {
-    let start = Instant::now();
-    while !done(machines) {
-        assert!(
-            start.elapsed() < limit,
-            "rollout not finished after {limit:?}\n{}",
-            dump(machines)
-        );
-        for m in machines.iter_mut() {
-            m.tick();
-        }
-        on_tick(machines);
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn all_rebooted_and_released(machines: &[Machine]) -> bool {
     machines
         .iter()
@@ -241,7 +63,13 @@ fn rollout(max: i64, kill_a_member: bool) {
         format!("Old-Max: 1\nMax: {max}\n")
     );
     let mut machines: Vec<Machine> = (0..8)
-        .map(|i| Machine::new(&format!("machine-{max}-{i}"), &conf(&eps, &group, "")))
+        .map(|i| {
+            Machine::new(
+                Path::new(BIN),
+                &format!("machine-{max}-{i}"),
+                &conf(&eps, &group, ""),
+            )
+        })
         .collect();
     for m in &mut machines {
         m.start(&[]);
@@ -319,7 +147,13 @@ fn a_dead_holder_blocks_until_unlock_or_its_expiry() {
     let eps = cluster.client_urls();
     for (group, extra) in [("dead-unlock", ""), ("dead-ttl", "LOCK_TTL=4s\n")] {
         let mut machines: Vec<Machine> = (0..3)
-            .map(|i| Machine::new(&format!("{group}-{i}"), &conf(&eps, group, extra)))
+            .map(|i| {
+                Machine::new(
+                    Path::new(BIN),
+                    &format!("{group}-{i}"),
+                    &conf(&eps, group, extra),
+                )
+            })
             .collect();
         machines[0].dies_on_reboot = true;
         machines[0].start(&[]);
@@ -387,7 +221,13 @@ fn a_failed_update_keeps_the_lock_and_stops_the_rollout() {
     let eps = cluster.client_urls();
     let group = "failed";
     let mut machines: Vec<Machine> = (0..2)
-        .map(|i| Machine::new(&format!("failing-{i}"), &conf(&eps, group, "")))
+        .map(|i| {
+            Machine::new(
+                Path::new(BIN),
+                &format!("failing-{i}"),
+                &conf(&eps, group, ""),
+            )
+        })
         .collect();
     machines[0].update_fails = true;
     machines[0].start(&[]);
@@ -419,6 +259,7 @@ fn a_failed_update_keeps_the_lock_and_stops_the_rollout() {
 fn unreachable_etcd_means_no_reboot_and_says_why() {
     let port = free_port();
     let mut m = Machine::new(
+        Path::new(BIN),
         "lonely",
         &conf(&format!("http://127.0.0.1:{port}"), "x", ""),
     );
@@ -442,8 +283,8 @@ fn unreachable_etcd_means_no_reboot_and_says_why() {
 fn the_reboot_window_is_honoured() {
     let thu_0400: i64 = 1_796_270_400; // 2026-12-03 04:00 UTC, a Thursday
     let conf = "REBOOT_STRATEGY=reboot\nREBOOT_WINDOW_START=Thu 04:00\nREBOOT_WINDOW_LENGTH=1h\n";
-    let mut early = Machine::new("early", conf);
-    let mut late = Machine::new("late", conf);
+    let mut early = Machine::new(Path::new(BIN), "early", conf);
+    let mut late = Machine::new(Path::new(BIN), "late", conf);
     early.start(&["--clock-start", &(thu_0400 - 3).to_string()]);
     late.start(&["--clock-start", &(thu_0400 + 3600 + 60).to_string()]);
     let staged = Instant::now();
@@ -489,7 +330,7 @@ fn a_bad_setting_is_named_and_nothing_reboots() {
             "update.conf:2: FLEETLOCK_URL",
         ),
     ] {
-        let m = Machine::new("bad", text);
+        let m = Machine::new(Path::new(BIN), "bad", text);
         m.stage_update();
         let out = Command::new(BIN)
             .arg("run")
@@ -510,7 +351,11 @@ fn a_bad_setting_is_named_and_nothing_reboots() {
 /// A logged-in user gets the grace period before the reboot.
 #[test]
 fn a_logged_in_user_delays_the_reboot_by_the_grace_period() {
-    let mut m = Machine::new("busy", "REBOOT_STRATEGY=reboot\nLOGIN_GRACE=3s\n");
+    let mut m = Machine::new(
+        Path::new(BIN),
+        "busy",
+        "REBOOT_STRATEGY=reboot\nLOGIN_GRACE=3s\n",
+    );
     let mut rec = vec![0u8; 384];
     rec[0] = 7; // USER_PROCESS
     rec[8..13].copy_from_slice(b"pts/0");
@@ -671,7 +516,7 @@ fn lockd_answers_fleetlock_over_the_etcd_semaphore() {
         lockd.url
     );
     let mut machines: Vec<Machine> = (0..4)
-        .map(|i| Machine::new(&format!("fl-{i}"), &conf))
+        .map(|i| Machine::new(Path::new(BIN), &format!("fl-{i}"), &conf))
         .collect();
     for m in &mut machines {
         m.start(&[]);

@@ -14,6 +14,7 @@ pub mod etcd;
 mod files;
 pub mod image;
 pub mod initramfs;
+pub mod reboot_sim;
 
 pub use driver::*;
 pub use files::*;
