@@ -13,6 +13,9 @@ packages=(
   gdisk fdisk cryptsetup-bin openssl libxml2-utils
   # the installer tests serve images over HTTP with python3 -m http.server
   python3
+  # reboot coordination: a real etcd cluster for the tests; protoc + well-known types for the
+  # etcd v3 client's generated gRPC code
+  etcd-server etcd-client protobuf-compiler libprotobuf-dev
   # booting images
   qemu-system-x86 qemu-utils ovmf seabios ipxe-qemu
   # building the static PID 1 and crates with C parts

@@ -3,6 +3,7 @@
 //! window, `REBOOT_STRATEGY`, and the FleetLock protocol with Keel's server decisions.
 //! No I/O here: the etcd v3 store and the agent come later and plug into [`SemaphoreStore`].
 
+pub mod etcd;
 pub mod fleetlock;
 pub mod godur;
 pub mod key;
@@ -11,6 +12,7 @@ pub mod store;
 pub mod strategy;
 pub mod window;
 
+pub use etcd::{EtcdConfig, EtcdError, EtcdStore};
 pub use godur::GoDuration;
 pub use key::{query_escape, semaphore_key, SEMAPHORE_KEY};
 pub use semaphore::{apply, LockError, Op, ParseError, Semaphore};

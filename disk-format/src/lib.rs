@@ -8,6 +8,8 @@
 //! * [`metadata`]: the signed 4 KiB block that describes a USR slot, and the keys that sign it.
 //! * [`image_sig`]: the detached signature of a whole disk image (`disk.raw.sig`).
 //! * [`slot`]: where that block and the verity area sit in a partition and in a payload file.
+//! * [`update_conf`]: `update.conf`, the layered `KEY=VALUE` settings of the update agent and the
+//!   reboot manager.
 //!
 //! `README.md` beside this crate is the five-minute tour of the format.
 
@@ -21,4 +23,5 @@ pub mod keys;
 pub mod layout;
 pub mod metadata;
 pub mod slot;
+pub mod update_conf;
 pub mod verity;

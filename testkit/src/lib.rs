@@ -10,9 +10,11 @@
 
 pub mod debian;
 mod driver;
+pub mod etcd;
 mod files;
 pub mod image;
 pub mod initramfs;
+pub mod reboot_sim;
 
 pub use driver::*;
 pub use files::*;
