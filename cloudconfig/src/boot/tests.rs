@@ -273,3 +273,33 @@ fn imds_comes_after_the_local_media() {
     let s = super::source::candidates(&k, false);
     assert_eq!(s[3], Source::Imds("http://127.0.0.1:9".into()));
 }
+
+/// `docs/examples/*`: each is valid, applies without errors, and applies again unchanged.
+#[test]
+fn every_docs_example_applies_cleanly_and_again_unchanged() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples");
+    let mut names: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 5, "{names:?}");
+    let doc = fs::read_to_string(dir.join("../cloud-config.md")).unwrap();
+    for path in names {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(doc.contains(&format!("(examples/{name})")), "{name} is not in docs/cloud-config.md");
+        let text = fs::read_to_string(&path).unwrap();
+        let report = crate::validate(text.as_bytes());
+        assert!(!report.has_errors(), "{name}: {}", report.to_human());
+        let t = fixture_root();
+        fs::write(
+            t.path().join("etc/group"),
+            "root:x:0:\nsudo:x:27:\nusers:x:100:\ncore:x:500:\n",
+        )
+        .unwrap();
+        let (v, _, out) = run(t.path(), &text, false);
+        assert_eq!(v, Verdict::Applied { errors: 0 }, "{name}:\n{out}");
+        let (_, _, out) = run(t.path(), &text, false);
+        assert!(out.contains(" 0 changed, "), "{name}:\n{out}");
+    }
+}
