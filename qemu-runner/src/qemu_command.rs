@@ -285,7 +285,7 @@ mod tests {
         let mut plan = plan();
         plan.fw_cfg = vec![("opt/org.keel/user-data".into(), "/tmp/a,b/cc.yml".into())];
         let args = strings(&plan);
-        let at = args.iter().position(|a| a == "-fw_cfg").unwrap();
+        let at = args.iter().rposition(|a| a == "-fw_cfg").unwrap();
         assert_eq!(args[at + 1], "name=opt/org.keel/user-data,file=/tmp/a,,b/cc.yml");
     }
 }
