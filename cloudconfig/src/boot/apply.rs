@@ -70,9 +70,10 @@ pub fn apply_user_data(
     let user_data = match crate::parse(bytes) {
         Ok(u) => u,
         Err(e) => {
+            // The validator has said why, with the line; this says what it means.
             let _ = writeln!(
                 out,
-                "keel-cloudinit: {file}:{}: error: {e}; nothing applied from it",
+                "keel-cloudinit: {file}:{}: error: not readable as a cloud-config, nothing applied from it",
                 e.line()
             );
             return Verdict::Applied {

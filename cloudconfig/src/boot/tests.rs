@@ -287,7 +287,10 @@ fn every_docs_example_applies_cleanly_and_again_unchanged() {
     let doc = fs::read_to_string(dir.join("../cloud-config.md")).unwrap();
     for path in names {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(doc.contains(&format!("(examples/{name})")), "{name} is not in docs/cloud-config.md");
+        assert!(
+            doc.contains(&format!("(examples/{name})")),
+            "{name} is not in docs/cloud-config.md"
+        );
         let text = fs::read_to_string(&path).unwrap();
         let report = crate::validate(text.as_bytes());
         assert!(!report.has_errors(), "{name}: {}", report.to_human());
