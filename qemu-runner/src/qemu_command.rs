@@ -286,6 +286,9 @@ mod tests {
         plan.fw_cfg = vec![("opt/org.keel/user-data".into(), "/tmp/a,b/cc.yml".into())];
         let args = strings(&plan);
         let at = args.iter().rposition(|a| a == "-fw_cfg").unwrap();
-        assert_eq!(args[at + 1], "name=opt/org.keel/user-data,file=/tmp/a,,b/cc.yml");
+        assert_eq!(
+            args[at + 1],
+            "name=opt/org.keel/user-data,file=/tmp/a,,b/cc.yml"
+        );
     }
 }
