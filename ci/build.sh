@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the host CLI (`keel`, and `keel-upload-ami` beside it, which `keel upload-ami` runs) and
-# the static binaries that go into images (`keel-init`, `keel-update`, `keel-install`).
+# the static binaries that go into images (`keel-init`, `keel-update`, `keel-install`,
+# `keel-cloudinit` from keel-cloudconfig).
 # Prints nothing but cargo's own progress; the binaries land in target/.
 # `ci/build.sh --no-ami` skips keel-upload-ami (the demo does not upload anything).
 set -euo pipefail
@@ -13,4 +14,4 @@ fi
 # keel-init runs as PID 1 before any library exists, keel-update and keel-install must not
 # depend on the slot's libraries: all static glibc binaries.
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --profile init --target x86_64-unknown-linux-gnu -p keel-init -p keel-update -p keel-install
+  cargo build --profile init --target x86_64-unknown-linux-gnu -p keel-init -p keel-update -p keel-install -p keel-cloudconfig

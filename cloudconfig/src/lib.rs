@@ -8,6 +8,7 @@
 //! `keel-validate-config`, `keel validate-config` and the boot-time path all call these.
 
 pub mod apply;
+pub mod boot;
 pub mod cli;
 pub mod config;
 pub mod encoding;

@@ -88,6 +88,7 @@ struct Checked {
     init: PathBuf,
     update_bin: PathBuf,
     install_bin: PathBuf,
+    cloudinit_bin: PathBuf,
     epoch: u64,
     formats: Vec<Format>,
 }
@@ -182,6 +183,7 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
     let init = static_bin::INIT.find(opts.init.as_deref())?;
     let update_bin = static_bin::UPDATE.find(opts.update_bin.as_deref())?;
     let install_bin = static_bin::INSTALL.find(opts.install_bin.as_deref())?;
+    let cloudinit_bin = static_bin::CLOUDINIT.find(None)?;
     let mut tools = vec![
         "cp",
         "mkfs.erofs",
@@ -236,6 +238,7 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
         init,
         update_bin,
         install_bin,
+        cloudinit_bin,
         epoch,
         formats,
     })
@@ -250,6 +253,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         init,
         update_bin,
         install_bin,
+        cloudinit_bin,
         epoch,
         formats,
     } = check(opts)?;
@@ -325,6 +329,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             update_bin: &update_bin,
             trusted: &trusted,
             install_bin: &install_bin,
+            cloudinit_bin: &cloudinit_bin,
             extra_files: &opts.extra_files,
             debug_autologin_serial: opts.debug_autologin_serial,
         },
@@ -452,6 +457,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         init: &init,
         update_bin: &update_bin,
         install_bin: &install_bin,
+        cloudinit_bin: &cloudinit_bin,
         extra_bins: &opts.extra_bins,
         extra_files: &opts.extra_files,
         debug_autologin_serial: opts.debug_autologin_serial,

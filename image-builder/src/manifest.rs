@@ -63,6 +63,7 @@ pub struct Inputs {
     pub extra_bins: Vec<ExtraBin>,
     pub keel_update: FileInput,
     pub keel_install: FileInput,
+    pub keel_cloudinit: FileInput,
     pub extra_files: Vec<ExtraFile>,
 }
 
@@ -117,6 +118,7 @@ pub struct Record<'a> {
     pub init: &'a Path,
     pub update_bin: &'a Path,
     pub install_bin: &'a Path,
+    pub cloudinit_bin: &'a Path,
     pub extra_bins: &'a [(String, PathBuf)],
     pub extra_files: &'a [(PathBuf, String)],
     pub debug_autologin_serial: bool,
@@ -266,6 +268,7 @@ fn hash_inputs(r: &Record) -> Result<Inputs> {
         extra_bins,
         keel_update: file_input(r.update_bin)?,
         keel_install: file_input(r.install_bin)?,
+        keel_cloudinit: file_input(r.cloudinit_bin)?,
         extra_files,
     })
 }

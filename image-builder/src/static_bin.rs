@@ -1,6 +1,7 @@
-//! The static binaries `keel build` puts into images (keel-init, keel-update, keel-install):
-//! where to find them, and the check that they need no dynamic loader (keel-init runs before
-//! any library exists; the other two must run whatever the slot's libraries are).
+//! The static binaries `keel build` puts into images (keel-init, keel-update, keel-install,
+//! keel-cloudinit): where to find them, and the check that they need no dynamic loader
+//! (keel-init runs before any library exists; the others must run whatever the slot's
+//! libraries are).
 
 use std::path::{Path, PathBuf};
 
@@ -8,7 +9,7 @@ use crate::error::{Error, Result};
 
 pub struct StaticBin {
     pub name: &'static str,
-    /// The `keel build` option naming it.
+    /// The `keel build` option naming it (empty: none, only the environment variable).
     pub flag: &'static str,
     /// The environment variable naming it.
     pub env: &'static str,
@@ -28,6 +29,14 @@ pub const INSTALL: StaticBin = StaticBin {
     name: "keel-install",
     flag: "--install-bin",
     env: "KEEL_INSTALL",
+};
+
+/// keel-cloudinit (the cloud-config at boot, cloudconfig/): no `keel build` option yet, as
+/// the CLI's arguments are being moved; `$KEEL_CLOUDINIT` or found beside `keel`.
+pub const CLOUDINIT: StaticBin = StaticBin {
+    name: "keel-cloudinit",
+    flag: "",
+    env: "KEEL_CLOUDINIT",
 };
 
 impl StaticBin {
@@ -65,10 +74,14 @@ impl StaticBin {
                 tried.push(p.display().to_string());
             }
         }
+        let pass = if self.flag.is_empty() {
+            String::new()
+        } else {
+            format!("pass {} PATH or ", self.flag)
+        };
         Err(Error::Environment(format!(
-            "no static {} binary: pass {} PATH or set {}, or build it with ci/build.sh (looked at {})",
+            "no static {} binary: {pass}set {}, or build it with ci/build.sh (looked at {})",
             self.name,
-            self.flag,
             self.env,
             tried.join(", ")
         )))

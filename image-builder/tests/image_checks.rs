@@ -286,6 +286,25 @@ fn usr_tree_has_the_keel_layout() {
         std::fs::read_link(usr.join("bin/keel")).unwrap(),
         Path::new("keel-install")
     );
+    // cloud-config at boot: the static keel-cloudinit, its unit enabled before sysinit.target,
+    // networkd enabled with the DHCP default.
+    let cloudinit = std::fs::read(usr.join("bin/keel-cloudinit")).unwrap();
+    assert_eq!(cloudinit, std::fs::read(keel_cloudinit()).unwrap());
+    assert_eq!(
+        std::fs::read_link(
+            usr.join("share/keel/etc/systemd/system/sysinit.target.wants/keel-cloudinit.service")
+        )
+        .unwrap(),
+        Path::new("/usr/lib/systemd/system/keel-cloudinit.service")
+    );
+    assert!(usr
+        .join("share/keel/etc/systemd/system/multi-user.target.wants/systemd-networkd.service")
+        .symlink_metadata()
+        .is_ok());
+    let dhcp =
+        std::fs::read_to_string(usr.join("lib/systemd/network/99-keel-default-dhcp.network"))
+            .unwrap();
+    assert!(dhcp.contains("DHCP=yes"), "{dhcp}");
 }
 
 #[test]
@@ -434,7 +453,7 @@ fn verify_accepts_the_disk_and_the_payload() {
 fn manifest_records_inputs_and_outputs() {
     let img = default_image();
     let m = manifest(&img);
-    for name in ["board", "rootfs", "keel_init"] {
+    for name in ["board", "rootfs", "keel_init", "keel_cloudinit"] {
         assert_eq!(
             m["inputs"][name]["sha256"].as_str().unwrap().len(),
             64,

@@ -91,6 +91,9 @@ pub struct BootOptions {
     /// then printed nothing for this long (a hung guest, e.g. one out of memory, instead of
     /// the whole timeout). `None`: waits only end on their timeout.
     pub silence_limit: Option<std::time::Duration>,
+    /// QEMU fw_cfg entries the guest reads (`-fw_cfg name=NAME,file=FILE`): (NAME, FILE).
+    /// Names of user entries start with `opt/` (e.g. `opt/org.keel/user-data`).
+    pub fw_cfg: Vec<(String, PathBuf)>,
 }
 
 impl BootOptions {
@@ -109,6 +112,7 @@ impl BootOptions {
             cdrom: None,
             echo_console: false,
             silence_limit: None,
+            fw_cfg: Vec::new(),
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct LaunchPlan {
     pub cdrom: Option<PathBuf>,
     pub net: Option<NetOptions>,
     pub qmp_socket: PathBuf,
+    /// `-fw_cfg name=NAME,file=FILE` entries.
+    pub fw_cfg: Vec<(String, PathBuf)>,
 }
 
 /// QEMU arguments selecting the accelerator and a CPU model suited to it.
@@ -124,6 +126,16 @@ pub fn qemu_args(plan: &LaunchPlan) -> Vec<OsString> {
             }
             args.push_all(["-append", append]);
         }
+    }
+
+    for (name, file) in &plan.fw_cfg {
+        args.push("-fw_cfg");
+        args.push_joined(&[
+            "name=".as_ref(),
+            &escape(OsStr::new(name)),
+            ",file=".as_ref(),
+            &escape(file.as_os_str()),
+        ]);
     }
 
     for (index, disk) in plan.disks.iter().enumerate() {
@@ -235,6 +247,7 @@ mod tests {
             cdrom: None,
             net: None,
             qmp_socket: "/tmp/s/qmp.sock".into(),
+            fw_cfg: Vec::new(),
         }
     }
 
@@ -264,6 +277,18 @@ mod tests {
         let args = strings(&plan);
         assert!(
             args.contains(&"user,id=net0,restrict=on,tftp=/srv/tftp,bootfile=keel.efi".to_string())
+        );
+    }
+
+    #[test]
+    fn fw_cfg_entries_are_named_files() {
+        let mut plan = plan();
+        plan.fw_cfg = vec![("opt/org.keel/user-data".into(), "/tmp/a,b/cc.yml".into())];
+        let args = strings(&plan);
+        let at = args.iter().rposition(|a| a == "-fw_cfg").unwrap();
+        assert_eq!(
+            args[at + 1],
+            "name=opt/org.keel/user-data,file=/tmp/a,,b/cc.yml"
         );
     }
 }

@@ -237,6 +237,7 @@ impl Session {
             cdrom: options.cdrom.clone(),
             net: options.net.clone(),
             qmp_socket: qmp_socket.clone(),
+            fw_cfg: options.fw_cfg.clone(),
         };
 
         let (input, log_path, log) = match restart {

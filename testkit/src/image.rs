@@ -132,8 +132,17 @@ pub fn keel_install() -> PathBuf {
     static_bin("keel-install")
 }
 
-/// `name` (keel-init, keel-update or keel-install) as ci/build.sh builds it; all are built
-/// together.
+/// The static `keel-cloudinit` every image ships: `$KEEL_CLOUDINIT`, or where ci/build.sh puts
+/// it, built now if missing (under the lock: do not call it while holding [`lock`]).
+pub fn keel_cloudinit() -> PathBuf {
+    if let Some(p) = std::env::var_os("KEEL_CLOUDINIT") {
+        return PathBuf::from(p);
+    }
+    static_bin("keel-cloudinit")
+}
+
+/// `name` (keel-init, keel-update, keel-install or keel-cloudinit) as ci/build.sh builds it;
+/// all are built together.
 fn static_bin(name: &str) -> PathBuf {
     let p = target_dir()
         .join("x86_64-unknown-linux-gnu/init")
@@ -154,6 +163,8 @@ fn static_bin(name: &str) -> PathBuf {
                     "keel-update",
                     "-p",
                     "keel-install",
+                    "-p",
+                    "keel-cloudconfig",
                 ])
                 .env(
                     "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
@@ -164,7 +175,7 @@ fn static_bin(name: &str) -> PathBuf {
                 .expect("cargo");
             assert!(
                 st.success(),
-                "building keel-init, keel-update and keel-install failed"
+                "building keel-init, keel-update, keel-install and keel-cloudinit failed"
             );
         }
     }
@@ -247,6 +258,7 @@ fn fingerprint(opts: &BuildOpts) -> String {
     hash_file(&mut h, &keel_init());
     hash_file(&mut h, &keel_update());
     hash_file(&mut h, &keel_install());
+    hash_file(&mut h, &keel_cloudinit());
     hash_file(&mut h, &test_key_dir().join("keel-signing.pub"));
     hash_tree(&mut h, &repo_root().join("boards"));
     hash_tree(&mut h, &repo_root().join("rootfs"));
@@ -315,6 +327,7 @@ pub fn build_image(opts: &BuildOpts) -> Image {
     }
     let out = Command::new(keel_bin())
         .args(&args)
+        .env("KEEL_CLOUDINIT", keel_cloudinit())
         .output()
         .expect("run keel build");
     assert!(

@@ -72,10 +72,15 @@ impl Report {
                 Status::Warning(w) => format!("warning: {w}"),
                 Status::Error(e) => format!("error: {e}"),
             };
-            s.push_str(&format!(
-                "{file}:{}: {}: {status}: {}\n",
-                o.line, o.field, o.summary
-            ));
+            // A warning that is its own summary (a section not applied) is said once.
+            if matches!(&o.status, Status::Warning(w) if *w == o.summary) {
+                s.push_str(&format!("{file}:{}: {}: {status}\n", o.line, o.field));
+            } else {
+                s.push_str(&format!(
+                    "{file}:{}: {}: {status}: {}\n",
+                    o.line, o.field, o.summary
+                ));
+            }
         }
         s
     }
