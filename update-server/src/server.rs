@@ -1,0 +1,158 @@
+//! Starting the server from its configuration: open the store, load TLS, bind, and run the
+//! HTTP loop on its own tokio runtime thread until stopped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::http::{self, State, TlsError};
+use crate::protocol::Settings;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Store, StoreError};
+
+/// How long a database statement waits for a lock before the request gets a 503.
+pub const DB_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the database {}: {error}", path.display())]
+    Store {
+        path: std::path::PathBuf,
+        error: StoreError,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("listening on {addr}: {error}")]
+    Bind {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("starting the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// A server running on a background thread. Dropping it stops it.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stop accepting, and wait for the loop to end.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    /// Run until SIGINT or SIGTERM.
+    pub fn wait_for_signal(self) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime");
+        rt.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        self.stop();
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Open the configured SQLite store.
+pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    SqliteStore::open(&config.database, DB_BUSY_TIMEOUT)
+        .map(|s| Arc::new(s) as Arc<dyn Store>)
+        .map_err(|error| StartError::Store {
+            path: config.database.clone(),
+            error,
+        })
+}
+
+/// Start serving `config` with `store`.
+pub fn start_with(config: &Config, store: Arc<dyn Store>) -> Result<RunningServer, StartError> {
+    let tls = match &config.tls {
+        Some(t) => Some(http::tls_acceptor(&t.cert, &t.key)?),
+        None => None,
+    };
+    let listener =
+        std::net::TcpListener::bind(config.listen).map_err(|error| StartError::Bind {
+            addr: config.listen,
+            error,
+        })?;
+    let addr = listener.local_addr().map_err(|error| StartError::Bind {
+        addr: config.listen,
+        error,
+    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|error| StartError::Bind { addr, error })?;
+    let mut settings = Settings {
+        public_url: config.public_url(),
+        poll_interval: config.poll_interval,
+    };
+    if config.public_url.is_none() {
+        // Port 0 in the configuration: the URL names the port actually bound.
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        settings.public_url = format!("{scheme}://{addr}");
+    }
+    let state = Arc::new(State {
+        store,
+        settings,
+        payloads: config.payloads.clone(),
+        api_token: config.api_token.clone(),
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(StartError::Runtime)?;
+    let (stop, stopped) = watch::channel(false);
+    let thread = std::thread::Builder::new()
+        .name("keel-update-server".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener)
+                    .expect("a non-blocking listener registers with the runtime");
+                http::serve(listener, tls, state, stopped).await;
+            });
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        })
+        .map_err(StartError::Runtime)?;
+    Ok(RunningServer {
+        addr,
+        stop,
+        thread: Some(thread),
+    })
+}
+
+/// Open the store and start serving `config`.
+pub fn start(config: &Config) -> Result<RunningServer, StartError> {
+    let store = open_store(config)?;
+    start_with(config, store)
+}

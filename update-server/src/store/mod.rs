@@ -1,0 +1,123 @@
+//! What the server remembers: channels and the package each points at, groups, payload
+//! records, instances and their events. [`Store`] is the one interface; [`sqlite`] is the
+//! implementation today, and a PostgreSQL one can follow with the same [`migrations`].
+
+pub mod migrations;
+pub mod sqlite;
+
+/// A named set of machines (the Omaha `track`) following one channel.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Group {
+    pub name: String,
+    pub channel: String,
+    /// Offer the channel's package even when it is older than what a machine runs (nebraska#316).
+    pub allow_downgrade: bool,
+}
+
+/// A published payload.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Package {
+    pub id: i64,
+    /// Omaha application id, lower case, no braces.
+    pub app_id: String,
+    pub version: String,
+    /// File name appended to the codebase (`usr.img`).
+    pub file_name: String,
+    pub size: u64,
+    /// Base64 SHA-1 of the file (`<package hash>`).
+    pub sha1_base64: String,
+    /// Base64 SHA-256 of the file (`<action sha256>`).
+    pub sha256_base64: String,
+    /// Hex SHA-256 of the file (`<package hash_sha256>`, and the stored file's name).
+    pub sha256_hex: String,
+    /// Id of the key the payload's metadata is signed with.
+    pub key_id: String,
+    /// Where machines download it when it is not served by this server (the full file URL).
+    pub external_url: Option<String>,
+    pub created_at: i64,
+}
+
+/// A machine's state as the server last saw it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Instance {
+    pub machine_id: String,
+    pub app_id: String,
+    pub alias: Option<String>,
+    pub group: String,
+    pub version: String,
+    /// `new`, `granted`, `downloading`, `downloaded`, `installed`, `complete`, `error`.
+    pub status: String,
+    pub error_code: Option<i64>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+}
+
+/// One request from a machine: who it is and what it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub machine_id: String,
+    pub app_id: String,
+    pub alias: Option<String>,
+    pub group: String,
+    pub version: String,
+    pub at: i64,
+}
+
+/// An event a machine reported, or a grant the server made.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EventRecord {
+    pub at: i64,
+    pub event_type: u32,
+    pub event_result: u32,
+    pub error_code: Option<i64>,
+    pub previous_version: Option<String>,
+    /// The version the machine ran when it reported.
+    pub version: String,
+}
+
+/// What a request changes about an instance: its new status (if any) and the events to log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    pub status: Option<(String, Option<i64>)>,
+    pub events: Vec<EventRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be used right now (locked, gone, I/O): clients should retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// The store every part of the server uses. Methods are blocking; the HTTP layer calls them
+/// off the async workers.
+pub trait Store: Send + Sync {
+    fn channels(&self) -> Result<Vec<String>>;
+    fn create_channel(&self, name: &str) -> Result<()>;
+    fn groups(&self) -> Result<Vec<Group>>;
+    fn group(&self, name: &str) -> Result<Option<Group>>;
+    /// A new group following `channel` (which must exist).
+    fn create_group(&self, name: &str, channel: &str) -> Result<()>;
+    fn set_allow_downgrade(&self, group: &str, allow: bool) -> Result<()>;
+    /// Record a payload (or find the same file already recorded for its app) and point
+    /// `channel` at it, in one transaction.
+    fn publish(&self, package: &Package, channel: &str) -> Result<Package>;
+    /// The package `channel` points at for `app_id`.
+    fn channel_package(&self, app_id: &str, channel: &str) -> Result<Option<Package>>;
+    /// Point `to` at what `from` points at, for every app; returns the packages moved.
+    fn promote(&self, from: &str, to: &str) -> Result<Vec<Package>>;
+    fn packages(&self) -> Result<Vec<Package>>;
+    fn package_by_sha256(&self, sha256_hex: &str) -> Result<Option<Package>>;
+    /// Create or refresh the instance of `contact` and apply `change`, in one transaction.
+    fn record(&self, contact: &Contact, change: &Change) -> Result<()>;
+    fn instance(&self, machine_id: &str, app_id: &str) -> Result<Option<Instance>>;
+    fn instances(&self) -> Result<Vec<Instance>>;
+    /// An instance's events, oldest first.
+    fn events(&self, machine_id: &str, app_id: &str) -> Result<Vec<EventRecord>>;
+}
