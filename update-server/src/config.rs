@@ -32,6 +32,10 @@ pub struct Config {
     /// `PollInterval` sent to clients, seconds (none: the client's own schedule).
     #[serde(default)]
     pub poll_interval: Option<u32>,
+    /// Forget events, activity and instances older than this many days (none: keep all).
+    /// Checked at start and every hour.
+    #[serde(default)]
+    pub retention_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -80,6 +80,27 @@ impl Drop for RunningServer {
     }
 }
 
+/// Retention: drop what is older than `keep` seconds now and every hour after.
+async fn prune_every_hour(store: Arc<dyn Store>, keep: i64, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tick.tick() => {}
+        }
+        let store = store.clone();
+        let before = crate::http::routes::now() - keep;
+        match tokio::task::spawn_blocking(move || store.prune(before)).await {
+            Ok(Ok((0, 0))) => {}
+            Ok(Ok((i, e))) => {
+                eprintln!("keel-update-server: retention removed {i} instances, {e} events")
+            }
+            Ok(Err(e)) => eprintln!("keel-update-server: retention: {e}"),
+            Err(e) => eprintln!("keel-update-server: retention: {e}"),
+        }
+    }
+}
+
 /// Open the configured SQLite store.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     SqliteStore::open(&config.database, DB_BUSY_TIMEOUT)
@@ -133,12 +154,18 @@ pub fn start_with(config: &Config, store: Arc<dyn Store>) -> Result<RunningServe
         .build()
         .map_err(StartError::Runtime)?;
     let (stop, stopped) = watch::channel(false);
+    let retention = config
+        .retention_days
+        .map(|d| (state.store.clone(), i64::from(d) * 86_400));
     let thread = std::thread::Builder::new()
         .name("keel-update-server".into())
         .spawn(move || {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)
                     .expect("a non-blocking listener registers with the runtime");
+                if let Some((store, keep)) = retention {
+                    tokio::spawn(prune_every_hour(store, keep, stopped.clone()));
+                }
                 http::serve(listener, tls, state, stopped).await;
             });
             runtime.shutdown_timeout(Duration::from_secs(1));

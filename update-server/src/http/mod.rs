@@ -1,7 +1,9 @@
 //! HTTP/1.1 (plain or TLS) on hyper, without a framework: the accept loop here, the routes in
 //! [`routes`].
 
+pub mod api;
 pub mod body;
+pub mod query;
 pub mod range;
 pub mod routes;
 

@@ -57,8 +57,39 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
             package_file(state, req).await
         }
         (Method::GET, "/health") => text(StatusCode::OK, "ok"),
+        (_, p) if p == "/api" || p.starts_with("/api/") => api(state, req).await,
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
     }
+}
+
+async fn api(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(refusal) = super::api::check_token(&state, authorization.as_deref()) {
+        return refusal;
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES)
+        .collect()
+        .await
+    {
+        Ok(c) => c.to_bytes(),
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("request body: {e}")),
+    };
+    let request = super::api::ApiRequest {
+        method,
+        path,
+        query,
+        body,
+    };
+    tokio::task::spawn_blocking(move || super::api::handle(&state, request))
+        .await
+        .unwrap_or_else(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 async fn omaha(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {

@@ -59,4 +59,15 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_by_instance ON events (machine_id, app_id, id);
     INSERT INTO channels (name) VALUES ('alpha'), ('beta'), ('stable');
     INSERT INTO groups (name, channel) VALUES ('alpha', 'alpha'), ('beta', 'beta'), ('stable', 'stable');",
+    // 2: hiding instances (nebraska#148) and the activity log.
+    "ALTER TABLE instances ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX instances_by_last_seen ON instances (last_seen);
+    CREATE INDEX events_by_time ON events (at);
+    CREATE TABLE activity (
+        id {serial},
+        at BIGINT NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        message TEXT NOT NULL
+    );",
 ];

@@ -50,6 +50,39 @@ pub struct Instance {
     pub error_code: Option<i64>,
     pub first_seen: i64,
     pub last_seen: i64,
+    /// Left out of lists and counts until shown again (nebraska#148).
+    pub hidden: bool,
+}
+
+/// Which instances a search returns (nebraska#351). Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InstanceFilter {
+    /// Part of the machine id or the alias (case-insensitive).
+    pub q: Option<String>,
+    pub group: Option<String>,
+    pub version: Option<String>,
+    pub status: Option<String>,
+    pub app_id: Option<String>,
+    /// Last seen before this unix time ("not checked in since").
+    pub seen_before: Option<i64>,
+    /// Last seen at or after this unix time.
+    pub seen_after: Option<i64>,
+    /// Include hidden instances.
+    pub include_hidden: bool,
+    /// At most this many (newest first); default 1000.
+    pub limit: Option<u32>,
+}
+
+/// One line of the activity log: what operators did and what went wrong on machines.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Activity {
+    pub at: i64,
+    /// `publish`, `promote`, `group`, `channel`, `instance`, `policy`.
+    pub kind: String,
+    /// The group, channel or machine it is about.
+    pub subject: String,
+    pub message: String,
 }
 
 /// One request from a machine: who it is and what it runs.
@@ -120,4 +153,16 @@ pub trait Store: Send + Sync {
     fn instances(&self) -> Result<Vec<Instance>>;
     /// An instance's events, oldest first.
     fn events(&self, machine_id: &str, app_id: &str) -> Result<Vec<EventRecord>>;
+    /// Instances matching `filter`, most recently seen first.
+    fn search(&self, filter: &InstanceFilter) -> Result<Vec<Instance>>;
+    /// Hide or show every instance of `machine_id`; how many there were.
+    fn set_hidden(&self, machine_id: &str, hidden: bool) -> Result<usize>;
+    /// Forget every instance of `machine_id` and its events; how many instances there were.
+    fn retire(&self, machine_id: &str) -> Result<usize>;
+    /// Retention: drop events older than `before` and instances not seen since; returns
+    /// (instances, events) removed.
+    fn prune(&self, before: i64) -> Result<(usize, usize)>;
+    fn log_activity(&self, entry: &Activity) -> Result<()>;
+    /// The newest `limit` activity entries, newest first.
+    fn activity(&self, limit: u32) -> Result<Vec<Activity>>;
 }

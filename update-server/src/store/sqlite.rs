@@ -45,7 +45,7 @@ fn package_row(r: &Row) -> rusqlite::Result<Package> {
 }
 
 const INSTANCE_COLUMNS: &str = "machine_id, app_id, alias, group_name, version, status, \
-     error_code, first_seen, last_seen";
+     error_code, first_seen, last_seen, hidden";
 
 fn instance_row(r: &Row) -> rusqlite::Result<Instance> {
     Ok(Instance {
@@ -58,6 +58,7 @@ fn instance_row(r: &Row) -> rusqlite::Result<Instance> {
         error_code: r.get(6)?,
         first_seen: r.get(7)?,
         last_seen: r.get(8)?,
+        hidden: r.get::<_, i64>(9)? != 0,
     })
 }
 
@@ -140,6 +141,21 @@ impl SqliteStore {
     }
 }
 
+fn log(tx: &Transaction, at: i64, kind: &str, subject: &str, message: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO activity (at, kind, subject, message) VALUES (?1, ?2, ?3, ?4)",
+        params![at, kind, subject, message],
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 fn channel_exists(tx: &Transaction, name: &str) -> Result<bool> {
     tx.query_row("SELECT 1 FROM channels WHERE name = ?1", [name], |_| Ok(()))
         .optional()
@@ -158,13 +174,15 @@ impl Store for SqliteStore {
     }
 
     fn create_channel(&self, name: &str) -> Result<()> {
-        self.lock()
-            .execute("INSERT INTO channels (name) VALUES (?1)", [name])
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute("INSERT INTO channels (name) VALUES (?1)", [name])
             .map_err(|e| match err(e) {
                 StoreError::Conflict(_) => StoreError::Conflict(format!("channel {name} exists")),
                 other => other,
             })?;
-        Ok(())
+        log(&tx, unix_now(), "channel", name, "created")?;
+        tx.commit().map_err(err)
     }
 
     fn groups(&self) -> Result<Vec<Group>> {
@@ -199,12 +217,20 @@ impl Store for SqliteStore {
             StoreError::Conflict(_) => StoreError::Conflict(format!("group {name} exists")),
             other => other,
         })?;
+        log(
+            &tx,
+            unix_now(),
+            "group",
+            name,
+            &format!("created, following channel {channel}"),
+        )?;
         tx.commit().map_err(err)
     }
 
     fn set_allow_downgrade(&self, group: &str, allow: bool) -> Result<()> {
-        let n = self
-            .lock()
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err)?;
+        let n = tx
             .execute(
                 "UPDATE groups SET allow_downgrade = ?2 WHERE name = ?1",
                 params![group, allow as i64],
@@ -213,7 +239,14 @@ impl Store for SqliteStore {
         if n == 0 {
             return Err(StoreError::NotFound(format!("group {group}")));
         }
-        Ok(())
+        log(
+            &tx,
+            unix_now(),
+            "group",
+            group,
+            &format!("allow_downgrade = {allow}"),
+        )?;
+        tx.commit().map_err(err)
     }
 
     fn publish(&self, p: &Package, channel: &str) -> Result<Package> {
@@ -256,6 +289,16 @@ impl Store for SqliteStore {
             params![channel, p.app_id, stored.id],
         )
         .map_err(err)?;
+        log(
+            &tx,
+            p.created_at,
+            "publish",
+            channel,
+            &format!(
+                "{} ({} bytes, key {})",
+                stored.version, stored.size, stored.key_id
+            ),
+        )?;
         tx.commit().map_err(err)?;
         Ok(stored)
     }
@@ -300,6 +343,13 @@ impl Store for SqliteStore {
                 params![to, p.app_id, p.id],
             )
             .map_err(err)?;
+            log(
+                &tx,
+                unix_now(),
+                "promote",
+                to,
+                &format!("{} from {from}", p.version),
+            )?;
         }
         tx.commit().map_err(err)?;
         Ok(moved)
@@ -366,6 +416,14 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(err)?;
+            if e.event_result == 0 {
+                let code = e.error_code.map_or("none".to_owned(), |c| c.to_string());
+                let message = format!(
+                    "event {}/0 on {}, error code {code}",
+                    e.event_type, e.version
+                );
+                log(&tx, e.at, "instance", &c.machine_id, &message)?;
+            }
         }
         tx.commit().map_err(err)
     }
@@ -409,6 +467,134 @@ impl Store for SqliteStore {
                     error_code: r.get(3)?,
                     previous_version: r.get(4)?,
                     version: r.get(5)?,
+                })
+            })
+            .map_err(err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(err)
+    }
+
+    fn search(&self, f: &InstanceFilter) -> Result<Vec<Instance>> {
+        let mut sql = format!("SELECT {INSTANCE_COLUMNS} FROM instances WHERE 1=1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut arg = |sql: &mut String, clause: &str, v: rusqlite::types::Value| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        use rusqlite::types::Value::{Integer, Text};
+        if let Some(q) = f.q.as_deref().filter(|q| !q.is_empty()) {
+            let like = format!("%{}%", q.to_lowercase().replace(['%', '_'], ""));
+            arg(
+                &mut sql,
+                " AND (lower(machine_id) LIKE ?",
+                Text(like.clone()),
+            );
+            arg(
+                &mut sql,
+                " OR lower(COALESCE(alias, '')) LIKE ?)",
+                Text(like),
+            );
+        }
+        if let Some(v) = &f.group {
+            arg(&mut sql, " AND group_name = ?", Text(v.clone()));
+        }
+        if let Some(v) = &f.version {
+            arg(&mut sql, " AND version = ?", Text(v.clone()));
+        }
+        if let Some(v) = &f.status {
+            arg(&mut sql, " AND status = ?", Text(v.clone()));
+        }
+        if let Some(v) = &f.app_id {
+            arg(&mut sql, " AND app_id = ?", Text(v.clone()));
+        }
+        if let Some(v) = f.seen_before {
+            arg(&mut sql, " AND last_seen < ?", Integer(v));
+        }
+        if let Some(v) = f.seen_after {
+            arg(&mut sql, " AND last_seen >= ?", Integer(v));
+        }
+        if !f.include_hidden {
+            sql.push_str(" AND hidden = 0");
+        }
+        let limit = f.limit.unwrap_or(1000);
+        sql.push_str(&format!(
+            " ORDER BY last_seen DESC, machine_id LIMIT {limit}"
+        ));
+        let conn = self.lock();
+        let mut st = conn.prepare(&sql).map_err(err)?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(args), instance_row)
+            .map_err(err)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(err)
+    }
+
+    fn set_hidden(&self, machine_id: &str, hidden: bool) -> Result<usize> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err)?;
+        let n = tx
+            .execute(
+                "UPDATE instances SET hidden = ?2 WHERE machine_id = ?1",
+                params![machine_id, hidden as i64],
+            )
+            .map_err(err)?;
+        if n > 0 {
+            let what = if hidden { "hidden" } else { "shown" };
+            log(&tx, unix_now(), "instance", machine_id, what)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(n)
+    }
+
+    fn retire(&self, machine_id: &str) -> Result<usize> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err)?;
+        tx.execute("DELETE FROM events WHERE machine_id = ?1", [machine_id])
+            .map_err(err)?;
+        let n = tx
+            .execute("DELETE FROM instances WHERE machine_id = ?1", [machine_id])
+            .map_err(err)?;
+        if n > 0 {
+            log(&tx, unix_now(), "instance", machine_id, "retired")?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(n)
+    }
+
+    fn prune(&self, before: i64) -> Result<(usize, usize)> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err)?;
+        let events = tx
+            .execute("DELETE FROM events WHERE at < ?1", [before])
+            .map_err(err)?;
+        let instances = tx
+            .execute("DELETE FROM instances WHERE last_seen < ?1", [before])
+            .map_err(err)?;
+        tx.execute("DELETE FROM activity WHERE at < ?1", [before])
+            .map_err(err)?;
+        tx.commit().map_err(err)?;
+        Ok((instances, events))
+    }
+
+    fn log_activity(&self, a: &Activity) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err)?;
+        log(&tx, a.at, &a.kind, &a.subject, &a.message)?;
+        tx.commit().map_err(err)
+    }
+
+    fn activity(&self, limit: u32) -> Result<Vec<Activity>> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT at, kind, subject, message FROM activity ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(err)?;
+        let rows = st
+            .query_map([limit], |r| {
+                Ok(Activity {
+                    at: r.get(0)?,
+                    kind: r.get(1)?,
+                    subject: r.get(2)?,
+                    message: r.get(3)?,
                 })
             })
             .map_err(err)?;
