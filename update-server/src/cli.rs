@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::Config;
 use crate::server;
+use crate::store::Store;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,13 +62,37 @@ pub enum GroupCommand {
         #[arg(long)]
         channel: String,
     },
-    /// Change a group's flags.
+    /// Change a group's flags and rollout policy (fields not given keep their values).
     Set {
         name: String,
         /// Offer the channel's package even when it is older than what a machine runs.
         #[arg(long)]
         allow_downgrade: Option<bool>,
+        /// At most N machines granted an update per period (0: no limit).
+        #[arg(long, value_name = "N")]
+        max_updates: Option<u32>,
+        /// The period of --max-updates, seconds.
+        #[arg(long, value_name = "SECONDS")]
+        period: Option<i64>,
+        /// A granted update not completed within this time has timed out, seconds.
+        #[arg(long, value_name = "SECONDS")]
+        update_timeout: Option<i64>,
+        /// Grant only Monday to Friday, 09:00 to 17:00 in --timezone.
+        #[arg(long)]
+        office_hours: Option<bool>,
+        /// IANA time zone name, e.g. Europe/Berlin.
+        #[arg(long)]
+        timezone: Option<String>,
+        /// Pause the group after --safe-mode-failures failed updates to the new version.
+        #[arg(long)]
+        safe_mode: Option<bool>,
+        #[arg(long, value_name = "N")]
+        safe_mode_failures: Option<u32>,
     },
+    /// Stop granting updates in a group.
+    Pause { name: String },
+    /// Grant updates in a group again (also after safe mode paused it).
+    Resume { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +105,40 @@ pub enum ChannelCommand {
 
 fn load(path: &Path) -> Result<Config> {
     Ok(Config::load(path)?)
+}
+
+fn print_group(store: &dyn Store, name: &str) -> Result<()> {
+    let g = store
+        .group(name)?
+        .with_context(|| format!("group {name} not found"))?;
+    let p = &g.policy;
+    println!(
+        "{}\tchannel={}\tallow_downgrade={}\tpaused={}\tmax_updates={}/{}s\ttimeout={}s\t\
+         office_hours={} ({})\tsafe_mode={} (after {} failures)",
+        g.name,
+        g.channel,
+        g.allow_downgrade,
+        p.paused,
+        p.max_updates_per_period
+            .map_or("unlimited".to_owned(), |n| n.to_string()),
+        p.period_seconds,
+        p.update_timeout_seconds,
+        p.office_hours,
+        p.timezone,
+        p.safe_mode,
+        p.safe_mode_failures
+    );
+    Ok(())
+}
+
+fn set_paused(store: &dyn Store, name: &str, paused: bool) -> Result<()> {
+    let g = store
+        .group(name)?
+        .with_context(|| format!("group {name} not found"))?;
+    let mut p = g.policy;
+    p.paused = paused;
+    store.set_policy(name, &p, if paused { "paused" } else { "resumed" })?;
+    print_group(store, name)
 }
 
 /// Run one command line.
@@ -131,10 +190,7 @@ pub fn run(args: Args) -> Result<()> {
             match g {
                 GroupCommand::List => {
                     for g in store.groups()? {
-                        println!(
-                            "{}\tchannel={}\tallow_downgrade={}",
-                            g.name, g.channel, g.allow_downgrade
-                        );
+                        print_group(&*store, &g.name)?;
                     }
                 }
                 GroupCommand::Create { name, channel } => {
@@ -144,18 +200,63 @@ pub fn run(args: Args) -> Result<()> {
                 GroupCommand::Set {
                     name,
                     allow_downgrade,
+                    max_updates,
+                    period,
+                    update_timeout,
+                    office_hours,
+                    timezone,
+                    safe_mode,
+                    safe_mode_failures,
                 } => {
-                    if let Some(a) = allow_downgrade {
-                        store.set_allow_downgrade(&name, a)?;
-                    }
                     let g = store
                         .group(&name)?
                         .with_context(|| format!("group {name} not found"))?;
-                    println!(
-                        "{}\tchannel={}\tallow_downgrade={}",
-                        g.name, g.channel, g.allow_downgrade
-                    );
+                    let mut patch = serde_json::Map::new();
+                    let mut put = |k: &str, v: serde_json::Value| {
+                        patch.insert(k.to_owned(), v);
+                    };
+                    if let Some(n) = max_updates {
+                        put(
+                            "max_updates_per_period",
+                            if n == 0 {
+                                serde_json::Value::Null
+                            } else {
+                                n.into()
+                            },
+                        );
+                    }
+                    if let Some(v) = period {
+                        put("period_seconds", v.into());
+                    }
+                    if let Some(v) = update_timeout {
+                        put("update_timeout_seconds", v.into());
+                    }
+                    if let Some(v) = office_hours {
+                        put("office_hours", v.into());
+                    }
+                    if let Some(v) = timezone {
+                        put("timezone", v.into());
+                    }
+                    if let Some(v) = safe_mode {
+                        put("safe_mode", v.into());
+                    }
+                    if let Some(v) = safe_mode_failures {
+                        put("safe_mode_failures", v.into());
+                    }
+                    let policy = crate::http::api::patched_policy(&g.policy, &patch)
+                        .map_err(anyhow::Error::msg)?;
+                    if let Some(a) = allow_downgrade {
+                        store.set_allow_downgrade(&name, a)?;
+                    }
+                    if !patch.is_empty() {
+                        let why: Vec<String> =
+                            patch.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                        store.set_policy(&name, &policy, &why.join(", "))?;
+                    }
+                    print_group(&*store, &name)?;
                 }
+                GroupCommand::Pause { name } => set_paused(&*store, &name, true)?,
+                GroupCommand::Resume { name } => set_paused(&*store, &name, false)?,
             }
         }
         Command::Channel(c) => {

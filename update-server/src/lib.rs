@@ -7,6 +7,7 @@
 //! | [`store`] | the `Store` trait, its migrations, SQLite |
 //! | [`payload`] | checking a payload's signature, length and digests |
 //! | [`publish`] | `publish`: verify, keep, record |
+//! | [`policy`] | rollout policy: limits, office hours, pause, safe mode |
 //! | [`protocol`] | an Omaha request in, the response or the refusal out, instances recorded |
 //! | [`http`] | hyper accept loop, TLS, routes, Range |
 //! | [`server`] | start/stop a configured server |
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod payload;
+pub mod policy;
 pub mod protocol;
 pub mod publish;
 pub mod server;

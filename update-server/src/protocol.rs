@@ -11,6 +11,7 @@ use keel_omaha::{
 };
 use semver::Version;
 
+use crate::policy;
 use crate::store::{Change, Contact, EventRecord, Group, Package, Store, StoreError};
 
 /// Why a request is not answered with a response document.
@@ -56,6 +57,8 @@ struct Planned<'a> {
     bare: String,
     group: Group,
     version: Version,
+    /// The machine id, when the request has a non-empty one.
+    machine: Option<String>,
 }
 
 /// The group a request's `track` names; update_engine's default `GROUP` is `stable`.
@@ -123,11 +126,18 @@ pub fn answer(
                 app.appid
             ))
         })?;
+        let machine = app
+            .machineid
+            .as_deref()
+            .map(str::trim)
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned);
         plans.push(Some(Planned {
             app,
             bare,
             group,
             version,
+            machine,
         }));
     }
     if plans.iter().all(Option::is_none) {
@@ -161,17 +171,66 @@ pub fn answer(
     Ok(write_response(&response))
 }
 
-/// The package to offer, if any: newer than what runs, or different when the group allows
-/// downgrades.
-fn offer(store: &dyn Store, p: &Planned) -> Result<Option<Package>, Refusal> {
+/// The package to offer, if any: newer than what runs (or different, when the group allows
+/// downgrades), and the group's rollout policy lets one more machine have it now.
+/// `reported` is the status this request's own events move the instance to.
+fn offer(
+    store: &dyn Store,
+    p: &Planned,
+    reported: Option<&str>,
+    now: i64,
+) -> Result<Option<Package>, Refusal> {
     let Some(package) = store.channel_package(&p.bare, &p.group.channel)? else {
         return Ok(None);
     };
     let Ok(target) = Version::parse(&package.version) else {
         return Ok(None);
     };
-    let grant = target > p.version || (p.group.allow_downgrade && target != p.version);
-    Ok(grant.then_some(package))
+    let wanted = target > p.version || (p.group.allow_downgrade && target != p.version);
+    if !wanted {
+        return Ok(None);
+    }
+    let mut instance = match &p.machine {
+        Some(m) => store.instance(m, &p.bare)?,
+        None => None,
+    };
+    if let (Some(i), Some(status)) = (instance.as_mut(), reported) {
+        i.status = status.to_owned();
+    }
+    let counts = store.rollout(&p.group, &package.version, now)?;
+    match policy::decide(
+        &p.group.policy,
+        &counts,
+        instance.as_ref(),
+        &package.version,
+        now,
+    ) {
+        Ok(()) => Ok(Some(package)),
+        Err(_hold) => Ok(None),
+    }
+}
+
+/// Safe mode: after a failure report, pause the group once enough machines failed to update
+/// to the channel's version.
+fn safe_mode(store: &dyn Store, p: &Planned, now: i64) -> Result<(), Refusal> {
+    let policy = &p.group.policy;
+    if !policy.safe_mode || policy.paused {
+        return Ok(());
+    }
+    let Some(package) = store.channel_package(&p.bare, &p.group.channel)? else {
+        return Ok(());
+    };
+    let counts = store.rollout(&p.group, &package.version, now)?;
+    if policy::safe_mode_trips(policy, &counts) {
+        let mut paused = policy.clone();
+        paused.paused = true;
+        let why = format!(
+            "safe mode: paused after {} machines failed to update to {}",
+            counts.failed, package.version
+        );
+        store.set_policy(&p.group.name, &paused, &why)?;
+    }
+    Ok(())
 }
 
 fn answer_app(
@@ -196,21 +255,29 @@ fn answer_app(
     }
     let updatecheck = match &p.app.updatecheck {
         None => None,
-        Some(_) => Some(match offer(store, p)? {
-            Some(package) => {
-                change.status = Some(("granted".to_owned(), None));
-                update_ok(settings, &package)
-            }
-            None => UpdateCheck {
-                status: Some(UpdateStatus::NoUpdate),
-                poll_interval: settings.poll_interval,
-                ..Default::default()
+        Some(_) => Some(
+            match offer(
+                store,
+                p,
+                change.status.as_ref().map(|(s, _)| s.as_str()),
+                now,
+            )? {
+                Some(package) => {
+                    change.status = Some(("granted".to_owned(), None));
+                    change.granted = Some(package.version.clone());
+                    update_ok(settings, &package)
+                }
+                None => UpdateCheck {
+                    status: Some(UpdateStatus::NoUpdate),
+                    poll_interval: settings.poll_interval,
+                    ..Default::default()
+                },
             },
-        }),
+        ),
     };
-    if let Some(machine_id) = p.app.machineid.as_deref().filter(|m| !m.trim().is_empty()) {
+    if let Some(machine_id) = &p.machine {
         let contact = Contact {
-            machine_id: machine_id.trim().to_owned(),
+            machine_id: machine_id.clone(),
             app_id: p.bare.clone(),
             alias: p.app.alias.clone().filter(|a| !a.is_empty()),
             group: p.group.name.clone(),
@@ -218,6 +285,13 @@ fn answer_app(
             at: now,
         };
         store.record(&contact, &change)?;
+        if p.app
+            .events
+            .iter()
+            .any(|e| e.event_result == event_result::ERROR)
+        {
+            safe_mode(store, p, now)?;
+        }
     }
     Ok(AppResponse {
         appid: p.app.appid.clone(),

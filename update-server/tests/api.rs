@@ -179,7 +179,7 @@ fn groups_channels_and_packages() {
     let packages = json_of(&s, "/api/packages");
     assert_eq!(packages.as_array().unwrap().len(), 1);
     assert_eq!(packages[0]["size"].as_u64().unwrap() % 4096, 0);
-    let activity = json_of(&s, "/api/activity");
+    let activity = json_of(&s, "/api/activity?limit=5");
     let kinds: Vec<&str> = activity
         .as_array()
         .unwrap()
@@ -188,6 +188,42 @@ fn groups_channels_and_packages() {
         .collect();
     assert_eq!(kinds, ["promote", "group", "group", "channel", "publish"]);
     assert_eq!(call(&s, "GET", "/api/nothing", None).0, 404);
+
+    // Rollout policy: checked whole before anything changes.
+    let bad = json!({"allow_downgrade": false, "policy": {"timezone": "Mars/Olympus"}});
+    let (st, body) = call(&s, "PATCH", "/api/groups/canary", Some(bad));
+    assert_eq!((st, body.contains("Mars/Olympus")), (400, true), "{body}");
+    assert!(s.store.group("canary").unwrap().unwrap().allow_downgrade);
+    let bad = json!({"policy": {"max_updates": 3}});
+    assert_eq!(call(&s, "PATCH", "/api/groups/canary", Some(bad)).0, 400);
+    let bad = json!({"policy": {"period_seconds": 0}});
+    assert_eq!(call(&s, "PATCH", "/api/groups/canary", Some(bad)).0, 400);
+    let good = json!({"policy": {"max_updates_per_period": 3, "timezone": "Europe/Berlin", "office_hours": true}});
+    let (st, body) = call(&s, "PATCH", "/api/groups/canary", Some(good));
+    assert_eq!(st, 200, "{body}");
+    let g = s.store.group("canary").unwrap().unwrap();
+    assert_eq!(g.policy.max_updates_per_period, Some(3));
+    assert_eq!(g.policy.timezone, "Europe/Berlin");
+    assert_eq!(
+        g.policy.period_seconds, 3600,
+        "untouched fields keep their values"
+    );
+    let (st, body) = call(&s, "POST", "/api/groups/canary/pause", None);
+    assert_eq!(st, 200, "{body}");
+    assert!(s.store.group("canary").unwrap().unwrap().policy.paused);
+    let rollout = json_of(&s, "/api/groups/canary/rollout");
+    assert_eq!(rollout["version"], "2.0.0");
+    assert_eq!(rollout["rollout"]["granted_in_period"], 0);
+    assert_eq!(call(&s, "POST", "/api/groups/canary/resume", None).0, 200);
+    assert!(!s.store.group("canary").unwrap().unwrap().policy.paused);
+    let activity = json_of(&s, "/api/activity?limit=3");
+    let messages: Vec<&str> = activity
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages[..2], ["resumed", "paused"]);
     assert_eq!(call(&s, "GET", "/api/activity?limit=x", None).0, 400);
 }
 

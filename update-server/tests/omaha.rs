@@ -259,7 +259,11 @@ fn a_restart_loses_no_instance_event_or_package() {
     assert_eq!(before, after);
     assert_eq!(after.1.len(), 2);
     assert_eq!(after.0[0].status, "downloaded");
-    // And the restarted server still offers the package.
+    // The restarted server remembers this machine is mid-update (no second grant) and still
+    // offers the package to another.
     let (_, reply) = s.post(request("1.0.0", "stable", CHECK).as_bytes());
+    assert!(is_noupdate(&reply), "{reply}");
+    let other = request("1.0.0", "stable", CHECK).replace(MACHINE, "another-machine");
+    let (_, reply) = s.post(other.as_bytes());
     assert_eq!(update(&reply).version, "2.0.0");
 }

@@ -149,6 +149,34 @@ fn the_command_line_publishes_promotes_and_manages_groups() {
     assert!(cli(&s, &["group", "create", "canary", "--channel", "beta"]).is_err());
     assert!(cli(&s, &["group", "create", "x", "--channel", "nope"]).is_err());
 
+    cli(
+        &s,
+        &[
+            "group",
+            "set",
+            "canary",
+            "--max-updates",
+            "5",
+            "--timezone",
+            "Asia/Tokyo",
+        ],
+    )
+    .unwrap();
+    let p = s.store.group("canary").unwrap().unwrap().policy;
+    assert_eq!(
+        (p.max_updates_per_period, p.timezone.as_str()),
+        (Some(5), "Asia/Tokyo")
+    );
+    assert!(cli(
+        &s,
+        &["group", "set", "canary", "--timezone", "Nowhere/City"]
+    )
+    .is_err());
+    cli(&s, &["group", "pause", "canary"]).unwrap();
+    assert!(s.store.group("canary").unwrap().unwrap().policy.paused);
+    cli(&s, &["group", "resume", "canary"]).unwrap();
+    assert!(!s.store.group("canary").unwrap().unwrap().policy.paused);
+
     cli(&s, &["channel", "create", "lts"]).unwrap();
     assert!(s.store.channels().unwrap().contains(&"lts".to_owned()));
 

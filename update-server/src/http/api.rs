@@ -11,7 +11,7 @@ use super::body::{self, Body};
 use super::query::parse_query;
 use super::routes::text;
 use super::State;
-use crate::store::{InstanceFilter, StoreError};
+use crate::store::{InstanceFilter, Policy, StoreError};
 
 /// The parts of a request the API needs, read off the async side.
 pub struct ApiRequest {
@@ -148,6 +148,31 @@ struct NewGroup {
 #[serde(deny_unknown_fields)]
 struct GroupChange {
     allow_downgrade: Option<bool>,
+    /// Policy fields to change; the others keep their values.
+    policy: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// `current` with the fields of `patch` replaced, checked.
+pub fn patched_policy(
+    current: &Policy,
+    patch: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Policy, String> {
+    let mut value = serde_json::to_value(current).expect("plain data");
+    let obj = value.as_object_mut().expect("an object");
+    for (k, v) in patch {
+        obj.insert(k.clone(), v.clone());
+    }
+    let p: Policy = serde_json::from_value(value).map_err(|e| format!("policy: {e}"))?;
+    if p.period_seconds <= 0 || p.update_timeout_seconds <= 0 {
+        return Err("policy: period_seconds and update_timeout_seconds must be positive".into());
+    }
+    crate::policy::check_time_zone(&p.timezone).map_err(|e| format!("policy: {e}"))?;
+    Ok(p)
+}
+
+fn describe(p: &serde_json::Map<String, serde_json::Value>) -> String {
+    let parts: Vec<String> = p.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+    parts.join(", ")
 }
 
 #[derive(Deserialize)]
@@ -190,13 +215,58 @@ fn route(state: &State, req: &ApiRequest) -> Result<Response<Body>, Fail> {
         },
         (&Method::PATCH, ["groups", name]) => {
             let c: GroupChange = parse_body(&req.body)?;
+            let Some(group) = store.group(name).map_err(store_error)? else {
+                return Err(store_error(StoreError::NotFound(format!("group {name}"))));
+            };
+            // Check everything before changing anything.
+            let policy = match &c.policy {
+                Some(patch) => Some((
+                    patched_policy(&group.policy, patch).map_err(Fail::bad)?,
+                    describe(patch),
+                )),
+                None => None,
+            };
             if let Some(a) = c.allow_downgrade {
                 store.set_allow_downgrade(name, a).map_err(store_error)?;
+            }
+            if let Some((p, why)) = policy {
+                store.set_policy(name, &p, &why).map_err(store_error)?;
             }
             match store.group(name).map_err(store_error)? {
                 Some(g) => ok(&g),
                 None => return Err(store_error(StoreError::NotFound(format!("group {name}")))),
             }
+        }
+        (&Method::POST, ["groups", name, action @ ("pause" | "resume")]) => {
+            let Some(group) = store.group(name).map_err(store_error)? else {
+                return Err(store_error(StoreError::NotFound(format!("group {name}"))));
+            };
+            let mut p = group.policy.clone();
+            p.paused = *action == "pause";
+            let why = if p.paused { "paused" } else { "resumed" };
+            store.set_policy(name, &p, why).map_err(store_error)?;
+            ok(&store.group(name).map_err(store_error)?)
+        }
+        (&Method::GET, ["groups", name, "rollout"]) => {
+            let Some(group) = store.group(name).map_err(store_error)? else {
+                return Err(store_error(StoreError::NotFound(format!("group {name}"))));
+            };
+            let package = store
+                .channel_package(keel_omaha::KEEL_APP_ID, &group.channel)
+                .map_err(store_error)?;
+            let counts = match &package {
+                Some(p) => Some(
+                    store
+                        .rollout(&group, &p.version, super::routes::now())
+                        .map_err(store_error)?,
+                ),
+                None => None,
+            };
+            ok(&json!({
+                "group": group,
+                "version": package.map(|p| p.version),
+                "rollout": counts,
+            }))
         }
         (&Method::GET, ["channels"]) => {
             let mut out = Vec::new();

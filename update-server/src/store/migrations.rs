@@ -70,4 +70,15 @@ pub const MIGRATIONS: &[&str] = &[
         subject TEXT NOT NULL,
         message TEXT NOT NULL
     );",
+    // 3: rollout policy per group; what each instance was granted and when.
+    "ALTER TABLE groups ADD COLUMN paused INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE groups ADD COLUMN max_updates_per_period INTEGER;
+    ALTER TABLE groups ADD COLUMN period_seconds BIGINT NOT NULL DEFAULT 3600;
+    ALTER TABLE groups ADD COLUMN update_timeout_seconds BIGINT NOT NULL DEFAULT 3600;
+    ALTER TABLE groups ADD COLUMN office_hours INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE groups ADD COLUMN timezone TEXT NOT NULL DEFAULT 'UTC';
+    ALTER TABLE groups ADD COLUMN safe_mode INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE groups ADD COLUMN safe_mode_failures INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE instances ADD COLUMN granted_at BIGINT;
+    ALTER TABLE instances ADD COLUMN target_version TEXT;",
 ];

@@ -12,6 +12,59 @@ pub struct Group {
     pub channel: String,
     /// Offer the channel's package even when it is older than what a machine runs (nebraska#316).
     pub allow_downgrade: bool,
+    pub policy: Policy,
+}
+
+/// A group's rollout policy (Nebraska's `policy_*` fields).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    /// No updates are granted while paused (set by an operator, or by safe mode).
+    pub paused: bool,
+    /// At most this many machines granted an update per period (none: no limit); also the
+    /// most that may be updating at once.
+    pub max_updates_per_period: Option<u32>,
+    pub period_seconds: i64,
+    /// A granted update not completed within this many seconds has timed out.
+    pub update_timeout_seconds: i64,
+    /// Grant only Monday to Friday, 09:00 to 17:00 in `timezone`.
+    pub office_hours: bool,
+    /// IANA time zone name, e.g. `Europe/Berlin`.
+    pub timezone: String,
+    /// Pause the group by itself after `safe_mode_failures` machines failed to update to the
+    /// channel's version, and grant one machine at a time until one has succeeded.
+    pub safe_mode: bool,
+    pub safe_mode_failures: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            paused: false,
+            max_updates_per_period: None,
+            period_seconds: 3600,
+            update_timeout_seconds: 3600,
+            office_hours: false,
+            timezone: "UTC".into(),
+            safe_mode: false,
+            safe_mode_failures: 1,
+        }
+    }
+}
+
+/// How a group's rollout of one version stands, at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RolloutCounts {
+    /// Machines granted an update in the current period.
+    pub granted_in_period: u32,
+    /// Machines granted, not yet complete, not timed out.
+    pub in_progress: u32,
+    /// Machines granted, not complete, past the timeout.
+    pub timed_out: u32,
+    /// Machines that failed updating to the version.
+    pub failed: u32,
+    /// Machines that completed the update to the version.
+    pub completed: u32,
 }
 
 /// A published payload.
@@ -52,6 +105,9 @@ pub struct Instance {
     pub last_seen: i64,
     /// Left out of lists and counts until shown again (nebraska#148).
     pub hidden: bool,
+    /// When an update was last granted, and to which version.
+    pub granted_at: Option<i64>,
+    pub target_version: Option<String>,
 }
 
 /// Which instances a search returns (nebraska#351). Empty fields match everything.
@@ -113,6 +169,8 @@ pub struct EventRecord {
 pub struct Change {
     pub status: Option<(String, Option<i64>)>,
     pub events: Vec<EventRecord>,
+    /// An update to this version was granted now.
+    pub granted: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +196,10 @@ pub trait Store: Send + Sync {
     /// A new group following `channel` (which must exist).
     fn create_group(&self, name: &str, channel: &str) -> Result<()>;
     fn set_allow_downgrade(&self, group: &str, allow: bool) -> Result<()>;
+    /// Replace a group's rollout policy; `why` goes to the activity log.
+    fn set_policy(&self, group: &str, policy: &Policy, why: &str) -> Result<()>;
+    /// The rollout of `version` in `group` at `now`, with the group's period and timeout.
+    fn rollout(&self, group: &Group, version: &str, now: i64) -> Result<RolloutCounts>;
     /// Record a payload (or find the same file already recorded for its app) and point
     /// `channel` at it, in one transaction.
     fn publish(&self, package: &Package, channel: &str) -> Result<Package>;

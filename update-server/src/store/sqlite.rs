@@ -45,7 +45,7 @@ fn package_row(r: &Row) -> rusqlite::Result<Package> {
 }
 
 const INSTANCE_COLUMNS: &str = "machine_id, app_id, alias, group_name, version, status, \
-     error_code, first_seen, last_seen, hidden";
+     error_code, first_seen, last_seen, hidden, granted_at, target_version";
 
 fn instance_row(r: &Row) -> rusqlite::Result<Instance> {
     Ok(Instance {
@@ -59,16 +59,34 @@ fn instance_row(r: &Row) -> rusqlite::Result<Instance> {
         first_seen: r.get(7)?,
         last_seen: r.get(8)?,
         hidden: r.get::<_, i64>(9)? != 0,
+        granted_at: r.get(10)?,
+        target_version: r.get(11)?,
     })
 }
+
+const GROUP_COLUMNS: &str = "name, channel, allow_downgrade, paused, max_updates_per_period, \
+     period_seconds, update_timeout_seconds, office_hours, timezone, safe_mode, safe_mode_failures";
 
 fn group_row(r: &Row) -> rusqlite::Result<Group> {
     Ok(Group {
         name: r.get(0)?,
         channel: r.get(1)?,
         allow_downgrade: r.get::<_, i64>(2)? != 0,
+        policy: Policy {
+            paused: r.get::<_, i64>(3)? != 0,
+            max_updates_per_period: r.get(4)?,
+            period_seconds: r.get(5)?,
+            update_timeout_seconds: r.get(6)?,
+            office_hours: r.get::<_, i64>(7)? != 0,
+            timezone: r.get(8)?,
+            safe_mode: r.get::<_, i64>(9)? != 0,
+            safe_mode_failures: r.get(10)?,
+        },
     })
 }
+
+/// Instance statuses between a grant and the end of the update.
+const IN_PROGRESS: &str = "('granted', 'downloading', 'downloaded', 'installed')";
 
 impl SqliteStore {
     /// Open (creating it and its directory if needed) and migrate the database at `path`.
@@ -188,7 +206,7 @@ impl Store for SqliteStore {
     fn groups(&self) -> Result<Vec<Group>> {
         let conn = self.lock();
         let mut st = conn
-            .prepare_cached("SELECT name, channel, allow_downgrade FROM groups ORDER BY name")
+            .prepare_cached(&format!("SELECT {GROUP_COLUMNS} FROM groups ORDER BY name"))
             .map_err(err)?;
         let rows = st.query_map([], group_row).map_err(err)?;
         rows.collect::<rusqlite::Result<_>>().map_err(err)
@@ -196,7 +214,9 @@ impl Store for SqliteStore {
 
     fn group(&self, name: &str) -> Result<Option<Group>> {
         self.lock()
-            .prepare_cached("SELECT name, channel, allow_downgrade FROM groups WHERE name = ?1")
+            .prepare_cached(&format!(
+                "SELECT {GROUP_COLUMNS} FROM groups WHERE name = ?1"
+            ))
             .map_err(err)?
             .query_row([name], group_row)
             .optional()
@@ -247,6 +267,70 @@ impl Store for SqliteStore {
             &format!("allow_downgrade = {allow}"),
         )?;
         tx.commit().map_err(err)
+    }
+
+    fn set_policy(&self, group: &str, p: &Policy, why: &str) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err)?;
+        let n = tx
+            .execute(
+                "UPDATE groups SET paused = ?2, max_updates_per_period = ?3, period_seconds = ?4,
+                    update_timeout_seconds = ?5, office_hours = ?6, timezone = ?7,
+                    safe_mode = ?8, safe_mode_failures = ?9
+                 WHERE name = ?1",
+                params![
+                    group,
+                    p.paused as i64,
+                    p.max_updates_per_period,
+                    p.period_seconds,
+                    p.update_timeout_seconds,
+                    p.office_hours as i64,
+                    p.timezone,
+                    p.safe_mode as i64,
+                    p.safe_mode_failures
+                ],
+            )
+            .map_err(err)?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("group {group}")));
+        }
+        log(&tx, unix_now(), "policy", group, why)?;
+        tx.commit().map_err(err)
+    }
+
+    fn rollout(&self, g: &Group, version: &str, now: i64) -> Result<RolloutCounts> {
+        let conn = self.lock();
+        let sql = format!(
+            "SELECT
+                COALESCE(SUM(CASE WHEN granted_at >= ?2 THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN status IN {IN_PROGRESS} AND granted_at >= ?3 THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN status IN {IN_PROGRESS} AND granted_at < ?3 THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN status = 'error' AND target_version = ?4 THEN 1 ELSE 0 END), 0),
+                COALESCE(SUM(CASE WHEN status = 'complete' AND version = ?4 THEN 1 ELSE 0 END), 0)
+             FROM instances WHERE group_name = ?1 AND hidden = 0"
+        );
+        let counts = conn
+            .prepare_cached(&sql)
+            .map_err(err)?
+            .query_row(
+                params![
+                    g.name,
+                    now - g.policy.period_seconds,
+                    now - g.policy.update_timeout_seconds,
+                    version
+                ],
+                |r| {
+                    Ok(RolloutCounts {
+                        granted_in_period: r.get(0)?,
+                        in_progress: r.get(1)?,
+                        timed_out: r.get(2)?,
+                        failed: r.get(3)?,
+                        completed: r.get(4)?,
+                    })
+                },
+            )
+            .map_err(err);
+        counts
     }
 
     fn publish(&self, p: &Package, channel: &str) -> Result<Package> {
@@ -391,6 +475,14 @@ impl Store for SqliteStore {
             params![c.machine_id, c.app_id, c.alias, c.group, c.version, c.at],
         )
         .map_err(err)?;
+        if let Some(version) = &change.granted {
+            tx.execute(
+                "UPDATE instances SET granted_at = ?3, target_version = ?4
+                 WHERE machine_id = ?1 AND app_id = ?2",
+                params![c.machine_id, c.app_id, c.at, version],
+            )
+            .map_err(err)?;
+        }
         if let Some((status, code)) = &change.status {
             tx.execute(
                 "UPDATE instances SET status = ?3, error_code = ?4
