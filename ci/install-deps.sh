@@ -13,6 +13,9 @@ packages=(
   gdisk fdisk cryptsetup-bin openssl libxml2-utils
   # the installer tests serve images over HTTP with python3 -m http.server
   python3
+  # the update server's dashboard test loads the page in headless Chromium; office hours read
+  # time zones from tzdata
+  chromium tzdata
   # booting images
   qemu-system-x86 qemu-utils ovmf seabios ipxe-qemu
   # building the static PID 1 and crates with C parts

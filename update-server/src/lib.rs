@@ -9,13 +9,15 @@
 //! | [`publish`] | `publish`: verify, keep, record |
 //! | [`policy`] | rollout policy: limits, office hours, pause, safe mode |
 //! | [`protocol`] | an Omaha request in, the response or the refusal out, instances recorded |
-//! | [`http`] | hyper accept loop, TLS, routes, Range |
+//! | [`http`] | hyper accept loop, TLS, routes, Range, the JSON API, the dashboard |
+//! | [`metrics`] | per-group counters and the Prometheus text |
 //! | [`server`] | start/stop a configured server |
 //! | [`cli`] | the command line (`run(Args)`) |
 
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod payload;
 pub mod policy;
 pub mod protocol;

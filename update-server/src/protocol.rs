@@ -11,6 +11,7 @@ use keel_omaha::{
 };
 use semver::Version;
 
+use crate::metrics::Metrics;
 use crate::policy;
 use crate::store::{Change, Contact, EventRecord, Group, Package, Store, StoreError};
 
@@ -37,6 +38,13 @@ pub struct Settings {
     /// Base URL of this server, no trailing slash (payload codebases start with it).
     pub public_url: String,
     pub poll_interval: Option<u32>,
+}
+
+/// What answering needs besides the body.
+pub struct Context<'a> {
+    pub store: &'a dyn Store,
+    pub settings: &'a Settings,
+    pub metrics: &'a Metrics,
 }
 
 /// An application id without braces, lower case.
@@ -92,12 +100,8 @@ pub fn status_after(e: &keel_omaha::Event) -> Option<(&'static str, Option<i64>)
 }
 
 /// Answer one Omaha request body at unix time `now`.
-pub fn answer(
-    store: &dyn Store,
-    settings: &Settings,
-    body: &[u8],
-    now: i64,
-) -> Result<String, Refusal> {
+pub fn answer(cx: &Context, body: &[u8], now: i64) -> Result<String, Refusal> {
+    let store = cx.store;
     let request = parse_request(body).map_err(|e| Refusal::BadRequest(e.to_string()))?;
     if request.apps.is_empty() {
         return Err(Refusal::BadRequest("the request has no <app>".into()));
@@ -155,7 +159,7 @@ pub fn answer(
                 status: Some("error-unknownApplication".into()),
                 ..Default::default()
             },
-            Some(p) => answer_app(store, settings, &p, now)?,
+            Some(p) => answer_app(cx, &p, now)?,
         });
     }
     let response = Response {
@@ -179,16 +183,16 @@ fn offer(
     p: &Planned,
     reported: Option<&str>,
     now: i64,
-) -> Result<Option<Package>, Refusal> {
+) -> Result<Offer, Refusal> {
     let Some(package) = store.channel_package(&p.bare, &p.group.channel)? else {
-        return Ok(None);
+        return Ok(Offer::Nothing);
     };
     let Ok(target) = Version::parse(&package.version) else {
-        return Ok(None);
+        return Ok(Offer::Nothing);
     };
     let wanted = target > p.version || (p.group.allow_downgrade && target != p.version);
     if !wanted {
-        return Ok(None);
+        return Ok(Offer::Nothing);
     }
     let mut instance = match &p.machine {
         Some(m) => store.instance(m, &p.bare)?,
@@ -205,9 +209,18 @@ fn offer(
         &package.version,
         now,
     ) {
-        Ok(()) => Ok(Some(package)),
-        Err(_hold) => Ok(None),
+        Ok(()) => Ok(Offer::Grant(package)),
+        Err(hold) => Ok(Offer::Held(hold)),
     }
+}
+
+/// The answer to an update check.
+enum Offer {
+    /// Nothing newer (or different, with downgrades allowed) on the channel.
+    Nothing,
+    /// Something to offer, but the rollout policy holds it back now.
+    Held(policy::Hold),
+    Grant(Package),
 }
 
 /// Safe mode: after a failure report, pause the group once enough machines failed to update
@@ -233,12 +246,8 @@ fn safe_mode(store: &dyn Store, p: &Planned, now: i64) -> Result<(), Refusal> {
     Ok(())
 }
 
-fn answer_app(
-    store: &dyn Store,
-    settings: &Settings,
-    p: &Planned,
-    now: i64,
-) -> Result<AppResponse, Refusal> {
+fn answer_app(cx: &Context, p: &Planned, now: i64) -> Result<AppResponse, Refusal> {
+    let (store, settings) = (cx.store, cx.settings);
     let mut change = Change::default();
     for e in &p.app.events {
         change.events.push(EventRecord {
@@ -253,27 +262,33 @@ fn answer_app(
             change.status = Some((status.to_owned(), code));
         }
     }
+    let mut held = false;
     let updatecheck = match &p.app.updatecheck {
         None => None,
-        Some(_) => Some(
-            match offer(
-                store,
-                p,
-                change.status.as_ref().map(|(s, _)| s.as_str()),
-                now,
-            )? {
-                Some(package) => {
+        Some(_) => {
+            let reported = change.status.as_ref().map(|(s, _)| s.as_str());
+            Some(match offer(store, p, reported, now)? {
+                Offer::Grant(package) => {
                     change.status = Some(("granted".to_owned(), None));
                     change.granted = Some(package.version.clone());
                     update_ok(settings, &package)
                 }
-                None => UpdateCheck {
-                    status: Some(UpdateStatus::NoUpdate),
-                    poll_interval: settings.poll_interval,
-                    ..Default::default()
-                },
-            },
-        ),
+                other => {
+                    let mut extra = Extra::new();
+                    if let Offer::Held(hold) = other {
+                        // Ignored by update_engine; tells the agent and operators why.
+                        extra.insert("KeelHold".into(), hold.name().into());
+                        held = true;
+                    }
+                    UpdateCheck {
+                        status: Some(UpdateStatus::NoUpdate),
+                        poll_interval: settings.poll_interval,
+                        extra,
+                        ..Default::default()
+                    }
+                }
+            })
+        }
     };
     if let Some(machine_id) = &p.machine {
         let contact = Contact {
@@ -293,6 +308,25 @@ fn answer_app(
             safe_mode(store, p, now)?;
         }
     }
+    let succeeded = p
+        .app
+        .events
+        .iter()
+        .filter(|e| status_after(e).is_some_and(|(s, _)| s == "complete"))
+        .count() as u64;
+    let failed = p
+        .app
+        .events
+        .iter()
+        .filter(|e| e.event_result == event_result::ERROR)
+        .count() as u64;
+    cx.metrics.add(&p.group.name, |c| {
+        c.checks += u64::from(updatecheck.is_some());
+        c.granted += u64::from(change.granted.is_some());
+        c.held += u64::from(held);
+        c.succeeded += succeeded;
+        c.failed += failed;
+    });
     Ok(AppResponse {
         appid: p.app.appid.clone(),
         status: Some("ok".into()),

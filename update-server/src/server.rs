@@ -144,6 +144,7 @@ pub fn start_with(config: &Config, store: Arc<dyn Store>) -> Result<RunningServe
     }
     let state = Arc::new(State {
         store,
+        metrics: Default::default(),
         settings,
         payloads: config.payloads.clone(),
         api_token: config.api_token.clone(),

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod body;
+pub mod dashboard;
 pub mod query;
 pub mod range;
 pub mod routes;
@@ -25,6 +26,7 @@ use crate::store::Store;
 /// Everything a request handler may use.
 pub struct State {
     pub store: Arc<dyn Store>,
+    pub metrics: crate::metrics::Metrics,
     pub settings: Settings,
     pub payloads: PathBuf,
     pub api_token: Option<String>,

@@ -14,7 +14,7 @@ use keel_omaha::MAX_REQUEST_BYTES;
 use super::body::{self, Body};
 use super::range::{parse_range, RangeAnswer};
 use super::State;
-use crate::protocol::{answer, Refusal};
+use crate::protocol::{answer, Context, Refusal};
 use crate::publish::stored_path;
 
 pub fn now() -> i64 {
@@ -57,8 +57,85 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body>
             package_file(state, req).await
         }
         (Method::GET, "/health") => text(StatusCode::OK, "ok"),
+        (Method::GET, "/metrics") => metrics(state).await,
+        (Method::GET, "/") => {
+            let mut r = text(StatusCode::FOUND, "see /dashboard");
+            r.headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_static("/dashboard"));
+            r
+        }
+        (Method::GET, "/dashboard") => dashboard(state, req).await,
         (_, p) if p == "/api" || p.starts_with("/api/") => api(state, req).await,
         _ => text(StatusCode::NOT_FOUND, format!("no such endpoint: {path}")),
+    }
+}
+
+/// The dashboard takes the API token as `Authorization: Bearer` or, for a browser, `?token=`.
+async fn dashboard(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
+    let pairs = match super::query::parse_query(req.uri().query()) {
+        Ok(p) => p,
+        Err(e) => return text(StatusCode::BAD_REQUEST, e),
+    };
+    let mut filter = crate::store::InstanceFilter {
+        limit: Some(200),
+        ..Default::default()
+    };
+    let mut token = None;
+    for (k, v) in pairs {
+        let v = Some(v).filter(|v| !v.is_empty());
+        match k.as_str() {
+            "token" => token = v,
+            "q" => filter.q = v,
+            "group" => filter.group = v,
+            "status" => filter.status = v,
+            _ => {}
+        }
+    }
+    let authorization = match &token {
+        Some(t) => Some(format!("Bearer {t}")),
+        None => req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    if let Some(refusal) = super::api::check_token(&state, authorization.as_deref()) {
+        return refusal;
+    }
+    let page = tokio::task::spawn_blocking(move || {
+        super::dashboard::render(&*state.store, &filter, token.as_deref(), now())
+    })
+    .await;
+    match page {
+        Ok(Ok(html)) => {
+            let mut r = Response::new(body::full(html));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
+        Ok(Err(e)) => unavailable(e.to_string()),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn metrics(state: Arc<State>) -> Response<Body> {
+    let rendered = tokio::task::spawn_blocking(move || {
+        crate::metrics::render(&state.metrics, &*state.store, now())
+    })
+    .await;
+    match rendered {
+        Ok(Ok(text_body)) => {
+            let mut r = Response::new(body::full(text_body));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        Ok(Err(e)) => unavailable(e.to_string()),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
@@ -116,9 +193,15 @@ async fn omaha(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
     };
     let worker = state.clone();
-    let result =
-        tokio::task::spawn_blocking(move || answer(&*worker.store, &worker.settings, &body, now()))
-            .await;
+    let result = tokio::task::spawn_blocking(move || {
+        let cx = Context {
+            store: &*worker.store,
+            settings: &worker.settings,
+            metrics: &worker.metrics,
+        };
+        answer(&cx, &body, now())
+    })
+    .await;
     match result {
         Ok(Ok(xml)) => {
             let mut r = Response::new(body::full(xml));
