@@ -17,7 +17,12 @@ pub struct Config {
     #[serde(default)]
     pub tls: Option<Tls>,
     /// The SQLite database file (created with its schema on first start).
-    pub database: PathBuf,
+    #[serde(default)]
+    pub database: Option<PathBuf>,
+    /// A PostgreSQL connection string (`host=/run/postgresql dbname=keel user=keel`) used
+    /// instead of `database`, for several replicas sharing one store.
+    #[serde(default)]
+    pub postgres: Option<String>,
     /// Where published payloads are kept, one file per payload named by its SHA-256.
     pub payloads: PathBuf,
     /// Directory of trusted Ed25519 public keys (`*.pem`): `publish` refuses anything else.
@@ -73,14 +78,21 @@ impl Config {
             error: e.to_string(),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [
-            &mut config.database,
-            &mut config.payloads,
-            &mut config.trusted_keys,
-        ] {
+        for p in [&mut config.payloads, &mut config.trusted_keys]
+            .into_iter()
+            .chain(config.database.as_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if config.database.is_some() == config.postgres.is_some() {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                error:
+                    "give exactly one of database (SQLite file) and postgres (connection string)"
+                        .into(),
+            });
         }
         if let Some(tls) = &mut config.tls {
             for p in [&mut tls.cert, &mut tls.key] {
@@ -118,7 +130,7 @@ mod tests {
         )
         .unwrap();
         let c = Config::load(&file).unwrap();
-        assert_eq!(c.database, dir.path().join("db.sqlite"));
+        assert_eq!(c.database, Some(dir.path().join("db.sqlite")));
         assert_eq!(c.payloads, PathBuf::from("/srv/p"));
         assert_eq!(c.public_url(), "http://127.0.0.1:9000");
         std::fs::write(
@@ -128,5 +140,12 @@ mod tests {
         .unwrap();
         let e = Config::load(&file).unwrap_err().to_string();
         assert!(e.contains("listen_on"), "{e}");
+        std::fs::write(
+            &file,
+            "database: d\npostgres: host=x\npayloads: p\ntrusted_keys: k\n",
+        )
+        .unwrap();
+        let e = Config::load(&file).unwrap_err().to_string();
+        assert!(e.contains("exactly one"), "{e}");
     }
 }

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::http::{self, State, TlsError};
 use crate::protocol::Settings;
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
 
@@ -19,11 +20,8 @@ pub const DB_BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("opening the database {}: {error}", path.display())]
-    Store {
-        path: std::path::PathBuf,
-        error: StoreError,
-    },
+    #[error("opening the database {what}: {error}")]
+    Store { what: String, error: StoreError },
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
     #[error("listening on {addr}: {error}")]
@@ -101,14 +99,26 @@ async fn prune_every_hour(store: Arc<dyn Store>, keep: i64, mut stop: watch::Rec
     }
 }
 
-/// Open the configured SQLite store.
+/// Open the configured store: PostgreSQL when `postgres` is set, else the SQLite file.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
-    SqliteStore::open(&config.database, DB_BUSY_TIMEOUT)
-        .map(|s| Arc::new(s) as Arc<dyn Store>)
-        .map_err(|error| StartError::Store {
-            path: config.database.clone(),
-            error,
-        })
+    match (&config.postgres, &config.database) {
+        (Some(params), _) => PostgresStore::connect(params)
+            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .map_err(|error| StartError::Store {
+                what: "(PostgreSQL)".into(),
+                error,
+            }),
+        (None, Some(path)) => SqliteStore::open(path, DB_BUSY_TIMEOUT)
+            .map(|s| Arc::new(s) as Arc<dyn Store>)
+            .map_err(|error| StartError::Store {
+                what: path.display().to_string(),
+                error,
+            }),
+        (None, None) => Err(StartError::Store {
+            what: "(none configured)".into(),
+            error: StoreError::NotFound("a database or postgres setting".into()),
+        }),
+    }
 }
 
 /// Start serving `config` with `store`.

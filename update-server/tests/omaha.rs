@@ -220,7 +220,7 @@ fn bad_requests_get_400_with_a_reason_and_leave_nothing() {
 #[test]
 fn a_locked_database_is_503_and_the_client_may_retry() {
     let s = TestServer::start();
-    let other = rusqlite::Connection::open(&s.config.database).unwrap();
+    let other = rusqlite::Connection::open(s.config.database.as_ref().unwrap()).unwrap();
     other
         .execute_batch("BEGIN EXCLUSIVE; INSERT INTO channels (name) VALUES ('x');")
         .unwrap();

@@ -3,6 +3,7 @@
 //! implementation today, and a PostgreSQL one can follow with the same [`migrations`].
 
 pub mod migrations;
+pub mod postgres;
 pub mod sqlite;
 
 /// A named set of machines (the Omaha `track`) following one channel.

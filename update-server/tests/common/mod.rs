@@ -13,6 +13,8 @@ use keel_update_server::server::{self, RunningServer};
 use keel_update_server::store::sqlite::SqliteStore;
 use keel_update_server::store::Store;
 
+pub mod pg;
+
 pub const MACHINE: &str = "68cf162f8fc8467ca7d8337464c863d1";
 
 pub fn trusted_key() -> Key {
@@ -85,8 +87,13 @@ impl TestServer {
     /// Start again on the same database (a new store, as a restarted process has).
     pub fn restart(&mut self) {
         self.stop();
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&self.config.database, server::DB_BUSY_TIMEOUT).unwrap());
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(
+                self.config.database.as_ref().unwrap(),
+                server::DB_BUSY_TIMEOUT,
+            )
+            .unwrap(),
+        );
         self.store = store.clone();
         self.server = Some(server::start_with(&self.config, store).unwrap());
     }
