@@ -5,9 +5,9 @@ mod common;
 
 use std::sync::Arc;
 
-use common::pg::PgCluster;
 use common::*;
 use keel_omaha::{client_outcome_from_body, Outcome, KEEL_APP_ID};
+use keel_testkit::postgres::PgCluster;
 use keel_update_server::store::postgres::PostgresStore;
 use keel_update_server::store::sqlite::SqliteStore;
 use keel_update_server::store::{

@@ -13,8 +13,6 @@ use keel_update_server::server::{self, RunningServer};
 use keel_update_server::store::sqlite::SqliteStore;
 use keel_update_server::store::Store;
 
-pub mod pg;
-
 pub const MACHINE: &str = "68cf162f8fc8467ca7d8337464c863d1";
 
 pub fn trusted_key() -> Key {

@@ -1,5 +1,5 @@
-//! A throwaway PostgreSQL cluster for one test: Debian's `initdb` and `pg_ctl`, listening only
-//! on a unix socket in a temporary directory, stopped (immediately) when dropped.
+//! A throwaway PostgreSQL cluster for tests and benchmarks: Debian's `initdb` and `pg_ctl`, listening
+//! only on a unix socket in a temporary directory, stopped (immediately) when dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
