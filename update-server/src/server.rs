@@ -127,18 +127,7 @@ pub fn start_with(config: &Config, store: Arc<dyn Store>) -> Result<RunningServe
         Some(t) => Some(http::tls_acceptor(&t.cert, &t.key)?),
         None => None,
     };
-    let listener =
-        std::net::TcpListener::bind(config.listen).map_err(|error| StartError::Bind {
-            addr: config.listen,
-            error,
-        })?;
-    let addr = listener.local_addr().map_err(|error| StartError::Bind {
-        addr: config.listen,
-        error,
-    })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|error| StartError::Bind { addr, error })?;
+    let (listener, addr) = bind(config.listen)?;
     let mut settings = Settings {
         public_url: config.public_url(),
         poll_interval: config.poll_interval,
@@ -159,25 +148,63 @@ pub fn start_with(config: &Config, store: Arc<dyn Store>) -> Result<RunningServe
         payloads: config.payloads.clone(),
         api_token: config.api_token.clone(),
     });
+    let retention = config
+        .retention_days
+        .map(|d| (state.store.clone(), i64::from(d) * 86_400));
+    spawn(listener, addr, move |listener, stopped| async move {
+        if let Some((store, keep)) = retention {
+            tokio::spawn(prune_every_hour(store, keep, stopped.clone()));
+        }
+        http::serve(listener, tls, state, stopped).await;
+    })
+}
+
+/// Bind `listen` and serve it with `handler` on the same HTTP stack (for the benchmark's empty
+/// handler).
+pub fn start_handler<H, F>(listen: SocketAddr, handler: H) -> Result<RunningServer, StartError>
+where
+    H: Fn(hyper::Request<hyper::body::Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = hyper::Response<http::body::Body>> + Send + 'static,
+{
+    let (listener, addr) = bind(listen)?;
+    spawn(listener, addr, move |listener, stopped| async move {
+        http::serve_with(listener, None, stopped, handler).await
+    })
+}
+
+fn bind(listen: SocketAddr) -> Result<(std::net::TcpListener, SocketAddr), StartError> {
+    let bind_err = |addr, error| StartError::Bind { addr, error };
+    let listener = std::net::TcpListener::bind(listen).map_err(|e| bind_err(listen, e))?;
+    let addr = listener.local_addr().map_err(|e| bind_err(listen, e))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| bind_err(addr, e))?;
+    Ok((listener, addr))
+}
+
+/// Run `serve` on a new 2-worker runtime on its own thread.
+fn spawn<S, F>(
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    serve: S,
+) -> Result<RunningServer, StartError>
+where
+    S: FnOnce(tokio::net::TcpListener, watch::Receiver<bool>) -> F + Send + 'static,
+    F: std::future::Future<Output = ()>,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
     let (stop, stopped) = watch::channel(false);
-    let retention = config
-        .retention_days
-        .map(|d| (state.store.clone(), i64::from(d) * 86_400));
     let thread = std::thread::Builder::new()
         .name("keel-update-server".into())
         .spawn(move || {
             runtime.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener)
                     .expect("a non-blocking listener registers with the runtime");
-                if let Some((store, keep)) = retention {
-                    tokio::spawn(prune_every_hour(store, keep, stopped.clone()));
-                }
-                http::serve(listener, tls, state, stopped).await;
+                serve(listener, stopped).await;
             });
             runtime.shutdown_timeout(Duration::from_secs(1));
         })

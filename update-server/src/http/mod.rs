@@ -9,11 +9,14 @@ pub mod range;
 pub mod routes;
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -72,13 +75,30 @@ pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Accept connections until `stop` turns true; each connection is served on its own task.
+/// Accept connections until `stop` turns true, answering with the server's routes.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     state: Arc<State>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
+    serve_with(listener, tls, stop, move |req| {
+        routes::handle(state.clone(), req)
+    })
+    .await
+}
+
+/// The accept loop with any handler (the benchmark's empty one): HTTP/1.1, keep-alive, each
+/// connection on its own task, until `stop` turns true.
+pub async fn serve_with<H, F>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<body::Body>> + Send + 'static,
+{
     loop {
         let (tcp, _peer) = tokio::select! {
             _ = stop.changed() => return,
@@ -93,12 +113,12 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let state = state.clone();
+        let handler = handler.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(routes::handle(state, req).await) }
+                let fut = handler(req);
+                async move { Ok::<_, Infallible>(fut.await) }
             });
             let builder = http1::Builder::new();
             match tls {
