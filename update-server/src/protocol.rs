@@ -13,7 +13,7 @@ use semver::Version;
 
 use crate::metrics::Metrics;
 use crate::policy;
-use crate::store::{Change, Contact, EventRecord, Group, Package, Store, StoreError};
+use crate::store::{Change, Contact, EventRecord, Group, Package, Policy, Store, StoreError};
 
 /// Why a request is not answered with a response document.
 #[derive(Debug, thiserror::Error)]
@@ -115,12 +115,23 @@ pub fn answer(cx: &Context, body: &[u8], now: i64) -> Result<String, Refusal> {
             continue;
         }
         let name = group_name(app);
-        let group = store.group(name)?.ok_or_else(|| {
-            Refusal::BadRequest(format!(
-                "unknown group {name:?} (track of app {})",
-                app.appid
-            ))
-        })?;
+        let group = match store.group(name)? {
+            Some(g) => g,
+            // Flatcar machines keep their own tracks (lts, lts-2022, …): answered noupdate
+            // (no channel), still recorded under their track.
+            None if bare == FLATCAR_APP_ID => Group {
+                name: name.to_owned(),
+                channel: String::new(),
+                allow_downgrade: false,
+                policy: Policy::default(),
+            },
+            None => {
+                return Err(Refusal::BadRequest(format!(
+                    "unknown group {name:?} (track of app {})",
+                    app.appid
+                )))
+            }
+        };
         let raw = app.version.as_deref().ok_or_else(|| {
             Refusal::BadRequest(format!("app {} has no version attribute", app.appid))
         })?;

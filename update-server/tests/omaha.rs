@@ -158,15 +158,25 @@ fn flatcar_machines_get_noupdate() {
         &format!("{{{KEEL_APP_ID}}}"),
         "{e96281a6-d1af-4bde-9a0a-97b76e56dc57}",
     );
-    let (status, reply) = s.post(req.as_bytes());
-    assert_eq!(status, 200, "{reply}");
-    assert!(
-        matches!(
-            client_outcome_from_body(reply.as_bytes(), keel_omaha::FLATCAR_APP_ID),
-            Outcome::NoUpdate { .. }
-        ),
-        "{reply}"
-    );
+    // Flatcar's own tracks too (there is no group "lts-2022" here).
+    let lts = req.replace(r#"track="stable""#, r#"track="lts-2022""#);
+    for body in [req, lts] {
+        let (status, reply) = s.post(body.as_bytes());
+        assert_eq!(status, 200, "{reply}");
+        assert!(
+            matches!(
+                client_outcome_from_body(reply.as_bytes(), keel_omaha::FLATCAR_APP_ID),
+                Outcome::NoUpdate { .. }
+            ),
+            "{reply}"
+        );
+    }
+    let i = s
+        .store
+        .instance(MACHINE, keel_omaha::FLATCAR_APP_ID)
+        .unwrap()
+        .unwrap();
+    assert_eq!(i.group, "lts-2022");
 }
 
 #[test]
