@@ -29,6 +29,35 @@ pub struct Args {
     pub command: Command,
 }
 
+/// `keel serve`: only the serving part, for the `keel` CLI to embed
+/// (`Serve(keel_update_server::ServeArgs) => keel_update_server::serve(args)`).
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The configuration file (YAML).
+    #[arg(long, short, default_value = "/etc/keel/update-server.yaml")]
+    pub config: PathBuf,
+}
+
+/// Serve until SIGINT/SIGTERM (`keel-update-server serve`, `keel serve`).
+pub fn serve(args: ServeArgs) -> Result<()> {
+    serve_config(&load(&args.config)?)
+}
+
+fn serve_config(config: &Config) -> Result<()> {
+    let running = server::start(config)?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    eprintln!(
+        "keel-update-server: listening on {scheme}://{}/ (Omaha at /v1/update/)",
+        running.addr
+    );
+    running.wait_for_signal();
+    Ok(())
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve Omaha at /v1/update/ and the published payloads until SIGINT/SIGTERM.
@@ -145,14 +174,7 @@ fn set_paused(store: &dyn Store, name: &str, paused: bool) -> Result<()> {
 pub fn run(args: Args) -> Result<()> {
     let config = load(&args.config)?;
     match args.command {
-        Command::Serve => {
-            let running = server::start(&config)?;
-            eprintln!(
-                "keel-update-server: serving Omaha at {}/v1/update/",
-                config.public_url()
-            );
-            running.wait_for_signal();
-        }
+        Command::Serve => serve_config(&config)?,
         Command::Publish {
             payload,
             channel,

@@ -25,4 +25,4 @@ pub mod publish;
 pub mod server;
 pub mod store;
 
-pub use cli::{run, Args};
+pub use cli::{run, serve, Args, ServeArgs};
