@@ -180,6 +180,26 @@ fn flatcar_machines_get_noupdate() {
 }
 
 #[test]
+fn an_unknown_app_beside_a_known_one_gets_error_unknown_application() {
+    let s = TestServer::start();
+    s.publish("2.0.0", "stable");
+    let foreign = r#"<app appid="{430FD4D0-B729-4F61-AA34-91526481799D}" version="1.3.23.0"><updatecheck/></app>"#;
+    let body =
+        request("1.0.0", "stable", CHECK).replace("</request>", &format!("{foreign}</request>"));
+    let (status, reply) = s.post(body.as_bytes());
+    assert_eq!(status, 200, "{reply}");
+    let r = keel_omaha::parse_response(reply.as_bytes()).unwrap();
+    assert_eq!(r.apps.len(), 2);
+    assert_eq!(
+        r.apps[1].status.as_deref(),
+        Some("error-unknownApplication")
+    );
+    assert!(r.apps[1].updatecheck.is_none());
+    assert_eq!(update(&reply).version, "2.0.0");
+    assert_eq!(s.store.instances().unwrap().len(), 1);
+}
+
+#[test]
 fn bad_requests_get_400_with_a_reason_and_leave_nothing() {
     let s = TestServer::start();
     s.publish("2.0.0", "stable");
