@@ -464,7 +464,7 @@ impl Store for SqliteStore {
     fn record(&self, c: &Contact, change: &Change) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(err)?;
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO instances (machine_id, app_id, alias, group_name, version, status,
                 error_code, first_seen, last_seen)
              VALUES (?1, ?2, ?3, ?4, ?5, 'new', NULL, ?6, ?6)
@@ -472,41 +472,52 @@ impl Store for SqliteStore {
                 alias = COALESCE(excluded.alias, instances.alias),
                 group_name = excluded.group_name, version = excluded.version,
                 last_seen = excluded.last_seen",
-            params![c.machine_id, c.app_id, c.alias, c.group, c.version, c.at],
         )
+        .map_err(err)?
+        .execute(params![
+            c.machine_id,
+            c.app_id,
+            c.alias,
+            c.group,
+            c.version,
+            c.at
+        ])
         .map_err(err)?;
         if let Some(version) = &change.granted {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE instances SET granted_at = ?3, target_version = ?4
                  WHERE machine_id = ?1 AND app_id = ?2",
-                params![c.machine_id, c.app_id, c.at, version],
             )
+            .map_err(err)?
+            .execute(params![c.machine_id, c.app_id, c.at, version])
             .map_err(err)?;
         }
         if let Some((status, code)) = &change.status {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE instances SET status = ?3, error_code = ?4
                  WHERE machine_id = ?1 AND app_id = ?2",
-                params![c.machine_id, c.app_id, status, code],
             )
+            .map_err(err)?
+            .execute(params![c.machine_id, c.app_id, status, code])
             .map_err(err)?;
         }
         for e in &change.events {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO events (machine_id, app_id, at, event_type, event_result,
                     error_code, previous_version, version)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    c.machine_id,
-                    c.app_id,
-                    e.at,
-                    e.event_type,
-                    e.event_result,
-                    e.error_code,
-                    e.previous_version,
-                    e.version
-                ],
             )
+            .map_err(err)?
+            .execute(params![
+                c.machine_id,
+                c.app_id,
+                e.at,
+                e.event_type,
+                e.event_result,
+                e.error_code,
+                e.previous_version,
+                e.version
+            ])
             .map_err(err)?;
             if e.event_result == 0 {
                 let code = e.error_code.map_or("none".to_owned(), |c| c.to_string());
