@@ -3,13 +3,16 @@
 # the static binaries that go into images (`keel-init`, `keel-update`, `keel-install`,
 # `keel-cloudinit` from keel-cloudconfig).
 # Prints nothing but cargo's own progress; the binaries land in target/.
-# `ci/build.sh --no-ami` skips keel-upload-ami (the demo does not upload anything).
+# `ci/build.sh --no-ami` skips the host services the demo does not use: keel-upload-ami,
+# keel-update-server (`keel serve`) and keel-reboot-manager (`keel lockd`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release -p keel
-# Separate package: the AWS SDK it needs takes minutes to compile, keel itself does not wait for it.
+# Separate packages (the AWS SDK, an HTTP + database stack, an etcd client take minutes to
+# compile): keel itself does not wait for them, and execs them for upload-ami, serve, lockd.
 if [[ "${1:-}" != "--no-ami" ]]; then
   cargo build --release -p keel-ami
+  cargo build --release -p keel-update-server -p keel-reboot-manager
 fi
 # keel-init runs as PID 1 before any library exists, keel-update and keel-install must not
 # depend on the slot's libraries: all static glibc binaries.

@@ -16,6 +16,11 @@ packages=(
   # reboot coordination: a real etcd cluster for the tests; protoc + well-known types for the
   # etcd v3 client's generated gRPC code
   etcd-server etcd-client protobuf-compiler libprotobuf-dev
+  # the update server's dashboard test loads the page in headless Chromium; office hours read
+  # time zones from tzdata
+  chromium tzdata
+  # the update server's store tests start a throwaway PostgreSQL cluster (initdb, pg_ctl)
+  postgresql
   # booting images
   qemu-system-x86 qemu-utils ovmf seabios ipxe-qemu
   # building the static PID 1 and crates with C parts

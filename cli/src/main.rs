@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-mod upload_ami;
+mod delegate;
 
 use clap::{Parser, Subcommand};
 use keel_builder::cli::build::BuildArgs;
@@ -51,7 +51,15 @@ enum Command {
     /// Upload disk.raw as an EBS snapshot and register it as an AMI (runs keel-upload-ami;
     /// `keel upload-ami --help` for its options).
     #[command(disable_help_flag = true)]
-    UploadAmi(upload_ami::UploadAmiArgs),
+    UploadAmi(delegate::PassThrough),
+    /// Run the Omaha update server (runs `keel-update-server serve`; `keel serve --help` for
+    /// its options).
+    #[command(disable_help_flag = true)]
+    Serve(delegate::PassThrough),
+    /// Run a FleetLock server over the etcd reboot semaphore (runs `keel-reboot-manager
+    /// lockd`; `keel lockd --help` for its options).
+    #[command(disable_help_flag = true)]
+    Lockd(delegate::PassThrough),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +78,8 @@ fn main() -> std::process::ExitCode {
             keel_install::cli::run(a, quiet, keel_builder::keys::dev_public_key())
         }
         Command::ValidateConfig(a) => keel_cloudconfig::cli::run(a, "keel validate-config"),
-        Command::UploadAmi(a) => upload_ami::run(a, quiet),
+        Command::UploadAmi(a) => delegate::run(&delegate::UPLOAD_AMI, a, quiet),
+        Command::Serve(a) => delegate::run(&delegate::UPDATE_SERVER, a, quiet),
+        Command::Lockd(a) => delegate::run(&delegate::LOCKD, a, quiet),
     })
 }

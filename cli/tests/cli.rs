@@ -27,6 +27,31 @@ fn every_command_has_help() {
     assert_eq!(r.status.code(), Some(exit::USAGE));
 }
 
+/// `keel serve` and `keel lockd` hand over to the binaries beside keel (built by the same
+/// `cargo build`/`cargo test` of the workspace): their own help comes back.
+#[test]
+fn serve_and_lockd_are_the_service_binaries() {
+    for (cmd, tool_usage) in [
+        ("serve", "Usage: keel-update-server serve"),
+        ("lockd", "Usage: keel-reboot-manager lockd"),
+    ] {
+        let beside = keel_bin().with_file_name(if cmd == "serve" {
+            "keel-update-server"
+        } else {
+            "keel-reboot-manager"
+        });
+        if !beside.exists() {
+            panic!("{} missing: ci/build.sh builds it", beside.display());
+        }
+        let r = keel(&[cmd, "--help"]);
+        let out = String::from_utf8_lossy(&r.stdout);
+        assert!(
+            r.status.success() && out.contains(tool_usage),
+            "{cmd}: {out}"
+        );
+    }
+}
+
 /// `keel validate-config`: the source document's "validate before deploying", with the same
 /// validator the image uses; its findings name the file and line.
 #[test]

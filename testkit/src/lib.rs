@@ -7,6 +7,7 @@
 //! - Files and commands: [`sparse_copy`], [`extract`], [`flip_byte`], [`run`], [`stdout_of`].
 //! - Guests without an image: Debian packages and the cloud kernel ([`debian`]), and what an
 //!   initramfs is made of ([`initramfs`]).
+//! - Services: a throwaway PostgreSQL cluster on a unix socket ([`postgres`]).
 
 pub mod debian;
 mod driver;
@@ -14,6 +15,7 @@ pub mod etcd;
 mod files;
 pub mod image;
 pub mod initramfs;
+pub mod postgres;
 pub mod reboot_sim;
 
 pub use driver::*;

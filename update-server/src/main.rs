@@ -1,0 +1,12 @@
+use clap::Parser;
+use keel_cli_support::exit;
+
+fn main() -> std::process::ExitCode {
+    match keel_update_server::run(keel_update_server::Args::parse()) {
+        Ok(()) => exit::status(exit::OK),
+        Err(e) => {
+            eprintln!("keel-update-server: {e:#}");
+            exit::status(keel_update_server::cli::exit_code(&e))
+        }
+    }
+}
