@@ -7,25 +7,12 @@
 //! file. Every Keel entry that answers no row is a disagreement too, so being stricter costs.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use keel_cloudconfig::{validate_file, Kind};
 
-/// `shared/conformance/cloudconfig`, found by walking up from this crate: the repository sits
-/// beside `shared/` (at /work/main + /work/shared, and as a clone beside a copy in CI).
 fn fixtures() -> PathBuf {
-    let start = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in start.ancestors() {
-        let candidate = dir.join("shared/conformance/cloudconfig");
-        if candidate.join("expected.tsv").is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "shared/conformance/cloudconfig/expected.tsv not found in any directory above {}; \
-         the conformance fixtures live beside the repository (../shared), never inside it",
-        start.display()
-    );
+    keel_testkit::conformance::dir("cloudconfig", "expected.tsv")
 }
 
 fn kind_name(k: Kind) -> &'static str {

@@ -4,7 +4,7 @@
 //! write → parse round trip unchanged.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use keel_omaha::*;
 
@@ -12,18 +12,7 @@ const UE_APPID: &str = "{e96281a6-d1af-4bde-9a0a-97b76e56dc57}";
 const CHROMEOS_APPID: &str = "{87efface-864d-49a5-9bb3-4b050a7c227a}";
 
 fn fixtures() -> PathBuf {
-    let start = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in start.ancestors() {
-        let candidate = dir.join("shared/conformance/omaha");
-        if candidate.join("INDEX.tsv").is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "shared/conformance/omaha/INDEX.tsv not found in any directory above {} \
-         (the conformance fixtures live beside the repository, never in it)",
-        start.display()
-    );
+    keel_testkit::conformance::dir("omaha", "INDEX.tsv")
 }
 
 type Check = Result<String, String>;

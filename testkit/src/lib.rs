@@ -9,6 +9,7 @@
 //!   initramfs is made of ([`initramfs`]).
 //! - Services: a throwaway PostgreSQL cluster on a unix socket ([`postgres`]).
 
+pub mod conformance;
 pub mod debian;
 mod driver;
 pub mod etcd;

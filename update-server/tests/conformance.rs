@@ -5,23 +5,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::*;
 use keel_omaha::{client_outcome, parse_request, parse_response, Outcome, KEEL_APP_ID};
 
 fn fixtures() -> PathBuf {
-    let start = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in start.ancestors() {
-        let candidate = dir.join("shared/conformance/omaha");
-        if candidate.join("INDEX.tsv").is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "shared/conformance/omaha/INDEX.tsv not found above {}",
-        start.display()
-    );
+    keel_testkit::conformance::dir("omaha", "INDEX.tsv")
 }
 
 /// What the server must do with a fixture.

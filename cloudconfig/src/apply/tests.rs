@@ -210,18 +210,7 @@ fn mask_runtime_and_script() {
 // --- shared/conformance/cloudconfig/docs ------------------------------------------------
 
 fn docs() -> PathBuf {
-    let start = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for dir in start.ancestors() {
-        let candidate = dir.join("shared/conformance/cloudconfig/docs");
-        if candidate.is_dir() {
-            return candidate;
-        }
-    }
-    panic!(
-        "shared/conformance/cloudconfig/docs not found above {}; the fixtures live beside the \
-         repository (../shared), never inside it",
-        start.display()
-    );
+    keel_testkit::conformance::dir("cloudconfig/docs", "")
 }
 
 /// Apply one docs example to a fresh fixture root (plus `groups`), check idempotence.
