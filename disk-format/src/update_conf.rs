@@ -17,6 +17,11 @@ pub const LAYERS: [&str; 3] = [
     "etc/keel/update.conf",
 ];
 
+/// Relative to the root: exists while an update is staged and the machine has not rebooted
+/// into it (`keel-update apply` writes it, `rollback` removes it, a reboot clears `/run`). The
+/// reboot manager acts on it, and so does kured, which watches this very path.
+pub const REBOOT_REQUIRED: &str = "run/reboot-required";
+
 /// Where one value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Origin {

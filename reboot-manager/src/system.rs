@@ -9,8 +9,7 @@ use std::process::Command;
 use serde::Deserialize;
 use thiserror::Error;
 
-/// The file kured and the agent agree on: an update is staged.
-pub const REBOOT_REQUIRED: &str = "run/reboot-required";
+pub use keel_format::update_conf::REBOOT_REQUIRED;
 
 #[derive(Debug, Error)]
 pub enum SystemError {

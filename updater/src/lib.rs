@@ -15,6 +15,7 @@ pub mod image_keys;
 pub mod lifecycle;
 pub mod payload;
 pub mod reboot;
+pub mod reboot_required;
 pub mod release;
 pub mod slots;
 pub mod state;

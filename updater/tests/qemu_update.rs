@@ -229,10 +229,13 @@ fn update_and_reboot(reboot_args: &str, check_tampered: bool) {
     } else {
         String::new()
     };
+    // /run/reboot-required (for the reboot manager and kured): set by the apply, gone after
+    // the reboot.
+    let flag = "echo \"@@FLAG $(cat /run/reboot-required.pkgs 2>/dev/null || echo none)\"\n";
     let script = format!(
-        "case $V in\n1.0.0)\n{tampered}{}{}keel-update reboot {reboot_args};;\n\
+        "case $V in\n1.0.0)\n{tampered}{}{}{flag}keel-update reboot {reboot_args};;\n\
          2.0.0)\necho \"@@UNITS $(systemctl is-active keel-update-mark-good.service \
-         keel-health-check.service keel-health.target | tr '\\n' ' ')\"\n{};;\nesac\n",
+         keel-health-check.service keel-health.target | tr '\\n' ' ')\"\n{flag}{};;\nesac\n",
         step("APPLY", "keel-update apply /dev/vdc"),
         step("STAGED", "keel-update status"),
         step("STATUS", "keel-update status"),
@@ -267,6 +270,11 @@ fn update_and_reboot(reboot_args: &str, check_tampered: bool) {
     );
     let status = g.until("@@STAGED ");
     assert!(status.contains("2.0.0"), "{status}");
+    assert_eq!(
+        g.value("FLAG"),
+        "keel-usr 2.0.0",
+        "/run/reboot-required after apply"
+    );
     let kexec = reboot_args.contains("kexec");
     if !kexec {
         g.power_cycle_on_reset();
@@ -283,6 +291,11 @@ fn update_and_reboot(reboot_args: &str, check_tampered: bool) {
     assert_eq!(g.value("READY"), "2.0.0");
     let units = g.value("UNITS");
     assert_eq!(units, "active active active", "health gate and mark-good");
+    assert_eq!(
+        g.value("FLAG"),
+        "none",
+        "/run/reboot-required survived the reboot"
+    );
     let status = g.until("@@STATUS ");
     eprintln!("status on v2:\n{status}");
     assert!(

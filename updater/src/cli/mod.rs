@@ -164,6 +164,15 @@ fn load_keys(k: &KeyArgs, target: &Target) -> Result<Vec<VerifyingKey>> {
     }
 }
 
+/// The next boot differs from this one: say so in `/run/reboot-required` (the reboot manager
+/// and kured act on it). The slot change itself is done; a flag that cannot be written is
+/// reported, not an error.
+fn flag_reboot_required(what: &str) {
+    if let Err(e) = crate::reboot_required::set(Path::new("/"), what) {
+        eprintln!("keel-update: warning: cannot write /run/reboot-required: {e}");
+    }
+}
+
 fn load_state(path: Option<&Path>) -> Result<UpdateState> {
     path.map_or(Ok(UpdateState::default()), UpdateState::load)
 }
@@ -209,6 +218,9 @@ fn run(cli: &Cli) -> Result<()> {
                 save_state(&state, path);
             }
             let a = result?;
+            if cli.disk.is_none() {
+                flag_reboot_required(&a.version);
+            }
             if *json {
                 println!("{}", serde_json::to_string_pretty(&a).expect("serializes"));
             } else {
@@ -259,6 +271,9 @@ fn run(cli: &Cli) -> Result<()> {
                 save_state(&state, path);
             }
             let change = result?;
+            if cli.disk.is_none() {
+                flag_reboot_required(&format!("rollback to {}", change.other));
+            }
             print_change("rolled back", &change);
             println!(
                 "The next boot is {}. Reboot to boot it: keel-update reboot",
