@@ -205,7 +205,7 @@ pub fn run(args: Args) -> Result<()> {
                 &payload,
                 &channel,
                 url.as_deref(),
-                crate::http::routes::now(),
+                crate::clock::now(),
             )
             .with_context(|| format!("publishing {}", payload.display()))?;
             println!(

@@ -15,6 +15,7 @@
 //! | [`cli`] | the command line (`run(Args)`) |
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod metrics;

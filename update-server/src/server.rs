@@ -87,7 +87,7 @@ async fn prune_every_hour(store: Arc<dyn Store>, keep: i64, mut stop: watch::Rec
             _ = tick.tick() => {}
         }
         let store = store.clone();
-        let before = crate::http::routes::now() - keep;
+        let before = crate::clock::now() - keep;
         match tokio::task::spawn_blocking(move || store.prune(before)).await {
             Ok(Ok((0, 0))) => {}
             Ok(Ok((i, e))) => {

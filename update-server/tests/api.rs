@@ -330,7 +330,7 @@ fn instances_search_history_hide_and_retire() {
 #[test]
 fn the_retention_period_forgets_old_machines_at_start() {
     let mut s = TestServer::start_with("retention_days: 30\n");
-    let now = keel_update_server::http::routes::now();
+    let now = keel_update_server::clock::now();
     for (m, days) in [("old", 40), ("recent", 2)] {
         let at = now - days * 86_400;
         let contact = Contact {

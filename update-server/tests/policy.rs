@@ -75,7 +75,7 @@ fn an_update_not_completed_in_time_times_out_and_may_be_granted_again() {
     assert!(!check(&s, "m1", "beta", CHECK));
     std::thread::sleep(std::time::Duration::from_millis(2100));
     let g = s.store.group("beta").unwrap().unwrap();
-    let now = keel_update_server::http::routes::now();
+    let now = keel_update_server::clock::now();
     let counts = s.store.rollout(&g, "2.0.0", now).unwrap();
     assert_eq!((counts.timed_out, counts.in_progress), (1, 0), "{counts:?}");
     assert!(check(&s, "m1", "beta", CHECK), "timed out: granted again");
@@ -137,7 +137,7 @@ fn safe_mode_pauses_the_group_after_n_failures_on_the_new_version() {
 fn office_hours_in_the_group_time_zone() {
     let s = TestServer::start();
     s.publish("2.0.0", "stable");
-    let now = keel_update_server::http::routes::now();
+    let now = keel_update_server::clock::now();
     let zones = [
         "UTC",
         "Europe/Berlin",

@@ -7,9 +7,8 @@ use hyper::{Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::body::{self, Body};
+use super::body::{self, text, Body};
 use super::query::parse_query;
-use super::routes::text;
 use super::State;
 use crate::store::{InstanceFilter, Policy, StoreError};
 
@@ -257,7 +256,7 @@ fn route(state: &State, req: &ApiRequest) -> Result<Response<Body>, Fail> {
             let counts = match &package {
                 Some(p) => Some(
                     store
-                        .rollout(&group, &p.version, super::routes::now())
+                        .rollout(&group, &p.version, crate::clock::now())
                         .map_err(store_error)?,
                 ),
                 None => None,

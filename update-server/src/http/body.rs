@@ -9,6 +9,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::header::{self, HeaderValue};
+use hyper::{Response, StatusCode};
 use tokio::sync::mpsc;
 
 pub type Body = BoxBody<Bytes, io::Error>;
@@ -70,4 +72,19 @@ pub fn file(path: PathBuf, start: u64, len: u64) -> Body {
         }
     });
     BoxBody::new(FileBody { rx, remaining: len })
+}
+
+/// A plain-text answer: the reason for a 4xx/5xx, or a short confirmation.
+pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    let mut m = message.into();
+    if !m.ends_with('\n') {
+        m.push('\n');
+    }
+    let mut r = Response::new(full(m));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
 }

@@ -2,7 +2,6 @@
 //! Omaha at `/v1/update/` and payload downloads at `/v1/packages/SHA256/NAME`.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -11,32 +10,12 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use keel_omaha::MAX_REQUEST_BYTES;
 
-use super::body::{self, Body};
+use super::body::{self, text, Body};
 use super::range::{parse_range, RangeAnswer};
 use super::State;
+use crate::clock::now;
 use crate::protocol::{answer, Context, Refusal};
 use crate::publish::stored_path;
-
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
-/// A plain-text answer: the reason for a 4xx/5xx, or a short confirmation.
-pub fn text(status: StatusCode, message: impl Into<String>) -> Response<Body> {
-    let mut m = message.into();
-    if !m.ends_with('\n') {
-        m.push('\n');
-    }
-    let mut r = Response::new(body::full(m));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    r
-}
 
 fn unavailable(reason: impl Into<String>) -> Response<Body> {
     let mut r = text(StatusCode::SERVICE_UNAVAILABLE, reason);

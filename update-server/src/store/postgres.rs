@@ -97,12 +97,6 @@ fn log(tx: &mut Transaction, at: i64, kind: &str, subject: &str, message: &str) 
     Ok(())
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 fn channel_exists(tx: &mut Transaction, name: &str) -> Result<bool> {
     tx.query_opt("SELECT 1 FROM channels WHERE name = $1", &[&name])
         .map(|o| o.is_some())
@@ -184,7 +178,7 @@ impl Store for PostgresStore {
                 StoreError::Conflict(_) => StoreError::Conflict(format!("channel {name} exists")),
                 other => other,
             })?;
-        log(&mut tx, unix_now(), "channel", name, "created")?;
+        log(&mut tx, crate::clock::now(), "channel", name, "created")?;
         tx.commit().map_err(err)
     }
 
@@ -226,7 +220,7 @@ impl Store for PostgresStore {
         })?;
         log(
             &mut tx,
-            unix_now(),
+            crate::clock::now(),
             "group",
             name,
             &format!("created, following channel {channel}"),
@@ -248,7 +242,7 @@ impl Store for PostgresStore {
         }
         log(
             &mut tx,
-            unix_now(),
+            crate::clock::now(),
             "group",
             group,
             &format!("allow_downgrade = {allow}"),
@@ -282,7 +276,7 @@ impl Store for PostgresStore {
         if n == 0 {
             return Err(StoreError::NotFound(format!("group {group}")));
         }
-        log(&mut tx, unix_now(), "policy", group, why)?;
+        log(&mut tx, crate::clock::now(), "policy", group, why)?;
         tx.commit().map_err(err)
     }
 
@@ -408,7 +402,7 @@ impl Store for PostgresStore {
             .map_err(err)?;
             log(
                 &mut tx,
-                unix_now(),
+                crate::clock::now(),
                 "promote",
                 to,
                 &format!("{} from {from}", p.version),
@@ -617,7 +611,7 @@ impl Store for PostgresStore {
             .map_err(err)?;
         if n > 0 {
             let what = if hidden { "hidden" } else { "shown" };
-            log(&mut tx, unix_now(), "instance", machine_id, what)?;
+            log(&mut tx, crate::clock::now(), "instance", machine_id, what)?;
         }
         tx.commit().map_err(err)?;
         Ok(n as usize)
@@ -635,7 +629,13 @@ impl Store for PostgresStore {
             )
             .map_err(err)?;
         if n > 0 {
-            log(&mut tx, unix_now(), "instance", machine_id, "retired")?;
+            log(
+                &mut tx,
+                crate::clock::now(),
+                "instance",
+                machine_id,
+                "retired",
+            )?;
         }
         tx.commit().map_err(err)?;
         Ok(n as usize)

@@ -168,12 +168,6 @@ fn log(tx: &Transaction, at: i64, kind: &str, subject: &str, message: &str) -> R
     Ok(())
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 fn channel_exists(tx: &Transaction, name: &str) -> Result<bool> {
     tx.query_row("SELECT 1 FROM channels WHERE name = ?1", [name], |_| Ok(()))
         .optional()
@@ -199,7 +193,7 @@ impl Store for SqliteStore {
                 StoreError::Conflict(_) => StoreError::Conflict(format!("channel {name} exists")),
                 other => other,
             })?;
-        log(&tx, unix_now(), "channel", name, "created")?;
+        log(&tx, crate::clock::now(), "channel", name, "created")?;
         tx.commit().map_err(err)
     }
 
@@ -239,7 +233,7 @@ impl Store for SqliteStore {
         })?;
         log(
             &tx,
-            unix_now(),
+            crate::clock::now(),
             "group",
             name,
             &format!("created, following channel {channel}"),
@@ -261,7 +255,7 @@ impl Store for SqliteStore {
         }
         log(
             &tx,
-            unix_now(),
+            crate::clock::now(),
             "group",
             group,
             &format!("allow_downgrade = {allow}"),
@@ -294,7 +288,7 @@ impl Store for SqliteStore {
         if n == 0 {
             return Err(StoreError::NotFound(format!("group {group}")));
         }
-        log(&tx, unix_now(), "policy", group, why)?;
+        log(&tx, crate::clock::now(), "policy", group, why)?;
         tx.commit().map_err(err)
     }
 
@@ -429,7 +423,7 @@ impl Store for SqliteStore {
             .map_err(err)?;
             log(
                 &tx,
-                unix_now(),
+                crate::clock::now(),
                 "promote",
                 to,
                 &format!("{} from {from}", p.version),
@@ -641,7 +635,7 @@ impl Store for SqliteStore {
             .map_err(err)?;
         if n > 0 {
             let what = if hidden { "hidden" } else { "shown" };
-            log(&tx, unix_now(), "instance", machine_id, what)?;
+            log(&tx, crate::clock::now(), "instance", machine_id, what)?;
         }
         tx.commit().map_err(err)?;
         Ok(n)
@@ -656,7 +650,7 @@ impl Store for SqliteStore {
             .execute("DELETE FROM instances WHERE machine_id = ?1", [machine_id])
             .map_err(err)?;
         if n > 0 {
-            log(&tx, unix_now(), "instance", machine_id, "retired")?;
+            log(&tx, crate::clock::now(), "instance", machine_id, "retired")?;
         }
         tx.commit().map_err(err)?;
         Ok(n)
