@@ -8,6 +8,8 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+
 use crate::sysfs::{PartitionNode, SysBlock, SYS_BLOCK};
 use crate::{Error, Result};
 
@@ -75,11 +77,35 @@ impl Drop for LoopDevice {
     }
 }
 
+/// How many free devices to try when others are taken between GET_FREE and CONFIGURE.
+const ATTEMPTS: u32 = 16;
+
 fn configure(file: &Path, offset: u64, size: u64, writable: bool) -> Result<PartitionNode> {
     let ctl = File::open(LOOP_CONTROL).map_err(Error::access(
         "opening (is the loop module loaded?)",
         LOOP_CONTROL,
     ))?;
+    let mut attempt = 1;
+    loop {
+        // Another process (a parallel test, losetup) can claim the free device first; its
+        // LOOP_CONFIGURE then wins and ours gets EBUSY: ask for the next free one, as losetup does.
+        match configure_free(&ctl, file, offset, size, writable) {
+            Err(Error::Call {
+                call: "LOOP_CONFIGURE",
+                errno: Errno::EBUSY,
+            }) if attempt < ATTEMPTS => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+fn configure_free(
+    ctl: &File,
+    file: &Path,
+    offset: u64,
+    size: u64,
+    writable: bool,
+) -> Result<PartitionNode> {
     // SAFETY: no argument.
     let n =
         unsafe { loop_ctl_get_free(ctl.as_raw_fd()) }.map_err(Error::call("LOOP_CTL_GET_FREE"))?;
