@@ -2,7 +2,7 @@
 //! member, each with its own data directory under a temporary directory, removed on drop.
 //!
 //! ```no_run
-//! let cluster = keel_testkit::etcd::Cluster::start(3);
+//! let mut cluster = keel_testkit::etcd::Cluster::start(3);
 //! let endpoints = cluster.client_urls(); // "http://127.0.0.1:P1,http://127.0.0.1:P2,…"
 //! cluster.kill(0);
 //! ```
