@@ -8,6 +8,7 @@
 //! - Guests without an image: Debian packages and the cloud kernel ([`debian`]), and what an
 //!   initramfs is made of ([`initramfs`]).
 //! - Services: a throwaway PostgreSQL cluster on a unix socket ([`postgres`]).
+//! - The suite's tiers, CI and full ([`tier`]).
 
 pub mod conformance;
 pub mod debian;
@@ -18,6 +19,7 @@ pub mod image;
 pub mod initramfs;
 pub mod postgres;
 pub mod reboot_sim;
+pub mod tier;
 
 pub use driver::*;
 pub use files::*;
