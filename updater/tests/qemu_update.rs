@@ -62,11 +62,12 @@ fn private_copy(src: &Path, dir: &Path, name: &str) -> PathBuf {
 }
 
 /// The script disk: `body` after a prologue that waits for the boot to settle (health gate
-/// and mark-good included), stops the chatty demo unit and names the running version.
+/// and mark-good included), stops the chatty demo unit and the reboot manager (these tests
+/// reboot by themselves) and names the running version.
 fn script_disk(dir: &Path, body: &str) -> PathBuf {
     let text = format!(
         "#!/bin/sh\n\
-         systemctl stop hello.service\n\
+         systemctl stop hello.service keel-reboot-manager.service\n\
          systemctl is-system-running --wait >/dev/null\n\
          V=$(sed -n 's/^KEEL_VERSION=//p' /usr/share/keel/release)\n\
          echo \"@@READY $V\"\n\
