@@ -47,8 +47,8 @@ fn images() -> &'static Images {
         ));
         broken.push(("required-units", "/usr/lib/keel/required-units", REQUIRED));
         Images {
-            v1: build("e2e-v1", "1.0.0", keel_testkit::driver_files()),
-            v2: build("e2e-v2", "2.0.0", keel_testkit::driver_files()),
+            v1: keel_testkit::build_image(&keel_testkit::e2e_opts("e2e-v1", "1.0.0")),
+            v2: keel_testkit::build_image(&keel_testkit::e2e_opts("e2e-v2", "2.0.0")),
             v3_broken: build("e2e-v3-broken", "3.0.0", broken),
         }
     })
