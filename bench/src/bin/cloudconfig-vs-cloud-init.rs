@@ -51,12 +51,15 @@ const FILES: [(&str, &str, &str); 3] = [
 ];
 
 /// cloud-init's settings in the cloud-init image: NoCloud only (None is its fallback, which
-/// probes nothing), and no network configuration: keel-cloudinit leaves the network to the
+/// probes nothing); no network configuration (keel-cloudinit leaves the network to the
 /// image's systemd-networkd too, and the image has none of the renderers cloud-init looks for
-/// first (ifupdown, netplan).
+/// first: ifupdown, netplan); locale C.UTF-8, which needs no generating (its default,
+/// en_US.UTF-8, is not in the minbase image's /etc/locale.gen, so `locale-gen` makes nothing,
+/// `update-locale` refuses it and cloud-config.service fails).
 const CLOUD_CFG: &str = "# keel bench: NoCloud only, network left to systemd-networkd\n\
 datasource_list: [ NoCloud, None ]\n\
-network:\n  config: disabled\n";
+network:\n  config: disabled\n\
+locale: C.UTF-8\n";
 
 const MIB: f64 = 1024.0 * 1024.0;
 
@@ -105,6 +108,18 @@ impl Tool {
                 "cloud-config.service",
                 "cloud-final.service",
             ],
+        }
+    }
+
+    /// Journal lines timed in each boot: (name, pattern for `grep -e`, first or last match).
+    fn journal_lines(self) -> &'static [(&'static str, &'static str, bool)] {
+        match self {
+            Tool::Keel => &[
+                ("found", "keel-cloudinit: user-data from", true),
+                ("written", "keel-cloudinit: /dev/vdc:user-data:", false),
+                ("done", "keel-cloudinit: applied", true),
+            ],
+            Tool::CloudInit => &[("done", "Cloud-init v. .* finished at", true)],
         }
     }
 
@@ -158,9 +173,9 @@ struct Marks {
     /// The unit the config defines became active.
     unit_active: f64,
     multi_user: f64,
-    /// The tool's own "done" line in the journal (keel-cloudinit's `applied`, cloud-init's
-    /// `finished at`).
-    done_line: Option<f64>,
+    /// Journal timestamps of [`Tool::journal_lines`] that were found, by name ("done": the
+    /// tool's own last line, keel-cloudinit's `applied`, cloud-init's `finished at`).
+    lines: BTreeMap<String, f64>,
     /// `systemd-analyze` and, for cloud-init, `cloud-init status` and `analyze blame`.
     notes: Vec<String>,
     host_wall: f64,
@@ -319,7 +334,10 @@ fn report(marks: &[(Tool, Marks)], runs: usize) {
         "", "1st stage", "applied", "own time", "unit active", "multi-user", "done line"
     );
     for t in [Tool::Keel, Tool::CloudInit] {
-        let done: Vec<f64> = of(t).iter().filter_map(|m| m.done_line).collect();
+        let done: Vec<f64> = of(t)
+            .iter()
+            .filter_map(|m| m.lines.get("done").copied())
+            .collect();
         println!(
             "  {:<15} {:>10.2} {:>10.2} {:>9.2} {:>12.2} {:>11.2} {:>10}",
             t.name(),
@@ -346,6 +364,28 @@ fn report(marks: &[(Tool, Marks)], runs: usize) {
                 med(t, &|m| m.stages[i].2 - m.stages[i].1)
             );
         }
+    }
+    // keel-cloudinit's one stage, split by its own journal lines.
+    let keel = of(Tool::Keel);
+    let split: Option<Vec<(f64, f64, f64)>> = keel
+        .iter()
+        .map(|m| {
+            let l = |k: &str| m.lines.get(k).copied();
+            Some((
+                l("found")? - m.first_start(),
+                l("written")? - l("found")?,
+                m.applied() - l("written")?,
+            ))
+        })
+        .collect();
+    if let Some(split) = split {
+        let col = |f: fn(&(f64, f64, f64)) -> f64| median(&split.iter().map(f).collect::<Vec<_>>());
+        println!(
+            "  keel-cloudinit.service: start → seed read {:.2} s (udevadm settle, blkid, mount), → last change {:.2} s (hostname, user, key, files, unit), → done {:.2} s (systemctl daemon-reload, start default.target, start the unit; --no-block)",
+            col(|s| s.0),
+            col(|s| s.1),
+            col(|s| s.2)
+        );
     }
     let ratio = |f: &dyn Fn(&Marks) -> f64| med(Tool::Keel, f) / med(Tool::CloudInit, f);
     let step = ratio(&|m| m.config_step());
@@ -499,8 +539,14 @@ fn script(tool: Tool) -> String {
             "mark {u}.start InactiveExitTimestampMonotonic {u}\nmark {u}.end ActiveEnterTimestampMonotonic {u}\n"
         );
     }
-    s += "echo \"DONELINE $(journalctl -b -o short-monotonic --no-pager | grep -m1 -e 'keel-cloudinit: applied' -e 'Cloud-init v. .* finished at')\"\n\
-          chk hostname \"$(hostname)\"\n\
+    s += "journalctl -b -o short-monotonic --no-pager > /run/bench-journal\n";
+    for (name, pattern, first) in tool.journal_lines() {
+        let pick = if *first { "head" } else { "tail" };
+        s += &format!(
+            "echo \"JLINE {name} $(grep -e '{pattern}' /run/bench-journal | {pick} -1)\"\n"
+        );
+    }
+    s += "chk hostname \"$(hostname)\"\n\
           chk user \"$(getent passwd bench | cut -d: -f1,6)\"\n\
           chk key \"$(tr '\\n' '|' < /home/bench/.ssh/authorized_keys 2>&1)\"\n\
           chk key-owner \"$(stat -c '%U %a' /home/bench/.ssh/authorized_keys 2>&1)\"\n";
@@ -525,7 +571,8 @@ fn script(tool: Tool) -> String {
 /// What the checks must say, per tool.
 fn expected(tool: Tool) -> Vec<(String, String)> {
     let mut e = vec![
-        ("hostname".to_string(), "bench-host".to_string()),
+        ("system-state".to_string(), "running".to_string()),
+        ("hostname".into(), "bench-host".into()),
         ("user".into(), "bench:/home/bench".into()),
         ("key-owner".into(), "bench 600".into()),
         ("unit".into(), "enabled active ran".into()),
@@ -587,7 +634,7 @@ fn parse(tool: Tool, console: &str, host_wall: f64) -> Result<Marks> {
     let mut chk = BTreeMap::new();
     let mut mark = BTreeMap::new();
     let mut notes = Vec::new();
-    let mut done_line = None;
+    let mut lines = BTreeMap::new();
     for line in console.lines() {
         if let Some((_, kv)) = line.split_once("CHK ") {
             if let Some((k, v)) = kv.split_once('=') {
@@ -599,13 +646,17 @@ fn parse(tool: Tool, console: &str, host_wall: f64) -> Result<Marks> {
             }
         } else if let Some((_, n)) = line.split_once("NOTE ") {
             notes.push(n.trim().to_string());
-        } else if let Some((_, l)) = line.split_once("DONELINE ") {
-            // `[    5.123456] host keel-cloudinit[231]: keel-cloudinit: applied ...`
-            done_line = l
+        } else if let Some((_, l)) = line.split_once("JLINE ") {
+            // `done [    5.123456] host keel-cloudinit[231]: keel-cloudinit: applied ...`
+            let (name, rest) = l.split_once(' ').unwrap_or((l, ""));
+            if let Some(t) = rest
                 .trim()
                 .strip_prefix('[')
                 .and_then(|r| r.split_once(']'))
-                .and_then(|(t, _)| t.trim().parse().ok());
+                .and_then(|(t, _)| t.trim().parse::<f64>().ok())
+            {
+                lines.insert(name.to_string(), t);
+            }
         }
     }
     let mut wrong = Vec::new();
@@ -629,9 +680,6 @@ fn parse(tool: Tool, console: &str, host_wall: f64) -> Result<Marks> {
         if tool == Tool::CloudInit {
             notes.insert(0, format!("cloud-init status: {s}"));
         }
-    }
-    if let Some(s) = chk.get("system-state") {
-        notes.insert(0, format!("system state: {s}"));
     }
     let secs = |key: &str| -> Result<f64> {
         let v = mark
@@ -657,7 +705,7 @@ fn parse(tool: Tool, console: &str, host_wall: f64) -> Result<Marks> {
         stages,
         unit_active: secs("unit")?,
         multi_user: secs("multi-user")?,
-        done_line,
+        lines,
         notes,
         host_wall,
     })
@@ -702,12 +750,13 @@ mod tests {
         ] {
             console += &format!("MARK {k}={v}\n");
         }
-        console +=
-            "DONELINE [    4.240000] bench-host keel-cloudinit[200]: keel-cloudinit: applied\n";
+        console += "[ 9.1] driver[3]: JLINE done [    4.240000] bench-host keel-cloudinit[200]: keel-cloudinit: applied\n";
+        console += "JLINE found \n";
         let m = parse(Tool::Keel, &console, 1.0).unwrap();
         assert_eq!(m.applied(), 4.25);
         assert!((m.config_step() - 0.25).abs() < 1e-9);
-        assert_eq!(m.done_line, Some(4.24));
+        assert_eq!(m.lines.get("done"), Some(&4.24));
+        assert_eq!(m.lines.get("found"), None);
         assert_eq!(m.multi_user, 9.0);
         let bad = console.replace("CHK hostname=bench-host", "CHK hostname=localhost");
         let e = parse(Tool::Keel, &bad, 1.0).unwrap_err().to_string();
