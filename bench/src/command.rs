@@ -1,5 +1,6 @@
 //! Running the peer tools: a failure carries the command line and its stderr.
 
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use anyhow::{bail, Context, Result};
@@ -29,6 +30,28 @@ pub fn exists(tool: &str) -> bool {
     std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
         .unwrap_or(false)
+}
+
+/// The `keel` binary: `explicit`, else `$KEEL_BIN`, else `keel` next to the running benchmark
+/// (cargo puts both in the same profile directory).
+pub fn keel_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+    let keel = match explicit {
+        Some(k) => k.to_path_buf(),
+        None => match std::env::var_os("KEEL_BIN") {
+            Some(k) => PathBuf::from(k),
+            None => std::env::current_exe()?
+                .parent()
+                .context("no directory of the benchmark binary")?
+                .join("keel"),
+        },
+    };
+    if !keel.is_file() {
+        bail!(
+            "{} is missing: cargo build --release -p keel (and the static keel-init, keel-update, keel-install and keel-cloudinit: ci/build.sh, see bench/README.md), or pass --keel",
+            keel.display()
+        );
+    }
+    Ok(keel)
 }
 
 fn describe(cmd: &Command) -> String {

@@ -7,3 +7,5 @@ pub mod machine;
 pub mod measure;
 pub mod moto;
 pub mod rootfs;
+pub mod seed;
+pub mod uki;

@@ -4,6 +4,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::fs;
 use std::hash::Hasher;
+use std::path::Path;
 
 use crate::image::{images_dir, lock};
 
@@ -56,12 +57,18 @@ pub fn extra_file_args(files: &[(&str, &str, &str)]) -> Vec<String> {
     let dir = images_dir().join(format!("e2e-files-{:016x}", h.finish()));
     // Builds read these files while holding the lock: never rewrite one under them.
     let _l = lock();
-    fs::create_dir_all(&dir).unwrap();
+    write_extra_files(&dir, files)
+}
+
+/// `files` written into `dir` (made if missing), as `--extra-file` arguments for `keel build`:
+/// scripts (`#!`) mode 0755, other text 0644, `symlink:TARGET` a symlink (an existing one
+/// stands: parallel callers make the same links).
+pub fn write_extra_files(dir: &Path, files: &[(&str, &str, &str)]) -> Vec<String> {
+    fs::create_dir_all(dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
     let mut args = Vec::new();
     for (name, dest, text) in files {
         let src = dir.join(name);
         if let Some(target) = text.strip_prefix("symlink:") {
-            // Tests running in parallel make the same files: the first link made stands.
             match std::os::unix::fs::symlink(target, &src) {
                 Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
                     panic!("symlink {}: {e}", src.display())
@@ -69,7 +76,7 @@ pub fn extra_file_args(files: &[(&str, &str, &str)]) -> Vec<String> {
                 _ => {}
             }
         } else {
-            fs::write(&src, text).unwrap();
+            fs::write(&src, text).unwrap_or_else(|e| panic!("write {}: {e}", src.display()));
             let mode = if text.starts_with("#!") { 0o755 } else { 0o644 };
             fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
         }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use keel_bench::measure::median;
-use keel_bench::{command, files, machine, rootfs};
+use keel_bench::{command, files, machine, rootfs, uki};
 use keel_blockdev::loopdev::LoopDevice;
 use keel_qemu::{Accel, BootOptions, Firmware, Session};
 
@@ -238,43 +238,12 @@ fn main() -> Result<()> {
 
 /// The kernel, Keel initramfs and command line from the image's UKI (the ESP's BOOTX64.EFI).
 fn keel_setup(disk: &Path, work: &Path) -> Result<BootSetup> {
-    let esp = files::partitions(disk)?
-        .into_iter()
-        .find(|p| p.label == "EFI-SYSTEM")
-        .context("the image has no EFI-SYSTEM partition")?;
-    let uki = work.join("BOOTX64.EFI");
-    let _ = std::fs::remove_file(&uki);
-    command::run(
-        Command::new("mcopy")
-            .arg("-i")
-            .arg(format!("{}@@{}", disk.display(), esp.offset()))
-            .arg("::/EFI/BOOT/BOOTX64.EFI")
-            .arg(&uki),
-    )?;
-    let section = |name: &str, out: &Path| -> Result<()> {
-        command::run(
-            Command::new("objcopy")
-                .args(["-O", "binary", &format!("--only-section={name}")])
-                .arg(&uki)
-                .arg(out),
-        )?;
-        Ok(())
-    };
-    let kernel = work.join("vmlinuz");
-    let initrd = work.join("keel-initramfs.img");
-    let cmdline = work.join("cmdline");
-    section(".linux", &kernel)?;
-    section(".initrd", &initrd)?;
-    section(".cmdline", &cmdline)?;
-    let append = std::fs::read_to_string(&cmdline)?
-        .trim_end_matches('\0')
-        .trim()
-        .to_string();
+    let s = uki::extract(disk, work)?;
     Ok(BootSetup {
         disk: disk.to_path_buf(),
-        kernel,
-        initrd,
-        append,
+        kernel: s.kernel,
+        initrd: s.initrd,
+        append: s.cmdline,
     })
 }
 

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Parser;
 use keel_bench::measure::median;
 use keel_bench::{command, machine};
@@ -88,22 +88,7 @@ TTYPath=/dev/ttyS0\n";
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let keel = match &args.keel {
-        Some(k) => k.clone(),
-        None => match std::env::var_os("KEEL_BIN") {
-            Some(k) => PathBuf::from(k),
-            None => std::env::current_exe()?
-                .parent()
-                .context("no directory of the benchmark binary")?
-                .join("keel"),
-        },
-    };
-    if !keel.is_file() {
-        bail!(
-            "{} is missing: cargo build --release -p keel (and the static keel-init and keel-update, see bench/README.md), or pass --keel",
-            keel.display()
-        );
-    }
+    let keel = command::keel_binary(args.keel.as_deref())?;
     std::fs::create_dir_all(args.work.join("logs"))?;
     let files = driver_files(&args.work)?;
     let v1 = build(&keel, &args.work, "1.0.0", &files)?;
