@@ -74,9 +74,7 @@ fn main() -> anyhow::Result<ExitCode> {
     let _ = std::process::Command::new("modprobe")
         .args(["-q", "qemu_fw_cfg"])
         .status();
-    let media = Mounter {
-        dir: "/run/keel/cloudinit/media".into(),
-    };
+    let media = Mounter::new("/run/keel/cloudinit/media".into());
     let boot = Boot::new(root, kargs, sources, &media);
     Ok(match boot.run(stage, &mut host, &mut out) {
         Done::Applied { errors: 0, .. } | Done::NeedsNetwork(_) | Done::NothingFound => {

@@ -1,15 +1,20 @@
 //! Filesystems found by label, mounted read-only just long enough to read one file:
 //! `blkid` (no cache: it probes every block device) finds the device, `mount -o ro` under
-//! `/run/keel/cloudinit/media/LABEL`, then `umount`.
+//! `/run/keel/cloudinit/media/LABEL`, then `umount`. Devices are probed once per boot, after
+//! one `udevadm settle`, for every label a source asks about: settling and probing per label
+//! cost 46 s of a 67 s first boot under TCG (bench `cloudconfig-vs-cloud-init`).
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use super::source::{Media, SourceError};
 
 pub struct Mounter {
     /// Mount points are made under this directory.
-    pub dir: PathBuf,
+    dir: PathBuf,
+    /// (device, label) of every labelled filesystem, probed at the first lookup.
+    labelled: OnceLock<Vec<(String, String)>>,
 }
 
 fn run(cmd: &mut Command) -> Result<String, String> {
@@ -30,24 +35,46 @@ fn run(cmd: &mut Command) -> Result<String, String> {
 }
 
 impl Mounter {
-    /// The device holding a filesystem labelled `label`, if any. Block devices the kernel
-    /// knows are probed directly; udev is given up to 10 s to finish first (a CD-ROM's
-    /// driver is loaded by udev).
-    fn find(&self, label: &str) -> Option<String> {
-        let _ = run(Command::new("udevadm").args(["settle", "--timeout=10"]));
-        // blkid exits 2 when nothing matches.
-        let out = run(Command::new("blkid").args([
-            "-c",
-            "/dev/null",
-            "-l",
-            "-o",
-            "device",
-            "-t",
-            &format!("LABEL={label}"),
-        ]))
-        .ok()?;
-        out.lines().next().map(str::to_string)
+    pub fn new(dir: PathBuf) -> Self {
+        Mounter {
+            dir,
+            labelled: OnceLock::new(),
+        }
     }
+
+    /// The device holding a filesystem labelled `label`, if any. The first lookup gives udev
+    /// up to 10 s to finish (a CD-ROM's driver is loaded by udev), then probes every block
+    /// device the kernel knows once.
+    fn find(&self, label: &str) -> Option<String> {
+        self.labelled
+            .get_or_init(|| {
+                let _ = run(Command::new("udevadm").args(["settle", "--timeout=10"]));
+                // blkid exits 2 when no device has any of the tags asked for.
+                run(Command::new("blkid").args(["-c", "/dev/null", "-o", "export"]))
+                    .map(|out| labelled_devices(&out))
+                    .unwrap_or_default()
+            })
+            .iter()
+            .find(|(_, l)| l == label)
+            .map(|(dev, _)| dev.clone())
+    }
+}
+
+/// (DEVNAME, LABEL) of each device in `blkid -o export` output (blank-line separated
+/// `KEY=value` blocks).
+fn labelled_devices(export: &str) -> Vec<(String, String)> {
+    export
+        .split("\n\n")
+        .filter_map(|block| {
+            let value = |key: &str| {
+                block
+                    .lines()
+                    .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                    .map(str::to_string)
+            };
+            Some((value("DEVNAME")?, value("LABEL")?))
+        })
+        .collect()
 }
 
 impl Media for Mounter {
@@ -80,5 +107,24 @@ impl Media for Mounter {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(SourceError::Read { path: name, source }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_and_labels_from_blkid_export() {
+        let out = "DEVNAME=/dev/vda1\nLABEL=EFI-SYSTEM\nTYPE=vfat\n\n\
+                   DEVNAME=/dev/vda4\nTYPE=erofs\n\n\
+                   DEVNAME=/dev/sr0\nLABEL=cidata\nTYPE=iso9660\n";
+        assert_eq!(
+            labelled_devices(out),
+            vec![
+                ("/dev/vda1".to_string(), "EFI-SYSTEM".to_string()),
+                ("/dev/sr0".to_string(), "cidata".to_string()),
+            ]
+        );
     }
 }
