@@ -42,7 +42,9 @@ pub enum HttpError {
     },
     /// The body arrived but is not what was expected (HTML from a captive portal or a CDN
     /// instead of a payload, say).
-    #[error("{method} {url}: HTTP {status}: {bytes} bytes that are not {expected}; it starts {excerpt}")]
+    #[error(
+        "{method} {url}: HTTP {status}: {bytes} bytes that are not {expected}; it starts {excerpt}"
+    )]
     Unexpected {
         method: &'static str,
         url: String,
@@ -91,7 +93,11 @@ impl HttpError {
 pub fn excerpt(body: &[u8]) -> String {
     let trimmed = body.trim_ascii();
     let head = &trimmed[..trimmed.len().min(EXCERPT_BYTES)];
-    let more = if trimmed.len() > head.len() { "…" } else { "" };
+    let more = if trimmed.len() > head.len() {
+        "…"
+    } else {
+        ""
+    };
     format!("\"{}\"{more}", head.escape_ascii())
 }
 
@@ -110,7 +116,10 @@ mod tests {
     #[test]
     fn excerpts_are_escaped_and_bounded() {
         assert_eq!(excerpt(b"  no such config\n"), "\"no such config\"");
-        assert_eq!(excerpt(b"<a x=\"1\">\x00\xff"), "\"<a x=\\\"1\\\">\\x00\\xff\"");
+        assert_eq!(
+            excerpt(b"<a x=\"1\">\x00\xff"),
+            "\"<a x=\\\"1\\\">\\x00\\xff\""
+        );
         let long = vec![b'a'; 500];
         let e = excerpt(&long);
         assert_eq!(e.len(), EXCERPT_BYTES + 2 + "…".len());

@@ -164,7 +164,10 @@ mod tests {
 
     #[test]
     fn lower_case_wins_over_upper_case() {
-        let e = env(&[("https_proxy", "http://low:1"), ("HTTPS_PROXY", "http://up:1")]);
+        let e = env(&[
+            ("https_proxy", "http://low:1"),
+            ("HTTPS_PROXY", "http://up:1"),
+        ]);
         assert_eq!(via(&e, "https://x/").unwrap(), "https_proxy=http://low:1");
         let e = env(&[
             ("ALL_PROXY", "http://a:1"),

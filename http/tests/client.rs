@@ -151,7 +151,11 @@ fn requests_go_through_the_proxy_and_no_proxy_bypasses_it() {
     );
     assert_eq!(client.proxy_for(&format!("{base}/b")), None);
     client.get(&format!("{base}/b"), None, &[]).unwrap();
-    assert_eq!(seen_proxy.lock().unwrap().len(), 1, "NO_PROXY went through the proxy");
+    assert_eq!(
+        seen_proxy.lock().unwrap().len(),
+        1,
+        "NO_PROXY went through the proxy"
+    );
     assert_eq!(seen_origin.lock().unwrap().len(), 2);
 
     // ALL_PROXY alone: through it.
@@ -178,7 +182,10 @@ fn the_process_environment_is_read() {
 #[test]
 fn an_unusable_proxy_is_named() {
     let client = Client::with_proxies(timeouts(), env(&[("https_proxy", "http://[bad")]));
-    let err = client.get("https://127.0.0.1:1/x", None, &[]).err().unwrap();
+    let err = client
+        .get("https://127.0.0.1:1/x", None, &[])
+        .err()
+        .unwrap();
     let msg = err.to_string();
     assert!(matches!(err, HttpError::Proxy { .. }), "{msg}");
     assert!(
@@ -205,7 +212,11 @@ fn range_and_post_reach_the_server() {
         "GET /p HTTP/1.1 Some((\"range\", \"bytes=4096-\"))"
     );
     let r = client
-        .post(&format!("{base}/q"), b"<request/>", &[("content-type", "text/xml")])
+        .post(
+            &format!("{base}/q"),
+            b"<request/>",
+            &[("content-type", "text/xml")],
+        )
         .unwrap();
     assert_eq!(r.status, 200);
     let seen = seen.lock().unwrap();
@@ -225,7 +236,12 @@ fn errors_name_method_url_status_and_bytes() {
     });
     let client = Client::with_proxies(timeouts(), ProxyEnv::default());
     let url = format!("{base}/missing");
-    let err = client.get(&url, None, &[]).unwrap().success().err().unwrap();
+    let err = client
+        .get(&url, None, &[])
+        .unwrap()
+        .success()
+        .err()
+        .unwrap();
     assert_eq!(
         err.to_string(),
         format!("GET {url}: HTTP 404 (26 bytes: \"<html>\\n<h1>Not Found</h1>\")")
@@ -248,7 +264,10 @@ fn errors_name_method_url_status_and_bytes() {
         .unwrap()
         .read_to_vec(10)
         .unwrap_err();
-    assert!(matches!(err, HttpError::TooLarge { limit: 10, .. }), "{err}");
+    assert!(
+        matches!(err, HttpError::TooLarge { limit: 10, .. }),
+        "{err}"
+    );
 
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/x", l.local_addr().unwrap());
