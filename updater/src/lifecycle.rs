@@ -190,7 +190,12 @@ pub fn status(target: &Target, keys: &[VerifyingKey], state: &UpdateState) -> Re
         reboot_pending,
         staged: state.staged.clone(),
         verdict_message: verdict.as_ref().map(|v| v.to_string()),
-        update_status: if matches!(verdict, Some(Verdict::RebootPending { .. })) {
+        // On a disk image nothing has booted: a staged slot the boot rule picks is "on trial"
+        // there, and still waits for its (first) boot.
+        update_status: if matches!(verdict, Some(Verdict::RebootPending { .. }))
+            || (target.running == crate::slots::RunningSlot::Chosen
+                && matches!(verdict, Some(Verdict::OnTrial { .. })))
+        {
             "UPDATED_NEED_REBOOT"
         } else {
             "IDLE"
