@@ -53,6 +53,11 @@ impl Server {
     /// Started with `public_url` (where payload URLs point) when given; trusts `key()` and
     /// `other_key()` for publishing.
     fn start(public_url: Option<&str>) -> Server {
+        Self::start_with(public_url, "")
+    }
+
+    /// With `extra` YAML lines in its configuration.
+    fn start_with(public_url: Option<&str>, extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let keys = dir.path().join("keys");
         std::fs::create_dir_all(&keys).unwrap();
@@ -66,6 +71,7 @@ impl Server {
         if let Some(u) = public_url {
             conf.push_str(&format!("public_url: {u}\n"));
         }
+        conf.push_str(extra);
         std::fs::write(dir.path().join("server.yaml"), conf).unwrap();
         let mut child = Command::new(server_bin())
             .arg("--config")
@@ -551,4 +557,69 @@ fn a_version_that_failed_here_is_not_applied_again_until_a_newer_one() {
     let (code, r, _) = m.check();
     assert_eq!((code, report_result(&r)), (0, "staged"), "{r}");
     assert_eq!(r["offered_version"], "2.0.1");
+}
+
+/// `keel-update agent` as the unit runs it (with a first check at once): it checks, stages,
+/// leaves the update staged under REBOOT_STRATEGY=off, and follows the server's PollInterval
+/// (2 s here) instead of its 45 minutes.
+#[test]
+fn the_agent_daemon_stages_and_follows_the_poll_interval() {
+    let server = Server::start_with(None, "poll_interval: 2\n");
+    let m = Machine::new(&server.base, "beta");
+    std::fs::write(
+        m.root.join("etc/keel/update.conf"),
+        "GROUP=beta\nREBOOT_STRATEGY=off\n",
+    )
+    .unwrap();
+    let (p2, v2) = payload_file(m.w.dir.path(), "2.0.0", &key(), b"a");
+    server.publish(&p2, "beta", None);
+    let log = m.w.dir.path().join("agent.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keel-update"))
+        .arg("--disk")
+        .arg(&m.w.disk)
+        .arg("--state")
+        .arg(m.w.dir.path().join("update-state.json"))
+        .arg("--root")
+        .arg(&m.root)
+        .args(["agent", "--first-check", "0", "--pubkey"])
+        .arg(&m.w.pubkey)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let text = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.matches("keel-update agent: {").count() >= 3 {
+            break text;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
+            panic!("the agent did not check three times in 60 s:\n{text}");
+        }
+        thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let _ = child.wait();
+    let reports: Vec<Value> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("keel-update agent: {"))
+        .map(|l| serde_json::from_str(&format!("{{{l}")).unwrap())
+        .collect();
+    assert_eq!(reports[0]["result"], "staged", "{text}");
+    assert_eq!(reports[1]["result"], "already-staged", "{text}");
+    assert!(text.contains("REBOOT_STRATEGY=\"off\""), "{text}");
+    // After the first check the wait is the server's 2 s (± 2/9), not 45 minutes.
+    let waits: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("keel-update agent: next check in "))
+        .map(|l| l.split(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(waits[0] <= 1, "{text}");
+    assert!(waits[1..].iter().all(|w| *w <= 3), "{text}");
+    assert_eq!(
+        &partition_bytes(&m.w.disk, 4)[..v2.body.len()],
+        &v2.body[..]
+    );
+    assert_eq!(server.events(), ["13/1", "14/1", "3/1"]);
 }

@@ -434,14 +434,18 @@ fn run_agent(cli: &Cli, keys: &KeyArgs, timing: &Timing) -> Result<()> {
             poll_interval = report.poll_interval;
         }
         state = after_check(state, &report);
-        if report.result == check::CheckResult::Staged && cli.disk.is_none() {
+        if report.result == check::CheckResult::Staged {
             match strategy.as_str() {
-                "reboot" => {
-                    println!("keel-update agent: REBOOT_STRATEGY=reboot: rebooting into {}", report.offered_version.as_deref().unwrap_or("?"));
+                "reboot" if cli.disk.is_none() => {
+                    println!(
+                        "keel-update agent: REBOOT_STRATEGY=reboot: rebooting into {}",
+                        report.offered_version.as_deref().unwrap_or("the new version")
+                    );
                     reboot::reboot(RebootMode::Firmware)?;
                 }
                 s => println!(
-                    "keel-update agent: REBOOT_STRATEGY={s:?}: the update stays staged until a reboot"
+                    "keel-update agent: REBOOT_STRATEGY={s:?}: the update stays staged until a reboot{}",
+                    if cli.disk.is_some() { " (a disk image is never rebooted)" } else { "" }
                 ),
             }
         }
