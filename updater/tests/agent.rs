@@ -411,7 +411,9 @@ fn a_payload_signed_by_a_foreign_key_leaves_the_disk_unchanged() {
 
 /// Between the agent and the server's payloads: forwards each request, records its head,
 /// and cuts the first response after `cut` bytes.
-fn cutting_proxy(cut: usize) -> (String, Arc<Mutex<Option<String>>>, Arc<Mutex<Vec<String>>>) {
+type Shared<T> = Arc<Mutex<T>>;
+
+fn cutting_proxy(cut: usize) -> (String, Shared<Option<String>>, Shared<Vec<String>>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", l.local_addr().unwrap());
     let upstream: Arc<Mutex<Option<String>>> = Arc::default();
