@@ -7,3 +7,4 @@ pub mod machine;
 pub mod measure;
 pub mod moto;
 pub mod rootfs;
+pub mod slot_image;
