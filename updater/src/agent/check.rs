@@ -259,6 +259,12 @@ pub fn check(ctx: &CheckContext) -> Result<CheckReport> {
     let outcome = match client.check(&id, &sent_with_check) {
         Ok(o) => o,
         Err(e) => {
+            // An answer that came back 200 delivered the events (update_engine's rule), even
+            // when the update check part of it is unusable.
+            if matches!(e, ExchangeError::BadResponse { .. }) {
+                report.events_sent = sent_with_check.iter().map(describe).collect();
+                state.pending_events.clear();
+            }
             report.events_queued = state.pending_events.len();
             save(&state, state_path);
             return Ok(server_error(report, &e));
