@@ -32,7 +32,8 @@ pub enum CheckResult {
     NoUpdate,
     /// A new version is written and staged; reboot to run it.
     Staged,
-    /// An update is already staged and waiting for the reboot (no new check was made).
+    /// An update is already staged and waiting for the reboot, or booted and waiting for its
+    /// health gate (no new check was made).
     AlreadyStaged,
     /// The server offers a version that failed on this machine before; it is not applied.
     SkippedFailedVersion,
@@ -246,7 +247,14 @@ pub fn check(ctx: &CheckContext) -> Result<CheckReport> {
                 report.events_queued = state.pending_events.len();
                 save(&state, state_path);
                 report.result = CheckResult::AlreadyStaged;
-                report.status = "UPDATED_NEED_REBOOT";
+                // Booted into the new slot and waiting for its health gate is not a pending
+                // reboot; on a disk image nothing has booted, so "on trial" still is.
+                let offline = ctx.target.running == crate::slots::RunningSlot::Chosen;
+                report.status = if matches!(verdict, Verdict::RebootPending { .. }) || offline {
+                    "UPDATED_NEED_REBOOT"
+                } else {
+                    "IDLE"
+                };
                 report.offered_version = Some(version.clone());
                 report.message = verdict.to_string();
                 return Ok(report);
