@@ -89,6 +89,7 @@ struct Checked {
     update_bin: PathBuf,
     install_bin: PathBuf,
     cloudinit_bin: PathBuf,
+    reboot_manager_bin: PathBuf,
     epoch: u64,
     formats: Vec<Format>,
 }
@@ -184,6 +185,7 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
     let update_bin = static_bin::UPDATE.find(opts.update_bin.as_deref())?;
     let install_bin = static_bin::INSTALL.find(opts.install_bin.as_deref())?;
     let cloudinit_bin = static_bin::CLOUDINIT.find(None)?;
+    let reboot_manager_bin = static_bin::REBOOT_MANAGER.find(None)?;
     let mut tools = vec![
         "cp",
         "mkfs.erofs",
@@ -239,6 +241,7 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
         update_bin,
         install_bin,
         cloudinit_bin,
+        reboot_manager_bin,
         epoch,
         formats,
     })
@@ -254,6 +257,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         update_bin,
         install_bin,
         cloudinit_bin,
+        reboot_manager_bin,
         epoch,
         formats,
     } = check(opts)?;
@@ -330,6 +334,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             trusted: &trusted,
             install_bin: &install_bin,
             cloudinit_bin: &cloudinit_bin,
+            reboot_manager_bin: &reboot_manager_bin,
             extra_files: &opts.extra_files,
             debug_autologin_serial: opts.debug_autologin_serial,
         },
@@ -458,6 +463,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         update_bin: &update_bin,
         install_bin: &install_bin,
         cloudinit_bin: &cloudinit_bin,
+        reboot_manager_bin: &reboot_manager_bin,
         extra_bins: &opts.extra_bins,
         extra_files: &opts.extra_files,
         debug_autologin_serial: opts.debug_autologin_serial,

@@ -32,6 +32,7 @@ pub mod modules;
 pub mod ova;
 pub mod pxe;
 pub mod qcow2;
+pub mod reboot_manager;
 pub mod rootfs_cache;
 pub mod scratch;
 pub mod sparse;

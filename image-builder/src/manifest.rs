@@ -64,6 +64,7 @@ pub struct Inputs {
     pub keel_update: FileInput,
     pub keel_install: FileInput,
     pub keel_cloudinit: FileInput,
+    pub keel_reboot_manager: FileInput,
     pub extra_files: Vec<ExtraFile>,
 }
 
@@ -119,6 +120,7 @@ pub struct Record<'a> {
     pub update_bin: &'a Path,
     pub install_bin: &'a Path,
     pub cloudinit_bin: &'a Path,
+    pub reboot_manager_bin: &'a Path,
     pub extra_bins: &'a [(String, PathBuf)],
     pub extra_files: &'a [(PathBuf, String)],
     pub debug_autologin_serial: bool,
@@ -269,6 +271,7 @@ fn hash_inputs(r: &Record) -> Result<Inputs> {
         keel_update: file_input(r.update_bin)?,
         keel_install: file_input(r.install_bin)?,
         keel_cloudinit: file_input(r.cloudinit_bin)?,
+        keel_reboot_manager: file_input(r.reboot_manager_bin)?,
         extra_files,
     })
 }

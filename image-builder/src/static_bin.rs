@@ -13,22 +13,27 @@ pub struct StaticBin {
     pub flag: &'static str,
     /// The environment variable naming it.
     pub env: &'static str,
+    /// The cargo profile ci/build.sh builds it with (`target/x86_64-unknown-linux-gnu/PROFILE`).
+    pub profile: &'static str,
 }
 
 pub const INIT: StaticBin = StaticBin {
     name: "keel-init",
     flag: "--init",
     env: "KEEL_INIT",
+    profile: "init",
 };
 pub const UPDATE: StaticBin = StaticBin {
     name: "keel-update",
     flag: "--update-bin",
     env: "KEEL_UPDATE",
+    profile: "init",
 };
 pub const INSTALL: StaticBin = StaticBin {
     name: "keel-install",
     flag: "--install-bin",
     env: "KEEL_INSTALL",
+    profile: "init",
 };
 
 /// keel-cloudinit (the cloud-config at boot, cloudconfig/): no `keel build` option yet, as
@@ -37,6 +42,17 @@ pub const CLOUDINIT: StaticBin = StaticBin {
     name: "keel-cloudinit",
     flag: "",
     env: "KEEL_CLOUDINIT",
+    profile: "init",
+};
+
+/// keel-reboot-manager (reboot-manager/): built with the release profile, since its tokio and
+/// gRPC stack would take minutes more under the init profile's LTO; `$KEEL_REBOOT_MANAGER` or
+/// found where ci/build.sh puts it.
+pub const REBOOT_MANAGER: StaticBin = StaticBin {
+    name: "keel-reboot-manager",
+    flag: "",
+    env: "KEEL_REBOOT_MANAGER",
+    profile: "release",
 };
 
 impl StaticBin {
@@ -66,7 +82,9 @@ impl StaticBin {
         {
             for p in [
                 dir.join(self.name),
-                dir.join("../x86_64-unknown-linux-gnu/init").join(self.name),
+                dir.join("../x86_64-unknown-linux-gnu")
+                    .join(self.profile)
+                    .join(self.name),
             ] {
                 if std::fs::read(&p).is_ok_and(|bytes| self.check(&p, &bytes).is_ok()) {
                     return Ok(p);

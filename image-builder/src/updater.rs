@@ -73,7 +73,7 @@ pub fn install(root: &Path, bin: &Path, trusted: &[VerifyingKey]) -> Result<()> 
     Ok(())
 }
 
-fn write(to: &Path, data: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write(to: &Path, data: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(io_at(parent))?;

@@ -260,6 +260,7 @@ fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
 /// The live system of the ISO (root in RAM, /usr from the signed payload in the initramfs)
 /// carries the same installer: booted from the CD, it installs the metal image onto a blank disk.
 #[test]
+#[ignore = "full tier (ci/test.sh --full): a second image build and a live boot"]
 fn install_from_the_live_iso() {
     let mut live_opts = keel_testkit::metal_opts();
     live_opts.name = "live-installer".into();

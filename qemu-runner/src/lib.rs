@@ -14,6 +14,7 @@ mod kvm_watch;
 mod options;
 mod qemu_command;
 mod qmp;
+mod scripted;
 mod session;
 mod tool;
 
@@ -26,4 +27,5 @@ pub use firmware::{OVMF_CODE, OVMF_VARS_TEMPLATE};
 pub use options::{
     default_log_dir, Accel, BootOptions, Firmware, NetOptions, ResolvedAccel, ACCEL_ENV,
 };
+pub use scripted::{write_script_disk, ScriptedError, ScriptedGuest};
 pub use session::{ConsoleInput, Session, TAIL_LINES};

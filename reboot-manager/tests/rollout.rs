@@ -9,7 +9,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use keel_coordination::{semaphore_key, EtcdConfig, EtcdStore, Semaphore};
+mod common;
+
+use common::holders_history;
 use keel_testkit::etcd::{free_port, Cluster};
 use keel_testkit::reboot_sim::{drive, dump, Machine};
 
@@ -32,20 +34,6 @@ fn lockctl(endpoints: &str, group: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn holders_history(endpoints: &str, group: &str) -> Vec<Semaphore> {
-    let store = EtcdStore::connect(
-        &EtcdConfig::with_endpoints(endpoints),
-        semaphore_key(Some(group)),
-    )
-    .unwrap();
-    store
-        .history()
-        .unwrap()
-        .into_iter()
-        .map(|(_, json)| Semaphore::from_json(json.as_bytes()).unwrap())
-        .collect()
 }
 
 fn all_rebooted_and_released(machines: &[Machine]) -> bool {
@@ -109,7 +97,7 @@ fn rollout(max: i64, kill_a_member: bool) {
         .map(|i| cluster.client_url(i))
         .collect::<Vec<_>>()
         .join(",");
-    let history = holders_history(&live, &group);
+    let history = holders_history(&live, Some(&group));
     let most = history.iter().map(|s| s.holders().len()).max().unwrap();
     for s in &history {
         assert!(s.holders().len() as i64 <= max, "{s:?} in {history:?}");
@@ -205,7 +193,7 @@ fn a_dead_holder_blocks_until_unlock_or_its_expiry() {
                 "the expiry let others go too early"
             );
         }
-        let history = holders_history(&eps, group);
+        let history = holders_history(&eps, Some(group));
         assert!(
             history.iter().all(|s| s.holders().len() <= 1),
             "{history:?}"
@@ -537,7 +525,7 @@ fn lockd_answers_fleetlock_over_the_etcd_semaphore() {
         },
     );
     assert_eq!(most, 1);
-    let history = holders_history(&eps, "workers");
+    let history = holders_history(&eps, Some("workers"));
     assert!(
         history.iter().all(|s| s.holders().len() <= 1),
         "{history:?}"

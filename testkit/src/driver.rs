@@ -78,3 +78,14 @@ pub fn extra_file_args(files: &[(&str, &str, &str)]) -> Vec<String> {
     }
     args
 }
+
+/// The e2e image at `version` (the default board with the test driver): `e2e_opts("e2e-v1",
+/// "1.0.0")` is the image every update test starts from, shared through the image cache.
+pub fn e2e_opts(name: &str, version: &str) -> crate::image::BuildOpts {
+    crate::image::BuildOpts {
+        name: name.into(),
+        version: version.into(),
+        extra_args: extra_file_args(&driver_files()),
+        ..crate::image::BuildOpts::default()
+    }
+}

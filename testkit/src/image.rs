@@ -141,31 +141,54 @@ pub fn keel_cloudinit() -> PathBuf {
     static_bin("keel-cloudinit")
 }
 
+/// The static `keel-reboot-manager` every image ships: `$KEEL_REBOOT_MANAGER`, or where
+/// ci/build.sh puts it, built now if missing (under the lock: do not call it while holding
+/// [`lock`]).
+pub fn keel_reboot_manager() -> PathBuf {
+    if let Some(p) = std::env::var_os("KEEL_REBOOT_MANAGER") {
+        return PathBuf::from(p);
+    }
+    built_static(
+        "release",
+        "keel-reboot-manager",
+        &["--release", "-p", "keel-reboot-manager"],
+    )
+}
+
 /// `name` (keel-init, keel-update, keel-install or keel-cloudinit) as ci/build.sh builds it;
 /// all are built together.
 fn static_bin(name: &str) -> PathBuf {
+    built_static(
+        "init",
+        name,
+        &[
+            "--profile",
+            "init",
+            "-p",
+            "keel-init",
+            "-p",
+            "keel-update",
+            "-p",
+            "keel-install",
+            "-p",
+            "keel-cloudconfig",
+        ],
+    )
+}
+
+/// `target/x86_64-unknown-linux-gnu/PROFILE/NAME`, built statically with `cargo build ARGS`
+/// if missing.
+fn built_static(profile: &str, name: &str, args: &[&str]) -> PathBuf {
     let p = target_dir()
-        .join("x86_64-unknown-linux-gnu/init")
+        .join("x86_64-unknown-linux-gnu")
+        .join(profile)
         .join(name);
     if !p.is_file() {
         let _lock = lock();
         if !p.is_file() {
             let st = cargo()
-                .args([
-                    "build",
-                    "--profile",
-                    "init",
-                    "--target",
-                    "x86_64-unknown-linux-gnu",
-                    "-p",
-                    "keel-init",
-                    "-p",
-                    "keel-update",
-                    "-p",
-                    "keel-install",
-                    "-p",
-                    "keel-cloudconfig",
-                ])
+                .args(["build", "--target", "x86_64-unknown-linux-gnu"])
+                .args(args)
                 .env(
                     "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
                     "-C target-feature=+crt-static",
@@ -173,10 +196,7 @@ fn static_bin(name: &str) -> PathBuf {
                 .env("CARGO_TARGET_DIR", target_dir())
                 .status()
                 .expect("cargo");
-            assert!(
-                st.success(),
-                "building keel-init, keel-update, keel-install and keel-cloudinit failed"
-            );
+            assert!(st.success(), "cargo build {} failed", args.join(" "));
         }
     }
     p
@@ -259,6 +279,7 @@ fn fingerprint(opts: &BuildOpts) -> String {
     hash_file(&mut h, &keel_update());
     hash_file(&mut h, &keel_install());
     hash_file(&mut h, &keel_cloudinit());
+    hash_file(&mut h, &keel_reboot_manager());
     hash_file(&mut h, &test_key_dir().join("keel-signing.pub"));
     hash_tree(&mut h, &repo_root().join("boards"));
     hash_tree(&mut h, &repo_root().join("rootfs"));
@@ -328,6 +349,7 @@ pub fn build_image(opts: &BuildOpts) -> Image {
     let out = Command::new(keel_bin())
         .args(&args)
         .env("KEEL_CLOUDINIT", keel_cloudinit())
+        .env("KEEL_REBOOT_MANAGER", keel_reboot_manager())
         .output()
         .expect("run keel build");
     assert!(

@@ -2,12 +2,14 @@
 //!
 //! - Built images: [`build_image`] / [`default_image`] run `keel build` once per fingerprint and
 //!   cache the result under `target/test-images` behind a file lock; `KEEL_BIN`, `KEEL_INIT`,
-//!   `KEEL_UPDATE`, `KEEL_INSTALL` and `KEEL_CLOUDINIT` select the binaries ([`image`]).
+//!   `KEEL_UPDATE`, `KEEL_INSTALL`, `KEEL_CLOUDINIT` and `KEEL_REBOOT_MANAGER` select the
+//!   binaries ([`image`]).
 //! - The end-to-end driver baked into test images ([`driver_files`], [`extra_file_args`]).
 //! - Files and commands: [`sparse_copy`], [`extract`], [`flip_byte`], [`run`], [`stdout_of`].
 //! - Guests without an image: Debian packages and the cloud kernel ([`debian`]), and what an
 //!   initramfs is made of ([`initramfs`]).
 //! - Services: a throwaway PostgreSQL cluster on a unix socket ([`postgres`]).
+//! - The suite's tiers, CI and full ([`tier`]).
 
 pub mod conformance;
 pub mod debian;
@@ -18,6 +20,7 @@ pub mod image;
 pub mod initramfs;
 pub mod postgres;
 pub mod reboot_sim;
+pub mod tier;
 
 pub use driver::*;
 pub use files::*;

@@ -12,10 +12,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-use keel_qemu::{BootOptions, Session};
+use keel_qemu::{BootOptions, ScriptedGuest};
 
 const BOOT: Duration = Duration::from_secs(300);
-const COMMAND: Duration = Duration::from_secs(300);
 
 struct Images {
     v1: keel_testkit::Image,
@@ -48,8 +47,8 @@ fn images() -> &'static Images {
         ));
         broken.push(("required-units", "/usr/lib/keel/required-units", REQUIRED));
         Images {
-            v1: build("e2e-v1", "1.0.0", keel_testkit::driver_files()),
-            v2: build("e2e-v2", "2.0.0", keel_testkit::driver_files()),
+            v1: keel_testkit::build_image(&keel_testkit::e2e_opts("e2e-v1", "1.0.0")),
+            v2: keel_testkit::build_image(&keel_testkit::e2e_opts("e2e-v2", "2.0.0")),
             v3_broken: build("e2e-v3-broken", "3.0.0", broken),
         }
     })
@@ -63,102 +62,35 @@ fn private_copy(src: &Path, dir: &Path, name: &str) -> PathBuf {
 }
 
 /// The script disk: `body` after a prologue that waits for the boot to settle (health gate
-/// and mark-good included), stops the chatty demo unit and names the running version.
+/// and mark-good included), stops the chatty demo unit and the reboot manager (these tests
+/// reboot by themselves) and names the running version.
 fn script_disk(dir: &Path, body: &str) -> PathBuf {
     let text = format!(
         "#!/bin/sh\n\
-         systemctl stop hello.service\n\
+         systemctl stop hello.service keel-reboot-manager.service\n\
          systemctl is-system-running --wait >/dev/null\n\
          V=$(sed -n 's/^KEEL_VERSION=//p' /usr/share/keel/release)\n\
          echo \"@@READY $V\"\n\
          {body}\n"
     );
-    let mut bytes = text.into_bytes();
-    bytes.resize(bytes.len().div_ceil(4096) * 4096, 0);
     let p = dir.join("script.img");
-    std::fs::write(&p, bytes).unwrap();
+    keel_qemu::write_script_disk(&p, &text).unwrap();
     p
 }
 
-/// A booted guest whose test driver runs a script.
-struct Guest {
-    s: Session,
-    extra_disks: Vec<PathBuf>,
-    /// Sessions before a power cycle: their overlays back the current one.
-    earlier: Vec<Session>,
+/// A booted guest whose test driver runs the script on its first extra disk (/dev/vdb).
+fn start_guest(disk: &Path, extra_disks: &[PathBuf]) -> ScriptedGuest {
+    let mut opts = BootOptions::new(disk);
+    opts.mem_mb = 1024;
+    opts.extra_disks = extra_disks.to_vec();
+    ScriptedGuest::start(opts, BOOT).unwrap()
 }
 
-impl Guest {
-    /// `extra_disks[0]` must be the script disk (/dev/vdb).
-    fn start(disk: &Path, extra_disks: &[PathBuf]) -> Guest {
-        Guest {
-            s: Self::session(disk, extra_disks),
-            extra_disks: extra_disks.to_vec(),
-            earlier: Vec::new(),
-        }
-    }
-
-    fn session(disk: &Path, extra_disks: &[PathBuf]) -> Session {
-        let mut opts = BootOptions::new(disk);
-        opts.mem_mb = 1024;
-        opts.extra_disks = extra_disks.to_vec();
-        Session::start(&opts).unwrap_or_else(|e| panic!("QEMU did not start: {e}"))
-    }
-
-    /// The guest reboots through the firmware: once Linux has reset the machine (its last
-    /// line, after systemd stopped everything and synced), the VM is power-cycled: a new QEMU
-    /// on the same disk state, with fresh firmware. QEMU 7.2's warm reset under TCG wedged
-    /// twice in CI runs right after this guest's reboot (no firmware output for five minutes;
-    /// QMP `system_reset` did not bring it back), while cold starts never did.
-    fn power_cycle_on_reset(&mut self) {
-        self.expect("reboot: machine restart", BOOT);
-        self.s.kill().unwrap();
-        let next = Self::session(self.s.disk_path(), &self.extra_disks);
-        self.earlier.push(std::mem::replace(&mut self.s, next));
-    }
-
-    fn expect(&mut self, text: &str, timeout: Duration) {
-        if let Err(e) = self.s.wait_for(text, timeout) {
-            panic!(
-                "waiting for {text:?}: {e}\n--- full console log: {}",
-                self.s.log_path().display()
-            );
-        }
-    }
-
-    /// The text up to the next `marker` (which is consumed).
-    fn until(&mut self, marker: &str) -> String {
-        let from = self.s.cursor();
-        self.expect(marker, COMMAND);
-        let len = self.s.cursor() - from - marker.len();
-        let text = self.s.output_since(from);
-        text.get(..len).unwrap_or(&text).to_string()
-    }
-
-    /// The value printed after `@@NAME ` up to the end of its line. A kernel message can land
-    /// in the middle of the line (`2.0.0[   10.670692] kvm: ...` was seen in CI): the value
-    /// ends where one starts (no value holds a `[`).
-    fn value(&mut self, name: &str) -> String {
-        self.expect(&format!("@@{name} "), COMMAND);
-        self.rest_of_line()
-    }
-
-    /// The rest of the current line, trimmed, up to a kernel message that landed in it.
-    fn rest_of_line(&mut self) -> String {
-        let line = self.until("\n");
-        line.split('[').next().unwrap_or("").trim().to_string()
-    }
-
-    /// The `keel-init: booting USR-X version V (...)` line of this boot: (slot, version).
-    fn booted(&mut self) -> (String, String) {
-        // The line carries a timestamp: `keel-init: [   7.256] booting USR-B ...`.
-        self.expect("] booting USR-", BOOT);
-        let slot = format!("USR-{}", self.until(" ").trim());
-        self.expect("version ", COMMAND);
-        let version = self.until(" ").trim().to_string();
-        eprintln!("boot: {slot} {version}");
-        (slot, version)
-    }
+/// The boot line of this guest, printed: (slot, version).
+fn booted(g: &mut ScriptedGuest) -> (String, String) {
+    let (slot, version) = g.booted().unwrap();
+    eprintln!("boot: {slot} {version}");
+    (slot, version)
 }
 
 /// (priority, tries, successful) from sfdisk's "GUID:48,56"-style attribute string.
@@ -178,10 +110,10 @@ fn decode_attrs(s: &str) -> (u8, u8, bool) {
 }
 
 /// Stop the VM (a power cut) and read USR-A's and USR-B's attributes with `sfdisk --json`.
-fn gpt_after(g: &mut Guest, dir: &Path) -> ((u8, u8, bool), (u8, u8, bool)) {
-    g.s.kill().unwrap();
+fn gpt_after(g: &mut ScriptedGuest, dir: &Path) -> ((u8, u8, bool), (u8, u8, bool)) {
+    g.session.kill().unwrap();
     let raw = dir.join("after.raw");
-    g.s.export_disk_raw(&raw).unwrap();
+    g.session.export_disk_raw(&raw).unwrap();
     let out = Command::new("sfdisk")
         .arg("--json")
         .arg(&raw)
@@ -242,61 +174,61 @@ fn update_and_reboot(reboot_args: &str, check_tampered: bool) {
     );
     let script = script_disk(dir.path(), &script);
     let started = Instant::now();
-    let mut g = Guest::start(&disk, &[script, payload, bad]);
-    assert_eq!(g.booted(), ("USR-A".into(), "1.0.0".into()));
-    assert_eq!(g.value("READY"), "1.0.0");
+    let mut g = start_guest(&disk, &[script, payload, bad]);
+    assert_eq!(booted(&mut g), ("USR-A".into(), "1.0.0".into()));
+    assert_eq!(g.value("READY").unwrap(), "1.0.0");
     if check_tampered {
-        let out = g.until("@@TAMPERED ");
-        let code = g.rest_of_line();
+        let out = g.until("@@TAMPERED ").unwrap();
+        let code = g.rest_of_line().unwrap();
         assert_eq!(
             code.trim(),
             "3",
             "a tampered payload must be refused as untrusted:\n{out}"
         );
         assert_eq!(
-            g.value("UNTOUCHED"),
+            g.value("UNTOUCHED").unwrap(),
             "yes",
             "the refused payload changed USR-B or the GPT"
         );
         eprintln!("tampered payload refused (exit 3), USR-B and the GPT unchanged");
     }
     let t = Instant::now();
-    let out = g.until("@@APPLY ");
-    let code = g.rest_of_line();
+    let out = g.until("@@APPLY ").unwrap();
+    let code = g.rest_of_line().unwrap();
     assert_eq!(code.trim(), "0", "apply failed:\n{out}");
     eprintln!(
         "apply in the guest: {:.0}s\n{out}",
         t.elapsed().as_secs_f64()
     );
-    let status = g.until("@@STAGED ");
+    let status = g.until("@@STAGED ").unwrap();
     assert!(status.contains("2.0.0"), "{status}");
     assert_eq!(
-        g.value("FLAG"),
+        g.value("FLAG").unwrap(),
         "keel-usr 2.0.0",
         "/run/reboot-required after apply"
     );
     let kexec = reboot_args.contains("kexec");
     if !kexec {
-        g.power_cycle_on_reset();
+        g.power_cycle_on_reset().unwrap();
     }
-    let from = g.s.cursor();
-    assert_eq!(g.booted(), ("USR-B".into(), "2.0.0".into()));
+    let from = g.session.cursor();
+    assert_eq!(booted(&mut g), ("USR-B".into(), "2.0.0".into()));
     if kexec {
-        let between = g.s.output_since(from);
+        let between = g.session.output_since(from);
         assert!(
             between.contains("kexec") && !between.contains("BdsDxe"),
             "expected a kexec without the firmware:\n{between}"
         );
     }
-    assert_eq!(g.value("READY"), "2.0.0");
-    let units = g.value("UNITS");
+    assert_eq!(g.value("READY").unwrap(), "2.0.0");
+    let units = g.value("UNITS").unwrap();
     assert_eq!(units, "active active active", "health gate and mark-good");
     assert_eq!(
-        g.value("FLAG"),
+        g.value("FLAG").unwrap(),
         "none",
         "/run/reboot-required survived the reboot"
     );
-    let status = g.until("@@STATUS ");
+    let status = g.until("@@STATUS ").unwrap();
     eprintln!("status on v2:\n{status}");
     assert!(
         status.contains("good") && !status.contains("failed"),
@@ -342,16 +274,16 @@ fn update_that_never_reaches_the_gate_falls_back_on_its_own() {
     );
     let script = script_disk(dir.path(), &script);
     let started = Instant::now();
-    let mut g = Guest::start(&disk, &[script, payload]);
-    assert_eq!(g.booted(), ("USR-A".into(), "1.0.0".into()));
-    let out = g.until("@@APPLY ");
-    assert_eq!(g.rest_of_line(), "0", "apply failed:\n{out}");
-    g.power_cycle_on_reset();
-    assert_eq!(g.booted(), ("USR-B".into(), "3.0.0".into()));
+    let mut g = start_guest(&disk, &[script, payload]);
+    assert_eq!(booted(&mut g), ("USR-A".into(), "1.0.0".into()));
+    let out = g.until("@@APPLY ").unwrap();
+    assert_eq!(g.rest_of_line().unwrap(), "0", "apply failed:\n{out}");
+    g.power_cycle_on_reset().unwrap();
+    assert_eq!(booted(&mut g), ("USR-B".into(), "3.0.0".into()));
     // No human action from here on: the failed check reboots, the trial is spent.
-    g.power_cycle_on_reset();
-    assert_eq!(g.booted(), ("USR-A".into(), "1.0.0".into()));
-    let status = g.until("@@STATUS ");
+    g.power_cycle_on_reset().unwrap();
+    assert_eq!(booted(&mut g), ("USR-A".into(), "1.0.0".into()));
+    let status = g.until("@@STATUS ").unwrap();
     eprintln!("status back on v1:\n{status}");
     assert!(
         status.contains("3.0.0") && status.contains("failed"),
@@ -390,7 +322,7 @@ const CUT_POINTS: [(&str, u64); 5] = [
 ];
 
 /// (c) Power cuts at random points of `apply` (seed printed; `KEEL_E2E_SEED` repeats a run,
-/// `KEEL_E2E_POWER_CUTS` sets the count, default 20). Every boot after a cut must come up on a
+/// `KEEL_E2E_POWER_CUTS` sets the count; by default 8 in the CI tier and 100 in the full one). Every boot after a cut must come up on a
 /// signed v1 or v2 — and on the slot that ran before unless the cut came after staging.
 #[test]
 fn power_cuts_during_apply_always_leave_a_bootable_signed_system() {
@@ -408,7 +340,7 @@ fn power_cuts_during_apply_always_leave_a_bootable_signed_system() {
     let cuts: usize = std::env::var("KEEL_E2E_POWER_CUTS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or_else(|| keel_testkit::tier::pick(8, 100));
     eprintln!("power cuts: {cuts}, seed {seed} (KEEL_E2E_SEED={seed} repeats this run)");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -425,12 +357,12 @@ fn power_cuts_during_apply_always_leave_a_bootable_signed_system() {
     let script = script_disk(dir.path(), &script);
     let disks = [script, v2, v1];
     // Every session's overlay backs the next one: keep them all alive.
-    let mut done: Vec<Guest> = Vec::new();
+    let mut done: Vec<ScriptedGuest> = Vec::new();
     let mut image = disk.clone();
     let mut expect_slot: Option<String> = None;
     for cut in 0..=cuts {
-        let mut g = Guest::start(&image, &disks);
-        let (slot, version) = g.booted();
+        let mut g = start_guest(&image, &disks);
+        let (slot, version) = booted(&mut g);
         assert!(
             version == "1.0.0" || version == "2.0.0",
             "boot {cut}: booted version {version}"
@@ -443,8 +375,8 @@ fn power_cuts_during_apply_always_leave_a_bootable_signed_system() {
         }
         // The system came up to the point where it runs the script: userspace of a verified,
         // signed slot (keel-init checked the signature and dm-verity guards every read).
-        assert_eq!(g.value("READY"), version);
-        let status = g.until("@@STATUS ");
+        assert_eq!(g.value("READY").unwrap(), version);
+        let status = g.until("@@STATUS ").unwrap();
         if cut == cuts {
             eprintln!("status after the last cut:\n{status}");
             done.push(g);
@@ -452,11 +384,11 @@ fn power_cuts_during_apply_always_leave_a_bootable_signed_system() {
         }
         let (anchor, max_ms) = CUT_POINTS[rng.below(CUT_POINTS.len() as u64) as usize];
         let delay = rng.below(max_ms);
-        let from = g.s.cursor();
-        g.expect(anchor, COMMAND);
+        let from = g.session.cursor();
+        g.expect(anchor).unwrap();
         std::thread::sleep(Duration::from_millis(delay));
-        g.s.kill().unwrap();
-        let tail = g.s.output_since(from);
+        g.session.kill().unwrap();
+        let tail = g.session.output_since(from);
         let staged = tail.contains("keel-update: staging");
         let finished = tail.contains("@@APPLIED 0");
         eprintln!(
@@ -471,7 +403,7 @@ fn power_cuts_during_apply_always_leave_a_bootable_signed_system() {
             }
         );
         expect_slot = (!staged).then(|| slot.clone());
-        image = g.s.disk_path().to_path_buf();
+        image = g.session.disk_path().to_path_buf();
         done.push(g);
     }
     eprintln!(
