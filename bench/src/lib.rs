@@ -8,4 +8,5 @@ pub mod measure;
 pub mod moto;
 pub mod rootfs;
 pub mod seed;
+pub mod slot_image;
 pub mod uki;

@@ -1,5 +1,5 @@
 //! Shipping the updater in every USR tree (updater/README.md, "What the builder must do"):
-//! the static `keel-update` at /usr/bin, its health-gate units (enabled), the
+//! the static `keel-update` at /usr/bin, its health-gate units and the update agent (enabled), the
 //! `keel-health-generator` symlink, and the public keys the running system trusts for
 //! payloads at /usr/share/keel/keys/<key id>.pem. The release file is written by `usr_tree`.
 
@@ -13,7 +13,7 @@ use crate::units;
 
 /// The units ship with the builder that was compiled beside them, so an image never gets
 /// units from a different checkout than its builder.
-pub const UNITS: [(&str, &str); 3] = [
+pub const UNITS: [(&str, &str); 4] = [
     (
         "keel-health-check.service",
         include_str!("../../updater/units/keel-health-check.service"),
@@ -26,9 +26,14 @@ pub const UNITS: [(&str, &str); 3] = [
         "keel-update-mark-good.service",
         include_str!("../../updater/units/keel-update-mark-good.service"),
     ),
+    (
+        "keel-update-agent.service",
+        include_str!("../../updater/units/keel-update-agent.service"),
+    ),
 ];
-/// The unit whose [Install] section pulls the gate into every boot.
-pub const ENABLED_UNIT: &str = "keel-update-mark-good.service";
+/// The units enabled in every image: the one whose [Install] section pulls the gate into every
+/// boot, and the update agent.
+pub const ENABLED_UNITS: [&str; 2] = ["keel-update-mark-good.service", "keel-update-agent.service"];
 pub const BIN: &str = "usr/bin/keel-update";
 pub const GENERATOR: &str = "usr/lib/systemd/system-generators/keel-health-generator";
 const UNIT_DIR: &str = "usr/lib/systemd/system";
@@ -45,7 +50,9 @@ pub fn install(root: &Path, bin: &Path, trusted: &[VerifyingKey]) -> Result<()> 
     for (name, text) in UNITS {
         write(&root.join(UNIT_DIR).join(name), text.as_bytes(), 0o644)?;
     }
-    units::enable(root, ENABLED_UNIT)?;
+    for unit in ENABLED_UNITS {
+        units::enable(root, unit)?;
+    }
     let generator = root.join(GENERATOR);
     if let Some(parent) = generator.parent() {
         std::fs::create_dir_all(parent).map_err(io_at(parent))?;
@@ -94,10 +101,12 @@ mod tests {
         for (name, _) in UNITS {
             assert!(r.join(UNIT_DIR).join(name).is_file(), "{name}");
         }
-        let wants = r
-            .join("etc/systemd/system/multi-user.target.wants")
-            .join(ENABLED_UNIT);
-        assert!(wants.symlink_metadata().is_ok(), "mark-good not enabled");
+        for unit in ENABLED_UNITS {
+            let wants = r
+                .join("etc/systemd/system/multi-user.target.wants")
+                .join(unit);
+            assert!(wants.symlink_metadata().is_ok(), "{unit} not enabled");
+        }
         assert_eq!(
             std::fs::read_link(r.join(GENERATOR)).unwrap(),
             Path::new("/usr/bin/keel-update")

@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use keel_format::image_sig::{self, ImageSignature};
 
@@ -55,7 +54,7 @@ impl Location {
                 let len = f.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
                 Ok((Box::new(f), len))
             }
-            Location::Url(u) => http_get(u).map_err(|e| InstallError::Input(format!("{u}: {e}"))),
+            Location::Url(u) => http_get(u).map_err(InstallError::Input),
         }
     }
 }
@@ -78,21 +77,13 @@ pub fn read_signature(at: &Location) -> Result<ImageSignature> {
 }
 
 fn http_get(url: &str) -> std::result::Result<(Box<dyn Read + Send>, Option<u64>), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(30)))
-        // A stalled download fails; a slow one takes as long as it takes.
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .timeout_recv_body(None)
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let response = agent.get(url).call().map_err(|e| e.to_string())?;
-    let length = response
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    Ok((Box::new(response.into_body().into_reader()), length))
+    let client = keel_http::Client::new(keel_http::Timeouts::download());
+    let response = client
+        .get(url, None, &[])
+        .and_then(|r| r.success())
+        .map_err(|e| e.to_string())?;
+    let length = response.content_length();
+    Ok((Box::new(response.into_reader()), length))
 }
 
 #[cfg(test)]

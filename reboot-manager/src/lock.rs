@@ -77,24 +77,19 @@ fn etcd_update(config: &EtcdConfig, key: &str, op: &Op) -> Result<Semaphore, Str
 
 fn post(url: &str, path: &str, id: &str, group: &str) -> Result<(), String> {
     let full = format!("{url}{path}");
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let client = keel_http::Client::new(keel_http::Timeouts::total(Duration::from_secs(30)));
     let body = Request::new(id, group).to_json();
-    let mut resp = agent
-        .post(&full)
-        .header(PROTOCOL_HEADER, "true")
-        .header("content-type", "application/json")
-        .send(body.as_bytes())
-        .map_err(|e| format!("POST {full}: {e}"))?;
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024)
-        .read_to_vec()
-        .unwrap_or_default();
+    let resp = client
+        .post(
+            &full,
+            body.as_bytes(),
+            &[
+                (PROTOCOL_HEADER, "true"),
+                ("content-type", "application/json"),
+            ],
+        )
+        .map_err(|e| e.to_string())?;
+    let status = resp.status;
+    let bytes = resp.read_to_vec(64 * 1024).unwrap_or_default();
     fleetlock::client_outcome(status, &bytes).map_err(|e| format!("POST {full}: {e}"))
 }

@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::compat;
 use crate::disk::{Disk, SlotDevice};
+use crate::download::ResumePolicy;
 use crate::error::{Result, UpdateError};
 use crate::payload::{self, OpenPayload, PayloadSource, VerifiedPayload};
 use crate::slots::{find_slots, Slots};
@@ -34,6 +35,17 @@ pub struct ApplyOptions {
     pub tries: u8,
     /// For a payload file: hash the body before touching the disk (one extra read of the file).
     pub precheck_file: bool,
+    /// For a URL: how a broken download resumes.
+    pub resume: ResumePolicy,
+    /// What the update server announced for the whole payload (metadata block + body): its
+    /// size and SHA-256, checked on the bytes as they stream, before anything is staged.
+    pub expected: Option<ExpectedPayload>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectedPayload {
+    pub size: u64,
+    pub sha256: [u8; 32],
 }
 
 impl ApplyOptions {
@@ -43,6 +55,8 @@ impl ApplyOptions {
             allow_downgrade: false,
             tries: 1,
             precheck_file: true,
+            resume: ResumePolicy::default(),
+            expected: None,
         }
     }
 }
@@ -70,7 +84,11 @@ pub fn apply(
     opts: &ApplyOptions,
     progress: &dyn Progress,
 ) -> Result<Applied> {
-    let mut payload = source.open()?;
+    let mut payload = source.open_with(opts.resume)?;
+    let announced = match &opts.expected {
+        Some(exp) => Some(watch_whole_payload(&mut payload, exp)?),
+        None => None,
+    };
     progress.phase("verifying payload metadata", 0);
     let verified = payload::read_verified_metadata(&mut payload, &opts.trusted_keys)?;
 
@@ -86,6 +104,9 @@ pub fn apply(
     progress.phase(&format!("invalidating {}", checked.slots.passive.label), 0);
     invalidate_passive(&mut disk, &checked.slots, &mut passive)?;
     write_body(&mut payload, &verified, &mut passive, progress)?;
+    if let (Some(exp), Some(hash)) = (&opts.expected, &announced) {
+        check_whole_payload(&payload.name, exp, hash)?;
+    }
     verify_written(&verified, &mut passive, progress)?;
     passive.write_metadata(&verified.block)?;
     let direct_io = passive.uses_direct_io();
@@ -105,6 +126,71 @@ pub fn apply(
         running_attrs,
         direct_io,
     })
+}
+
+/// The running SHA-256 and byte count of everything read from a payload stream.
+type WholeHash = std::rc::Rc<std::cell::RefCell<(ring::digest::Context, u64)>>;
+
+struct HashingReader {
+    inner: Box<dyn std::io::Read>,
+    hash: WholeHash,
+}
+
+impl std::io::Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut h = self.hash.borrow_mut();
+        h.0.update(&buf[..n]);
+        h.1 += n as u64;
+        Ok(n)
+    }
+}
+
+/// Refuse a payload whose announced length differs from the server's, and hash the rest of
+/// the stream as it is read.
+fn watch_whole_payload(payload: &mut OpenPayload, exp: &ExpectedPayload) -> Result<WholeHash> {
+    if let Some(len) = payload.length.filter(|l| *l != exp.size) {
+        return Err(UpdateError::Untrusted {
+            payload: payload.name.clone(),
+            reason: format!(
+                "it is {len} bytes long, the update server announced {}",
+                exp.size
+            ),
+        });
+    }
+    let hash: WholeHash = std::rc::Rc::new(std::cell::RefCell::new((
+        ring::digest::Context::new(&ring::digest::SHA256),
+        0,
+    )));
+    let inner = std::mem::replace(&mut payload.reader, Box::new(std::io::empty()));
+    payload.reader = Box::new(HashingReader {
+        inner,
+        hash: hash.clone(),
+    });
+    Ok(hash)
+}
+
+fn check_whole_payload(name: &str, exp: &ExpectedPayload, hash: &WholeHash) -> Result<()> {
+    let (ctx, count) = hash.borrow().clone();
+    let got = ctx.finish();
+    let refuse = |reason: String| UpdateError::Untrusted {
+        payload: name.to_string(),
+        reason,
+    };
+    if count != exp.size {
+        return Err(refuse(format!(
+            "it was {count} bytes long, the update server announced {}",
+            exp.size
+        )));
+    }
+    if got.as_ref() != exp.sha256 {
+        return Err(refuse(format!(
+            "its SHA-256 is {}, the update server announced {}",
+            hex::encode(got.as_ref()),
+            hex::encode(exp.sha256)
+        )));
+    }
+    Ok(())
 }
 
 pub struct CheckedTarget {

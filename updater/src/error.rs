@@ -52,6 +52,14 @@ pub enum UpdateError {
     #[error("{0}")]
     Refused(String),
 
+    /// The update server could not be asked, or its answer is not usable.
+    #[error("update server: {0}")]
+    Server(String),
+
+    /// A failure already printed (by `check`); only its exit code is left to return.
+    #[error("exit code {0}")]
+    Reported(i32),
+
     /// Anything about the running system itself: /usr, sysfs, the state file, kexec.
     #[error("{0}")]
     System(String),
@@ -63,12 +71,13 @@ impl UpdateError {
         match self {
             UpdateError::Untrusted { .. } => exit::VERIFICATION,
             UpdateError::NotApplicable { .. } => exit::NOT_APPLICABLE,
-            UpdateError::Transport { .. } => exit::UNREADABLE,
+            UpdateError::Transport { .. } | UpdateError::Server(_) => exit::UNREADABLE,
             UpdateError::Keys(_) => exit::KEYS,
             UpdateError::Disk { .. } => exit::DISK,
             UpdateError::SlotIo { .. } | UpdateError::Readback { .. } => exit::IO,
             UpdateError::Refused(_) => exit::REFUSED,
             UpdateError::System(_) => exit::FAILED,
+            UpdateError::Reported(code) => *code,
         }
     }
 }

@@ -5,10 +5,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod apply;
 pub mod cli;
 pub mod compat;
 pub mod disk;
+pub mod download;
 pub mod error;
 pub mod health;
 pub mod image_keys;

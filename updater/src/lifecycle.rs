@@ -85,7 +85,16 @@ pub struct Status {
     pub verdict: Option<Verdict>,
     /// The verdict in words, e.g. "version 2.0.0 failed: …".
     pub verdict_message: Option<String>,
+    /// update_engine's word: `UPDATED_NEED_REBOOT` while a staged update waits for the reboot,
+    /// `IDLE` otherwise.
+    pub update_status: &'static str,
     pub last: Option<Outcome>,
+    /// The update agent's attempts, oldest first.
+    pub history: Vec<crate::state::Attempt>,
+    /// Versions the agent will not apply again.
+    pub failed_versions: Vec<String>,
+    /// Events waiting for the update server.
+    pub pending_events: usize,
 }
 
 fn disk_err(disk: &Disk, e: impl std::fmt::Display) -> UpdateError {
@@ -181,8 +190,21 @@ pub fn status(target: &Target, keys: &[VerifyingKey], state: &UpdateState) -> Re
         reboot_pending,
         staged: state.staged.clone(),
         verdict_message: verdict.as_ref().map(|v| v.to_string()),
+        // On a disk image nothing has booted: a staged slot the boot rule picks is "on trial"
+        // there, and still waits for its (first) boot.
+        update_status: if matches!(verdict, Some(Verdict::RebootPending { .. }))
+            || (target.running == crate::slots::RunningSlot::Chosen
+                && matches!(verdict, Some(Verdict::OnTrial { .. })))
+        {
+            "UPDATED_NEED_REBOOT"
+        } else {
+            "IDLE"
+        },
         verdict,
         last: state.last.clone(),
+        history: state.history.clone(),
+        failed_versions: state.failed_versions.clone(),
+        pending_events: state.pending_events.len(),
     })
 }
 

@@ -5,13 +5,13 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
-use std::time::Duration;
 
 use ed25519_dalek::VerifyingKey;
 use keel_format::metadata::{SlotMetadata, METADATA_SIZE};
 use keel_format::slot;
 use keel_format::verity;
 
+use crate::download::{Download, ResumePolicy};
 use crate::error::{Result, UpdateError};
 use crate::stream;
 use keel_cli_support::progress::Progress;
@@ -50,6 +50,11 @@ impl PayloadSource {
 
     /// Open the stream. Nothing is read yet.
     pub fn open(self) -> Result<OpenPayload> {
+        self.open_with(ResumePolicy::default())
+    }
+
+    /// Open the stream; a URL resumes a broken download as `resume` says.
+    pub fn open_with(self, resume: ResumePolicy) -> Result<OpenPayload> {
         let name = self.name();
         let transport = |reason: String| UpdateError::Transport {
             payload: name.clone(),
@@ -67,8 +72,9 @@ impl PayloadSource {
                 }
             }
             PayloadSource::Url(url) => {
-                let (r, len) = http_get(&url).map_err(transport)?;
-                (r, len, None)
+                let d = Download::open(&url, resume).map_err(|e| transport(e.to_string()))?;
+                let len = d.total();
+                (Box::new(d), len, None)
             }
             PayloadSource::Stdin => (Box::new(io::stdin().lock()), None, None),
             PayloadSource::Reader { reader, .. } => (reader, None, None),
@@ -137,12 +143,17 @@ pub fn read_verified_metadata(
         return Err(UpdateError::Transport {
             payload: payload.name.clone(),
             reason: format!(
-                "it ended after {got} bytes, inside its {METADATA_SIZE}-byte metadata block"
+                "it ended after {got} bytes, inside its {METADATA_SIZE}-byte metadata block; it starts {}",
+                keel_http::excerpt(&block[..got])
             ),
         });
     }
-    let unverified = keel_format::metadata::decode(&block)
-        .map_err(|e| untrusted(format!("its metadata block is unreadable: {e}")))?;
+    let unverified = keel_format::metadata::decode(&block).map_err(|e| {
+        untrusted(format!(
+            "its metadata block is unreadable ({e}); it starts {}",
+            keel_http::excerpt(&block)
+        ))
+    })?;
     let claimed = unverified.claimed().version.clone();
     let metadata = unverified.verify(trusted).map_err(|e| {
         untrusted(format!(
@@ -211,23 +222,4 @@ pub fn check_body_hash(payload: &VerifiedPayload, got: &[u8; 32], want: &[u8; 32
         });
     }
     Ok(())
-}
-
-fn http_get(url: &str) -> std::result::Result<(Box<dyn Read>, Option<u64>), String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(30)))
-        // A stalled download fails; a slow one takes as long as it takes.
-        .timeout_per_read(Some(Duration::from_secs(60)))
-        .timeout_recv_body(None)
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .build()
-        .into();
-    let response = agent.get(url).call().map_err(|e| e.to_string())?;
-    let length = response
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let reader = response.into_body().into_reader();
-    Ok((Box::new(reader), length))
 }

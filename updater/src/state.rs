@@ -17,6 +17,65 @@ pub struct UpdateState {
     pub staged: Option<StagedUpdate>,
     /// How the last apply, mark-good or rollback ended.
     pub last: Option<Outcome>,
+    /// The update agent's attempts, oldest first (at most [`HISTORY_LEN`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<Attempt>,
+    /// Versions that failed on this machine (rolled back, failed the health gate, refused as
+    /// untrusted): the agent does not apply them again; a newer version is tried as usual.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_versions: Vec<String>,
+    /// Omaha events not yet delivered to the update server (sent with the next check).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_events: Vec<PendingEvent>,
+}
+
+pub const HISTORY_LEN: usize = 32;
+
+/// One update attempt of the agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub version: String,
+    pub from_version: String,
+    /// `staged`, `failed` (download/apply), `good` (marked good after the reboot),
+    /// `update-failed` (the machine came back on the old slot), `skipped` (failed before).
+    pub result: String,
+    pub message: String,
+    pub time: u64,
+}
+
+/// An Omaha event waiting for the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingEvent {
+    pub event_type: u32,
+    pub event_result: u32,
+    pub error_code: Option<i64>,
+    pub previous_version: Option<String>,
+    /// The version the event is about.
+    pub version: String,
+}
+
+impl UpdateState {
+    pub fn record_attempt(&mut self, version: &str, from: &str, result: &str, message: String) {
+        self.history.push(Attempt {
+            version: version.into(),
+            from_version: from.into(),
+            result: result.into(),
+            message,
+            time: now(),
+        });
+        let excess = self.history.len().saturating_sub(HISTORY_LEN);
+        self.history.drain(..excess);
+    }
+
+    pub fn has_failed(&self, version: &str) -> bool {
+        self.failed_versions.iter().any(|v| v == version)
+    }
+
+    pub fn mark_failed(&mut self, version: &str) {
+        if !self.has_failed(version) {
+            self.failed_versions.push(version.into());
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,9 +174,13 @@ mod tests {
                 time: 5,
             }),
             last: Some(Outcome::now("apply", "ok", "staged")),
+            ..Default::default()
         };
         s.save(&path).unwrap();
         assert_eq!(UpdateState::load(&path).unwrap(), s);
+        // A file from before the agent (no history fields) still loads.
+        std::fs::write(&path, r#"{"staged":null,"last":null}"#).unwrap();
+        assert_eq!(UpdateState::load(&path).unwrap(), UpdateState::default());
         std::fs::write(&path, "{").unwrap();
         assert!(UpdateState::load(&path).is_err());
     }

@@ -65,11 +65,9 @@ fn units_and_generated_dropins_verify() {
     // reveal an ordering cycle with the gate.
     let wants = unit_dir.join("multi-user.target.wants");
     std::fs::create_dir(&wants).unwrap();
-    std::os::unix::fs::symlink(
-        "../keel-update-mark-good.service",
-        wants.join("keel-update-mark-good.service"),
-    )
-    .unwrap();
+    for unit in ["keel-update-mark-good.service", "keel-update-agent.service"] {
+        std::os::unix::fs::symlink(format!("../{unit}"), wants.join(unit)).unwrap();
+    }
     let req = dir.path().join("required-units");
     std::fs::write(&req, "systemd-journald.service\n").unwrap();
     let listed = health::required_units(&[req]).unwrap();
@@ -94,6 +92,7 @@ fn units_and_generated_dropins_verify() {
         .arg(unit_dir.join("keel-update-mark-good.service"))
         .arg(unit_dir.join("keel-health.target"))
         .arg(unit_dir.join("keel-health-check.service"))
+        .arg(unit_dir.join("keel-update-agent.service"))
         .output()
         .expect("systemd-analyze");
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -1,53 +1,13 @@
-//! HTTP for the network sources (ureq, blocking): a request whose every failure names the
-//! method, the URL, the status and how many bytes came back.
+//! HTTP for the network sources, over keel-http (the one client setup: proxies, timeouts,
+//! errors naming the method, the URL, the status and how many bytes came back).
 
-use std::io::Read;
 use std::time::Duration;
+
+pub use keel_http::HttpError as FetchError;
+use keel_http::Timeouts;
 
 /// The most a user-data may be (EC2 allows 16 KiB; a URL may serve more).
 pub const MAX_BYTES: u64 = 16 << 20;
-
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error("{method} {url}: {message}")]
-    Transport {
-        method: &'static str,
-        url: String,
-        message: String,
-    },
-    #[error("{method} {url}: HTTP {status} ({bytes} bytes{})", excerpt_suffix(.excerpt))]
-    Status {
-        method: &'static str,
-        url: String,
-        status: u16,
-        bytes: usize,
-        excerpt: String,
-    },
-    #[error(
-        "{method} {url}: HTTP {status}: reading the body failed after {bytes} bytes: {message}"
-    )]
-    Body {
-        method: &'static str,
-        url: String,
-        status: u16,
-        bytes: usize,
-        message: String,
-    },
-    #[error("{method} {url}: HTTP {status}: more than {MAX_BYTES} bytes")]
-    TooLarge {
-        method: &'static str,
-        url: String,
-        status: u16,
-    },
-}
-
-fn excerpt_suffix(excerpt: &str) -> String {
-    if excerpt.is_empty() {
-        String::new()
-    } else {
-        format!(": {excerpt:?}")
-    }
-}
 
 /// A response with any status (the caller decides what a 404 means).
 #[derive(Debug)]
@@ -57,7 +17,7 @@ pub struct Response {
 }
 
 pub struct Client {
-    agent: ureq::Agent,
+    http: keel_http::Client,
 }
 
 impl Default for Client {
@@ -69,32 +29,19 @@ impl Default for Client {
 impl Client {
     /// Every connect, response and read waits at most `timeout`.
     pub fn new(timeout: Duration) -> Client {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_connect(Some(timeout))
-            .timeout_recv_response(Some(timeout))
-            .timeout_per_read(Some(timeout))
-            .build()
-            .into();
-        Client { agent }
+        Client {
+            http: keel_http::Client::new(Timeouts::each(timeout)),
+        }
     }
 
     /// `GET url` with `headers`.
     pub fn get(&self, url: &str, headers: &[(&str, &str)]) -> Result<Response, FetchError> {
-        let mut req = self.agent.get(url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        finish("GET", url, req.call())
+        finish(self.http.get(url, None, headers)?)
     }
 
     /// `PUT url` with `headers` and an empty body.
     pub fn put(&self, url: &str, headers: &[(&str, &str)]) -> Result<Response, FetchError> {
-        let mut req = self.agent.put(url);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        finish("PUT", url, req.send_empty())
+        finish(self.http.put(url, headers)?)
     }
 
     /// `GET url`: the body of a 2xx answer; any other status is an error.
@@ -109,50 +56,18 @@ pub fn ok_body(method: &'static str, url: &str, r: Response) -> Result<Vec<u8>, 
     if (200..300).contains(&r.status) {
         return Ok(r.body);
     }
-    let text = String::from_utf8_lossy(&r.body);
-    let excerpt: String = text.trim().chars().take(120).collect();
     Err(FetchError::Status {
         method,
         url: url.to_string(),
         status: r.status,
-        bytes: r.body.len(),
-        excerpt,
+        bytes: r.body.len() as u64,
+        excerpt: keel_http::excerpt(&r.body),
     })
 }
 
-fn finish(
-    method: &'static str,
-    url: &str,
-    result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-) -> Result<Response, FetchError> {
-    let response = result.map_err(|e| FetchError::Transport {
-        method,
-        url: url.to_string(),
-        message: e.to_string(),
-    })?;
-    let status = response.status().as_u16();
-    let mut body = Vec::new();
-    let mut reader = response
-        .into_body()
-        .into_with_config()
-        .limit(MAX_BYTES + 1)
-        .reader();
-    if let Err(e) = (&mut reader).take(MAX_BYTES + 1).read_to_end(&mut body) {
-        return Err(FetchError::Body {
-            method,
-            url: url.to_string(),
-            status,
-            bytes: body.len(),
-            message: e.to_string(),
-        });
-    }
-    if body.len() as u64 > MAX_BYTES {
-        return Err(FetchError::TooLarge {
-            method,
-            url: url.to_string(),
-            status,
-        });
-    }
+fn finish(response: keel_http::Response) -> Result<Response, FetchError> {
+    let status = response.status;
+    let body = response.read_to_vec(MAX_BYTES)?;
     Ok(Response { status, body })
 }
 

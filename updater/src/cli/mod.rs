@@ -13,12 +13,17 @@ use clap::{Args, Parser, Subcommand};
 use ed25519_dalek::VerifyingKey;
 use keel_cli_support::progress::Reporter;
 
+use crate::agent::check;
+use crate::agent::config::AgentConfig;
+use crate::agent::schedule::{after_check, next_wake, AgentState, Timing};
+use crate::download::ResumePolicy;
 use crate::error::{Result, UpdateError};
 use crate::lifecycle;
 use crate::reboot::RebootMode;
 use crate::state::{Outcome, StagedUpdate, UpdateState, STATE_FILE};
 use crate::{apply, health, reboot, trust, ApplyOptions, PayloadSource, Target};
-use print::{print_change, print_status};
+use print::{print_change, print_check, print_status};
+use std::time::Duration;
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +41,10 @@ pub struct Cli {
     /// none with --disk).
     #[arg(long, global = true, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// Where update.conf's layers, etc/machine-id and run/reboot-required are (check, agent,
+    /// mark-good).
+    #[arg(long, global = true, value_name = "DIR", default_value = "/")]
+    root: PathBuf,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -80,6 +89,27 @@ enum Cmd {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Ask the update server (update.conf's SERVER, GROUP) now; download and stage an offered
+    /// update; wait for the outcome and print it.
+    Check {
+        #[command(flatten)]
+        keys: KeyArgs,
+        /// Print the outcome as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The update agent: check on update_engine's schedule, forever; REBOOT_STRATEGY=reboot
+    /// reboots as soon as an update is staged, `off` (and anything else) leaves it staged.
+    Agent {
+        #[command(flatten)]
+        keys: KeyArgs,
+        /// Seconds before the first check (default 7 min ± 5, update_engine's).
+        #[arg(long, hide = true)]
+        first_check: Option<u64>,
+        /// Seconds between checks (default 45 min ± 5; the server's PollInterval wins).
+        #[arg(long, hide = true)]
+        interval: Option<u64>,
     },
     /// Mark the running slot good: successful, no tries left, ranked above the other.
     MarkGood,
@@ -130,6 +160,7 @@ pub fn run_standalone() -> i32 {
     };
     match result {
         Ok(()) => keel_cli_support::exit::OK,
+        Err(UpdateError::Reported(code)) => code,
         Err(e) => {
             eprintln!("keel-update: {e}");
             e.exit_code()
@@ -251,9 +282,14 @@ fn run(cli: &Cli) -> Result<()> {
             let change = lifecycle::mark_good(&target)?;
             if let Some(path) = &state_file {
                 let mut state = load_state_or_empty(path);
+                let staged = state.staged.clone();
                 if let Some(v) = lifecycle::record_mark_good(&target, &mut state, &change)? {
                     println!("{v}");
+                    if let Some(staged) = &staged {
+                        check::absorb_verdict(&mut state, staged, &v);
+                    }
                 }
+                report_queued_events(&cli.root, &target, &mut state);
                 save_state(&state, path);
             }
             print_change("marked good", &change);
@@ -261,9 +297,13 @@ fn run(cli: &Cli) -> Result<()> {
         }
         Cmd::Rollback { keys } => {
             let target = target(cli)?;
+            let from = check::identity_version(&target).ok();
             let result = lifecycle::rollback(&target, &load_keys(keys, &target)?);
             if let Some(path) = &state_file {
                 let mut state = load_state_or_empty(path);
+                if let (Ok(_), Some(v)) = (&result, &from) {
+                    check::record_rollback(&mut state, v);
+                }
                 state.last = Some(match &result {
                     Ok(c) => Outcome::now("rollback", "ok", format!("next boot is {}", c.other)),
                     Err(e) => Outcome::now("rollback", "failed", e.to_string()),
@@ -281,6 +321,41 @@ fn run(cli: &Cli) -> Result<()> {
             );
             Ok(())
         }
+        Cmd::Check { keys, json } => {
+            let target = target(cli)?;
+            let progress = Reporter::with_step_lines("keel-update", *json);
+            let ctx = check_context(cli, &target, keys, &progress)?;
+            let report = check::check(&ctx)?;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).expect("serializes")
+                );
+            } else {
+                print_check(&report);
+            }
+            if report.exit_code == keel_cli_support::exit::OK {
+                Ok(())
+            } else {
+                Err(UpdateError::Reported(report.exit_code))
+            }
+        }
+        Cmd::Agent {
+            keys,
+            first_check,
+            interval,
+        } => {
+            let mut timing = Timing::default();
+            if let Some(s) = first_check {
+                timing.first = Duration::from_secs(*s);
+                timing.first_fuzz = Duration::ZERO;
+            }
+            if let Some(s) = interval {
+                timing.interval = Duration::from_secs(*s);
+                timing.fuzz = Duration::ZERO;
+            }
+            run_agent(cli, keys, &timing)
+        }
         Cmd::Reboot { kexec, .. } => reboot::reboot(if *kexec {
             RebootMode::Kexec
         } else {
@@ -296,6 +371,105 @@ fn run(cli: &Cli) -> Result<()> {
             Ok(())
         }
         Cmd::GenerateHealthGate { normal_dir, .. } => generate_health_gate(normal_dir),
+    }
+}
+
+fn check_context<'a>(
+    cli: &Cli,
+    target: &'a Target,
+    keys: &KeyArgs,
+    progress: &'a dyn keel_cli_support::progress::Progress,
+) -> Result<check::CheckContext<'a>> {
+    Ok(check::CheckContext {
+        target,
+        keys: load_keys(keys, target)?,
+        config: AgentConfig::load(&cli.root)?,
+        state_file: state_path(cli),
+        flag_root: cli.disk.is_none().then(|| cli.root.clone()),
+        resume: ResumePolicy::default(),
+        progress,
+    })
+}
+
+/// A number in [-1, 1] from the system's random source (0 if it fails).
+fn jitter() -> f64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 4];
+    match ring::rand::SystemRandom::new().fill(&mut b) {
+        Ok(()) => f64::from(u32::from_le_bytes(b)) / f64::from(u32::MAX) * 2.0 - 1.0,
+        Err(_) => 0.0,
+    }
+}
+
+/// `keel-update agent`: one check per wake-up, forever. Configuration and keys are read again
+/// at each check, so a GROUP change applies at the next one.
+fn run_agent(cli: &Cli, keys: &KeyArgs, timing: &Timing) -> Result<()> {
+    let mut state = AgentState::Starting;
+    let mut poll_interval = None;
+    let progress = Reporter::with_step_lines("keel-update", false);
+    loop {
+        let wait = next_wake(state, poll_interval, timing, jitter());
+        println!(
+            "keel-update agent: next check in {} s ({state:?})",
+            wait.as_secs()
+        );
+        std::thread::sleep(wait);
+        let report = target(cli).and_then(|t| {
+            let ctx = check_context(cli, &t, keys, &progress)?;
+            check::check(&ctx).map(|r| (r, ctx.config.reboot_strategy))
+        });
+        let (report, strategy) = match report {
+            Ok(r) => r,
+            Err(e) => {
+                println!("keel-update agent: check failed: {e}");
+                state = AgentState::Idle;
+                continue;
+            }
+        };
+        println!(
+            "keel-update agent: {}",
+            serde_json::to_string(&report).expect("serializes")
+        );
+        if report.poll_interval.is_some() {
+            poll_interval = report.poll_interval;
+        }
+        state = after_check(state, &report);
+        if report.result == check::CheckResult::Staged {
+            match strategy.as_str() {
+                "reboot" if cli.disk.is_none() => {
+                    println!(
+                        "keel-update agent: REBOOT_STRATEGY=reboot: rebooting into {}",
+                        report.offered_version.as_deref().unwrap_or("the new version")
+                    );
+                    reboot::reboot(RebootMode::Firmware)?;
+                }
+                s => println!(
+                    "keel-update agent: REBOOT_STRATEGY={s:?}: the update stays staged until a reboot{}",
+                    if cli.disk.is_some() { " (a disk image is never rebooted)" } else { "" }
+                ),
+            }
+        }
+    }
+}
+
+/// After mark-good: deliver the queued events (3/2, or a fallback's 3/0) if update.conf names
+/// a server; otherwise, or if it cannot be reached, they wait for the next check.
+fn report_queued_events(root: &Path, target: &Target, state: &mut UpdateState) {
+    if state.pending_events.is_empty() {
+        return;
+    }
+    let Ok(config) = AgentConfig::load(root) else {
+        return;
+    };
+    match check::identity(target, &config) {
+        Ok(id) => {
+            let client = crate::agent::omaha::OmahaClient::new(&config.server);
+            let sent = check::flush_events(&client, &id, state);
+            if !sent.is_empty() {
+                println!("reported to {}: {}", config.server, sent.join(", "));
+            }
+        }
+        Err(e) => eprintln!("keel-update: warning: events stay queued: {e}"),
     }
 }
 
