@@ -17,7 +17,8 @@ pub struct AgentConfig {
     /// Where `server` was set (file:line), for messages.
     pub server_origin: String,
     pub group: String,
-    /// `reboot`, `off`, or what the reboot manager understands (`etcd-lock`, …).
+    /// As written (empty: the default, `best-effort`); only named in messages: the reboot
+    /// manager acts on it.
     pub reboot_strategy: String,
     pub machine_id: String,
 }

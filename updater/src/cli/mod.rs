@@ -99,8 +99,8 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// The update agent: check on update_engine's schedule, forever; REBOOT_STRATEGY=reboot
-    /// reboots as soon as an update is staged, `off` (and anything else) leaves it staged.
+    /// The update agent: check on update_engine's schedule, forever. A staged update leaves
+    /// /run/reboot-required; keel-reboot-manager reboots as REBOOT_STRATEGY says.
     Agent {
         #[command(flatten)]
         keys: KeyArgs,
@@ -127,6 +127,13 @@ enum Cmd {
         /// A full firmware reboot (the default).
         #[arg(long)]
         firmware: bool,
+    },
+    /// The cluster's reboot lock, locksmithctl's verbs (`status`, `lock [ID]`, `unlock [ID]`,
+    /// `set-max N`, `--group G`, `--json`): `keel-reboot-manager lock ARGS`.
+    #[command(disable_help_flag = true)]
+    Lock {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
     },
     /// The health gate's check: required units active and /etc/keel/health-check exits 0.
     HealthCheck,
@@ -167,6 +174,9 @@ pub fn run_standalone() -> i32 {
         }
     }
 }
+
+/// The reboot manager, which owns the lock verbs (found in `PATH`: /usr/bin in the image).
+const REBOOT_MANAGER: &str = "keel-reboot-manager";
 
 fn target(cli: &Cli) -> Result<Target> {
     match &cli.disk {
@@ -361,6 +371,17 @@ fn run(cli: &Cli) -> Result<()> {
         } else {
             RebootMode::Firmware
         }),
+        Cmd::Lock { args } => {
+            use std::os::unix::process::CommandExt;
+            // Only returns when the exec failed.
+            let e = std::process::Command::new(REBOOT_MANAGER)
+                .arg("lock")
+                .args(args)
+                .exec();
+            Err(UpdateError::System(format!(
+                "running {REBOOT_MANAGER} lock: {e}"
+            )))
+        }
         Cmd::HealthCheck => {
             let units = health::required_units(&health::default_sources())?;
             health::check(&units, Path::new(health::HEALTH_HOOK))?;
@@ -435,19 +456,13 @@ fn run_agent(cli: &Cli, keys: &KeyArgs, timing: &Timing) -> Result<()> {
         }
         state = after_check(state, &report);
         if report.result == check::CheckResult::Staged {
-            match strategy.as_str() {
-                "reboot" if cli.disk.is_none() => {
-                    println!(
-                        "keel-update agent: REBOOT_STRATEGY=reboot: rebooting into {}",
-                        report.offered_version.as_deref().unwrap_or("the new version")
-                    );
-                    reboot::reboot(RebootMode::Firmware)?;
-                }
-                s => println!(
-                    "keel-update agent: REBOOT_STRATEGY={s:?}: the update stays staged until a reboot{}",
-                    if cli.disk.is_some() { " (a disk image is never rebooted)" } else { "" }
-                ),
-            }
+            // One actor reboots: keel-reboot-manager (in every image) acts on
+            // /run/reboot-required by REBOOT_STRATEGY, with the etcd lock or FleetLock.
+            println!(
+                "keel-update agent: {} is staged; keel-reboot-manager reboots into it as REBOOT_STRATEGY={} says",
+                report.offered_version.as_deref().unwrap_or("the new version"),
+                if strategy.is_empty() { "best-effort" } else { &strategy }
+            );
         }
     }
 }
