@@ -38,7 +38,11 @@ fn keel_update_lock_runs_the_reboot_managers_verbs() {
         .args(["lock", "--endpoint", &ep, "status", "--json"])
         .output()
         .unwrap();
-    assert_eq!(out.as_bytes(), &direct.stdout[..], "the alias answers as the manager does");
+    assert_eq!(
+        out.as_bytes(),
+        &direct.stdout[..],
+        "the alias answers as the manager does"
+    );
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["max"], 2, "{v}");
     assert_eq!(v["holders"], serde_json::json!(["machine-a"]), "{v}");
