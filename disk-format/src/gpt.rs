@@ -481,6 +481,40 @@ mod tests {
         );
     }
 
+    /// Set the u64 at `field` of the header at byte `at`, and its CRC.
+    fn set_header_u64(c: &mut Cursor<Vec<u8>>, at: usize, field: usize, v: u64) {
+        let b = c.get_mut();
+        b[at + field..at + field + 8].copy_from_slice(&v.to_le_bytes());
+        b[at + 16..at + 20].fill(0);
+        let crc = crc32fast::hash(&b[at..at + 92]);
+        b[at + 16..at + 20].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Found by the `gpt` fuzz target: a backup header (valid CRC) whose alternate LBA was not
+    /// 1 was trusted, and the repair wrote the "primary" copy there, into the partitions.
+    #[test]
+    fn a_backup_pointing_elsewhere_for_the_primary_is_damaged() {
+        let disk = 32u64 << 20;
+        let (_, mut c) = sample(disk);
+        let backup = (disk - SECTOR) as usize;
+        set_header_u64(&mut c, backup, 32, 65281);
+        c.get_mut()[512 + 16] ^= 1;
+        let e = DiskTable::read(&mut c).err().unwrap().to_string();
+        assert!(
+            e.contains("backup GPT header is damaged: points to LBA 65281 for the primary"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_primary_pointing_into_the_partitions_for_the_backup_is_damaged() {
+        let (_, mut c) = sample(32 << 20);
+        set_header_u64(&mut c, 512, 32, 4096);
+        let t = DiskTable::read(&mut c).unwrap();
+        assert_eq!(t.health().good_copy(), Some("backup"));
+        assert!(t.health().summary().contains("lies inside the usable area"));
+    }
+
     #[test]
     fn an_entry_ending_before_it_starts_is_refused() {
         let (_, mut c) = sample(32 << 20);

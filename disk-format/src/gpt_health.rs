@@ -197,6 +197,36 @@ pub fn parse_header(sector: &[u8], at_lba: u64, disk_sectors: u64) -> Result<Hea
             h.first_usable_lba, h.last_usable_lba
         ));
     }
+    // Where the other copy and this copy's entries lie follows from which copy this is; a
+    // rewrite puts data where these fields say, so they must not point into the usable area.
+    let array_end = h.entry_lba + array_sectors;
+    if at_lba == 1 {
+        if h.alternate_lba <= h.last_usable_lba {
+            return Err(format!(
+                "backup header LBA {} lies inside the usable area",
+                h.alternate_lba
+            ));
+        }
+        if array_end > h.first_usable_lba {
+            return Err(format!(
+                "entry array at LBA {} runs into the usable area (from LBA {})",
+                h.entry_lba, h.first_usable_lba
+            ));
+        }
+    } else {
+        if h.alternate_lba != 1 {
+            return Err(format!(
+                "points to LBA {} for the primary header, not 1",
+                h.alternate_lba
+            ));
+        }
+        if h.entry_lba <= h.last_usable_lba || array_end > at_lba {
+            return Err(format!(
+                "entry array at LBA {} is not between the usable area and the header",
+                h.entry_lba
+            ));
+        }
+    }
     Ok(h)
 }
 
