@@ -8,7 +8,9 @@
 # N defaults to 60 (per target). Findings stay in DIR (default: a fresh temporary directory),
 # DIR/TARGET/default/crashes/ holding each crashing input: keep it beside the code as a
 # regression test and fix the cause. Needs cargo-afl (`cargo install cargo-afl`), which builds
-# its own AFL++ on first use.
+# its own AFL++ on first use. The instrumented build is long the first time (every dependency
+# of image-builder and coordination); KEEL_FUZZ_TARGET_DIR keeps it somewhere that outlives a
+# fresh clone (default: fuzz/target).
 set -euo pipefail
 
 seconds=60
@@ -27,6 +29,8 @@ done
 [[ "$seconds" =~ ^[1-9][0-9]*$ ]] || { echo "ci/fuzz.sh: --seconds wants a positive integer, got $seconds" >&2; exit 2; }
 
 cd "$(dirname "$0")/../fuzz"
+export CARGO_TARGET_DIR="${KEEL_FUZZ_TARGET_DIR:-$PWD/target}"
+bin="$CARGO_TARGET_DIR/release"
 if ! cargo afl --version >/dev/null 2>&1; then
   echo "ci/fuzz.sh: cargo-afl is missing: cargo install --locked cargo-afl" >&2
   exit 10
@@ -46,7 +50,7 @@ mkdir -p "$out"
 
 # No UI; don't ask for CPU governor or core_pattern changes on a shared machine; no pinning.
 export AFL_NO_UI=1 AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1
-export AFL_SUPPRESS_ERRORS=1 AFL_NO_WARN_INSTABILITY=1
+export AFL_NO_WARN_INSTABILITY=1
 
 stat_of() { awk -F' *: *' -v k="$1" '$1 == k { print $2 }' "$2"; }
 count_findings() {
@@ -56,14 +60,14 @@ count_findings() {
 failed=()
 printf '%-18s %12s %10s %8s %8s %8s\n' target executions execs/s edges crashes hangs
 for t in "${targets[@]}"; do
-  [[ -d "corpus/$t" && -x "target/release/$t" ]] || {
+  [[ -d "corpus/$t" && -x "$bin/$t" ]] || {
     echo "ci/fuzz.sh: no target $t (fuzz/src/bin/$t.rs and fuzz/corpus/$t/)" >&2
     failed+=("$t")
     continue
   }
   rm -rf "${out:?}/$t"
   if ! timeout --kill-after=30 $((seconds + 120)) \
-      cargo afl fuzz -V "$seconds" -t 2000 -i "corpus/$t" -o "$out/$t" -- "target/release/$t" \
+      cargo afl fuzz -V "$seconds" -t 2000 -i "corpus/$t" -o "$out/$t" -- "$bin/$t" \
       >"$out/$t.log" 2>&1; then
     echo "ci/fuzz.sh: afl-fuzz failed on $t; the end of $out/$t.log:" >&2
     tail -n 25 "$out/$t.log" >&2

@@ -236,12 +236,28 @@ fn check_entries<R: Read + Seek + ?Sized>(dev: &mut R, h: &Header) -> io::Result
     let mut array = vec![0u8; h.entry_array_bytes() as usize];
     dev.read_exact(&mut array)?;
     let computed = crc32fast::hash(&array);
-    Ok((computed != h.entries_crc).then(|| {
-        format!(
+    if computed != h.entries_crc {
+        return Ok(Some(format!(
             "entry array hashes to {computed:#010x}, its header says {:#010x}",
             h.entries_crc
-        )
-    }))
+        )));
+    }
+    // Every used entry inside the usable area: gptman and the sizes computed later rely on it.
+    for (i, e) in array.chunks_exact(h.entry_size as usize).enumerate() {
+        if e[..16].iter().all(|&b| b == 0) {
+            continue;
+        }
+        let (first, last) = (u64_at(e, 32), u64_at(e, 40));
+        if first < h.first_usable_lba || last < first || last > h.last_usable_lba {
+            return Ok(Some(format!(
+                "entry {} covers sectors {first}..={last}, outside the usable area {}..={}",
+                i + 1,
+                h.first_usable_lba,
+                h.last_usable_lba
+            )));
+        }
+    }
+    Ok(None)
 }
 
 fn read_sector<R: Read + Seek + ?Sized>(dev: &mut R, lba: u64) -> io::Result<Vec<u8>> {
@@ -315,7 +331,8 @@ pub fn check<R: Read + Seek + ?Sized>(dev: &mut R) -> io::Result<GptHealth> {
         GptPart::BackupEntries,
         &mut damaged,
     )?;
-    if let (Some(p), Some(b)) = (&primary, &backup) {
+    // Two copies that each passed must also agree; a damaged one is rewritten anyway.
+    if let (Some(p), Some(b), true) = (&primary, &backup, damaged.is_empty()) {
         let mut differs = Vec::new();
         if b.alternate_lba != p.my_lba {
             differs.push(format!("points to LBA {} for the primary", b.alternate_lba));
