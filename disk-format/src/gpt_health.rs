@@ -207,6 +207,13 @@ pub fn parse_header(sector: &[u8], at_lba: u64, disk_sectors: u64) -> Result<Hea
                 h.alternate_lba
             ));
         }
+        // A rewrite puts the backup's entries right after the usable area, before its header.
+        if h.last_usable_lba + 1 + array_sectors > h.alternate_lba {
+            return Err(format!(
+                "no room for the backup's entry array between LBA {} and the backup header",
+                h.last_usable_lba
+            ));
+        }
         if array_end > h.first_usable_lba {
             return Err(format!(
                 "entry array at LBA {} runs into the usable area (from LBA {})",
@@ -218,6 +225,13 @@ pub fn parse_header(sector: &[u8], at_lba: u64, disk_sectors: u64) -> Result<Hea
             return Err(format!(
                 "points to LBA {} for the primary header, not 1",
                 h.alternate_lba
+            ));
+        }
+        // A rewrite puts the primary's entries at LBA 2, before the usable area.
+        if 2 + array_sectors > h.first_usable_lba {
+            return Err(format!(
+                "no room for the primary's entry array before the usable area (from LBA {})",
+                h.first_usable_lba
             ));
         }
         if h.entry_lba <= h.last_usable_lba || array_end > at_lba {
