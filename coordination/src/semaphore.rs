@@ -209,8 +209,9 @@ pub fn apply(state: &Semaphore, op: &Op) -> Result<Semaphore, LockError> {
         Op::Lock(h) => lock(&mut s, h)?,
         Op::Unlock(h) => unlock(&mut s, h)?,
         Op::SetMax(n) => {
-            // Semaphore.SetMax: diff := s.Max - max; s.Semaphore -= diff; s.Max = max.
-            s.semaphore -= s.max - n;
+            // Semaphore.SetMax: diff := s.Max - max; s.Semaphore -= diff; s.Max = max. Go's
+            // int64 wraps; so does this, rather than panic on a value read from etcd.
+            s.semaphore = s.semaphore.wrapping_sub(s.max.wrapping_sub(*n));
             s.max = *n;
         }
         Op::Acquire {
@@ -265,7 +266,7 @@ fn unlock(s: &mut Semaphore, h: &str) -> Result<(), LockError> {
         hs.remove(at);
     }
     s.expires.remove(h);
-    s.semaphore += 1;
+    s.semaphore = s.semaphore.wrapping_add(1);
     Ok(())
 }
 
@@ -678,5 +679,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(stale, st(1, 1, Some(&[])));
+    }
+
+    /// Found by the `coordination_json` fuzz target: set-max with extreme values (or a value in
+    /// etcd holding them) overflowed; Go's int64, and now this, wraps.
+    #[test]
+    fn set_max_and_unlock_at_the_limits_wrap_as_go_does() {
+        let s =
+            Semaphore::from_json(br#"{"semaphore":1,"max":2,"holders":["machine-a"]}"#).unwrap();
+        let out = apply(&s, &Op::SetMax(i64::MIN)).unwrap();
+        assert_eq!(out.max, i64::MIN);
+        assert_eq!(
+            out.semaphore,
+            1i64.wrapping_sub(2i64.wrapping_sub(i64::MIN))
+        );
+        let full = Semaphore::from_json(
+            format!(r#"{{"semaphore":{},"max":1,"holders":["a"]}}"#, i64::MAX).as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            apply(&full, &Op::Unlock("a".into())).unwrap().semaphore,
+            i64::MIN
+        );
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod attrs;
 pub mod gpt;
+pub mod gpt_health;
 pub mod image_sig;
 pub mod initramfs;
 pub mod keys;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 use keel_format::gpt::DiskTable;
+use keel_format::gpt_health::GptHealth;
 use keel_format::metadata::{self, SlotMetadata, METADATA_SIZE};
 use serde::Serialize;
 
@@ -152,6 +153,8 @@ pub struct Inspection {
     pub kind: Kind,
     pub size: u64,
     pub disk_guid: Option<String>,
+    /// Both copies of the partition table: which parts, if any, failed their checks.
+    pub partition_table: Option<GptHealth>,
     pub partitions: Vec<PartitionInfo>,
     pub slots: Vec<SlotInfo>,
     /// Which key signatures were checked against.
@@ -197,6 +200,7 @@ pub fn inspect(path: &Path, trust: Option<&Trust>) -> Result<Inspection> {
         kind: img.kind,
         size: img.len,
         disk_guid: img.table.as_ref().map(|t| t.disk_guid().to_string()),
+        partition_table: img.table.as_ref().map(|t| t.health().clone()),
         partitions,
         slots,
         checked_with: trust.map(|t| t.source.clone()),
@@ -262,6 +266,17 @@ pub fn render(i: &Inspection) -> String {
     let mut s = format!("{} ({:?}, {} bytes)\n", i.path.display(), i.kind, i.size);
     if let Some(g) = &i.disk_guid {
         s.push_str(&format!("disk GUID {g}\n"));
+    }
+    if let Some(h) = &i.partition_table {
+        if h.is_clean() {
+            s.push_str("partition table: primary and backup copies intact\n");
+        }
+        for d in &h.damaged {
+            s.push_str(&format!(
+                "partition table: {d}; read from the {} copy\n",
+                h.good_copy().unwrap_or("other")
+            ));
+        }
     }
     if !i.partitions.is_empty() {
         s.push_str(&format!(

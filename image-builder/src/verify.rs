@@ -5,6 +5,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
+use keel_format::gpt_health::GptHealth;
 use keel_format::metadata::{self, METADATA_SIZE};
 use keel_format::slot::{self, TrustError};
 use keel_format::verity;
@@ -36,12 +37,25 @@ pub struct Report {
     pub ok: bool,
     pub slots: Vec<SlotReport>,
     pub empty_slots: Vec<String>,
+    /// Both copies of the partition table (disk images only).
+    pub gpt: Option<GptHealth>,
+    /// A damaged copy with an intact other one was accepted (`--accept-repairable`).
+    pub gpt_damage_accepted: bool,
 }
 
 impl Report {
     /// The failures, one line each: `USR-A: verity: data block 12 ... does not match`.
     pub fn failures(&self) -> Vec<String> {
         let mut v = Vec::new();
+        if let Some(h) = self.gpt.as_ref().filter(|_| !self.gpt_damage_accepted) {
+            for d in &h.damaged {
+                v.push(format!(
+                    "partition table: {d} (the {} copy is intact: `keel verify \
+                     --accept-repairable` accepts this, keel-init repairs it at boot)",
+                    h.good_copy().unwrap_or("other")
+                ));
+            }
+        }
         for s in &self.slots {
             for c in s.checks.iter().filter(|c| !c.ok) {
                 v.push(format!("{}: {}: {}", s.slot, c.name, c.detail));
@@ -54,8 +68,17 @@ impl Report {
     }
 }
 
-pub fn verify(path: &Path, trust: &Trust, reporter: &Reporter) -> Result<Report> {
+/// Verify the image at `path`. A partition table with one damaged copy fails unless
+/// `accept_repairable`; both copies damaged fails to open at all.
+pub fn verify(
+    path: &Path,
+    trust: &Trust,
+    reporter: &Reporter,
+    accept_repairable: bool,
+) -> Result<Report> {
     let mut img = inspect::open(path)?;
+    let gpt = img.table.as_ref().map(|t| t.health().clone());
+    let gpt_damaged = gpt.as_ref().is_some_and(|h| !h.is_clean());
     let mut slots = Vec::new();
     let mut empty = Vec::new();
     for place in img.slots.clone() {
@@ -174,12 +197,16 @@ pub fn verify(path: &Path, trust: &Trust, reporter: &Reporter) -> Result<Report>
             checks,
         });
     }
-    let ok = !slots.is_empty() && slots.iter().all(|s| s.ok);
+    let gpt_damage_accepted = gpt_damaged && accept_repairable;
+    let ok =
+        !slots.is_empty() && slots.iter().all(|s| s.ok) && (!gpt_damaged || gpt_damage_accepted);
     Ok(Report {
         path: path.display().to_string(),
         ok,
         slots,
         empty_slots: empty,
+        gpt,
+        gpt_damage_accepted,
     })
 }
 

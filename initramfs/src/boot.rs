@@ -64,13 +64,16 @@ pub fn run() -> anyhow::Error {
         };
     }
     match crate::disk::wait_for(settings.disk_guid, settings.disk_timeout, false) {
-        Ok(disk) => Boot {
-            settings,
-            disk,
-            keys,
-            cmdline,
+        Ok(disk) => {
+            disk.repair_table();
+            Boot {
+                settings,
+                disk,
+                keys,
+                cmdline,
+            }
+            .choose_and_boot()
         }
-        .choose_and_boot(),
         Err(e) => e,
     }
 }

@@ -150,6 +150,59 @@ impl BootDisk {
             .with_context(|| format!("writing the GPT of {}", self.node().display()))
     }
 
+    /// A table with one damaged copy (header or entry array) is rewritten from the intact one,
+    /// and the console says which copy was damaged and whether the repair held. A disk that
+    /// cannot be written boots on from the intact copy.
+    pub fn repair_table(&self) {
+        let node = self.node();
+        // An unreadable table is reported by the boot that reads it next.
+        let Ok(mut table) = self.read_table() else {
+            return;
+        };
+        let health = table.health().clone();
+        if health.is_clean() {
+            return;
+        }
+        for d in &health.damaged {
+            crate::warning!("{}: {d}", node.display());
+        }
+        let good = health.good_copy().unwrap_or("intact");
+        let result = self
+            .write_table(&mut table)
+            .and_then(|()| self.read_table());
+        match result {
+            Ok(t) if t.health().is_clean() => {
+                crate::info!(
+                    "repaired the GPT of {}: rewrote the damaged copy from the {good} copy",
+                    node.display()
+                );
+                // Linux ignores a disk whose primary copy is bad unless booted with `gpt`, so
+                // it shows no partitions yet; nothing on this disk is in use so far.
+                if !health.primary_ok() {
+                    let reread = self.open_read().and_then(|f| {
+                        keel_blockdev::reread_partitions(&f)
+                            .map_err(|e| anyhow!("re-reading its partition table: {e}"))
+                    });
+                    match reread {
+                        Ok(()) => {
+                            crate::info!("the kernel re-read the partitions of {}", node.display())
+                        }
+                        Err(e) => crate::warning!("{}: {e:#}", node.display()),
+                    }
+                }
+            }
+            Ok(t) => crate::warning!(
+                "the GPT of {} is still damaged after rewriting it: {}",
+                node.display(),
+                t.health().summary()
+            ),
+            Err(e) => crate::warning!(
+                "could not repair the GPT of {} ({e:#}); booting on from the {good} copy",
+                node.display()
+            ),
+        }
+    }
+
     /// Size of the disk in bytes, as the kernel has it.
     pub fn size_bytes(&self) -> Result<u64> {
         let sectors = SysBlock::at(&self.sys)

@@ -14,7 +14,7 @@ use keel_format::gpt::DiskTable;
 use keel_format::layout::{USR_A, USR_B};
 use keel_format::metadata::{self, METADATA_SIZE};
 use keel_format::slot;
-use keel_qemu::{BootOptions, Session};
+use keel_qemu::{BootOptions, Firmware, Session};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 
@@ -84,8 +84,13 @@ fn partition_offset(disk: &Path, number: u32) -> (u64, u64) {
 
 /// Boot `disk` (through a qcow2 overlay) and wait for each pattern in turn.
 fn boot_expecting(disk: &Path, patterns: &[&str]) -> Session {
+    boot_expecting_with(disk, Firmware::Uefi, patterns)
+}
+
+fn boot_expecting_with(disk: &Path, firmware: Firmware, patterns: &[&str]) -> Session {
     let mut opts = BootOptions::new(disk);
     opts.mem_mb = 1024;
+    opts.firmware = firmware;
     let mut s = Session::start(&opts).unwrap_or_else(|e| panic!("QEMU did not start: {e}"));
     for p in patterns {
         if let Err(e) = s.wait_for(p, BOOT_TIMEOUT) {
@@ -345,4 +350,84 @@ fn slot_with_another_kernel_is_booted_through_kexec() {
         bits.contains(&49) && bits.iter().all(|n| [49, 56].contains(n)),
         "USR-B's attributes after the kexec boot: {b:?} (want priority 2, tries 0)"
     );
+}
+
+/// Zero the CRC32 field of the GPT header at `lba`.
+fn zero_header_crc(disk: &Path, lba: u64) {
+    let mut f = open_rw(disk);
+    f.seek(SeekFrom::Start(lba * 512 + 16)).unwrap();
+    f.write_all(&[0; 4]).unwrap();
+    f.sync_all().unwrap();
+}
+
+fn sgdisk_verify(disk: &Path) -> String {
+    let out = Command::new("sgdisk")
+        .arg("-v")
+        .arg(disk)
+        .output()
+        .expect("sgdisk (gdisk package)");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Damage one copy of the GPT, boot, and check with `sgdisk -v` on the disk the VM left that
+/// keel-init rewrote it from the other copy, and said so on the console. The boot is the metal
+/// image's under legacy BIOS (SeaBIOS, GRUB): OVMF's partition driver would restore the copy
+/// itself before keel-init ran, and GRUB only reads.
+fn damaged_copy_is_repaired(lba_of: impl Fn(u64) -> u64, sgdisk_says: &str, words: &str) {
+    let image = keel_testkit::build_image(&keel_testkit::metal_opts());
+    let dir = tempfile::tempdir().unwrap();
+    let d = Disk {
+        path: keel_testkit::sparse_copy(&image.disk, dir.path()),
+        _dir: dir,
+    };
+    let sectors = std::fs::metadata(&d.path).unwrap().len() / 512;
+    zero_header_crc(&d.path, lba_of(sectors));
+    let before = sgdisk_verify(&d.path);
+    assert!(
+        before.contains(sgdisk_says),
+        "sgdisk -v before the boot:\n{before}"
+    );
+    let mut expect = vec![
+        format!("{words} is damaged: header CRC32 is 0x00000000"),
+        "repaired the GPT of /dev/".to_string(),
+    ];
+    if words.starts_with("primary") {
+        // Linux showed no partitions on the damaged disk (it reads a backup only with `gpt`).
+        expect.push("the kernel re-read the partitions of /dev/".into());
+    }
+    expect.push("booting USR-A version 1.0.0".into());
+    expect.push("Hello World".into());
+    let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
+    let mut s = boot_expecting_with(&d.path, Firmware::Bios, &expect);
+    let log = s.log();
+    assert!(
+        !log.contains("rebooting in"),
+        "keel-init went down before the boot that followed the repair:\n{log}"
+    );
+    s.kill().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("after.raw");
+    s.export_disk_raw(&raw).unwrap();
+    let after = sgdisk_verify(&raw);
+    assert!(
+        !after.contains("ERROR") && after.contains("No problems found"),
+        "sgdisk -v after the boot:\n{after}"
+    );
+    let t = DiskTable::read(&mut File::open(&raw).unwrap()).unwrap();
+    assert!(t.health().is_clean(), "{:?}", t.health());
+    assert_eq!(t.partition(USR_A.number).unwrap().label, "USR-A");
+}
+
+#[test]
+fn damaged_primary_gpt_header_is_repaired_from_the_backup() {
+    damaged_copy_is_repaired(|_| 1, "Main header: ERROR", "primary GPT header");
+}
+
+#[test]
+fn damaged_backup_gpt_header_is_repaired_from_the_primary() {
+    damaged_copy_is_repaired(|n| n - 1, "Backup header: ERROR", "backup GPT header");
 }

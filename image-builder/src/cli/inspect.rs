@@ -29,6 +29,10 @@ pub struct VerifyArgs {
     pub pubkey: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
+    /// Pass a disk whose partition table has one damaged copy while the other is intact
+    /// (keel-init rewrites the damaged copy at boot); it is still reported
+    #[arg(long)]
+    pub accept_repairable: bool,
 }
 
 pub fn run_inspect(a: &InspectArgs) -> i32 {
@@ -54,12 +58,22 @@ fn verify(a: &VerifyArgs, quiet: bool) -> anyhow::Result<i32> {
     let trust = super::trust_from(a.pubkey.clone())?.ok_or_else(|| {
         Error::input("no --pubkey given and no development key found to verify against")
     })?;
-    let report = verify::verify(&a.image, &trust, &Reporter::new(quiet || a.json))?;
+    let report = verify::verify(
+        &a.image,
+        &trust,
+        &Reporter::new(quiet || a.json),
+        a.accept_repairable,
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     if report.ok {
         if !a.json && !quiet {
+            if let Some(h) = report.gpt.as_ref().filter(|h| !h.is_clean()) {
+                for d in &h.damaged {
+                    println!("partition table: {d} (accepted: repairable from the intact copy)");
+                }
+            }
             for s in &report.slots {
                 println!("{}: ok ({})", s.slot, s.version.clone().unwrap_or_default());
                 for c in &s.checks {
