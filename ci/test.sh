@@ -3,8 +3,10 @@
 # checks with independent tools, QEMU boots).
 #
 #   ci/test.sh          the CI tier (what .ci/run runs; fits CI's 90 minutes on 2 cores)
-#   ci/test.sh --full   the full tier: also the tests marked #[ignore = "full tier…"], and the
-#                       tier-sized ones at full size (KEEL_TIER=full: e.g. 100 power cuts)
+#   ci/test.sh --full   the full tier: also the tests marked #[ignore = "full tier…"], the
+#                       tier-sized ones at full size (KEEL_TIER=full: e.g. 100 power cuts), and
+#                       every fuzz target for 60 s (ci/fuzz.sh; its first, instrumented build
+#                       is too long for CI's budget)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tier=ci
@@ -38,5 +40,9 @@ started=$SECONDS
 status=0
 cargo test --release --workspace --exclude keel-ami --no-fail-fast -- "${harness[@]}" || status=$?
 cargo test --release -p keel-ami --no-fail-fast -- "${harness[@]}" || status=$?
+if [ "$tier" = full ]; then
+    cargo afl --version >/dev/null 2>&1 || cargo install --locked cargo-afl
+    ci/fuzz.sh --seconds 60 || status=$?
+fi
 echo "ci/test.sh: $tier tier, tests took $(((SECONDS - started) / 60)) min, exit $status"
 exit "$status"
