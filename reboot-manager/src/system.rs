@@ -103,9 +103,11 @@ impl System {
         })
     }
 
-    /// An update is staged: `/run/reboot-required`, or keel-update's own word for it.
+    /// An update is staged: `/run/reboot-required`, or keel-update's own word for it, and only
+    /// once this boot passed its health gate: a slot still on trial makes the other slot the
+    /// next boot too, and rebooting it then would spend its trial before the gate could judge.
     pub fn reboot_needed(&self, status: &Status) -> bool {
-        self.root.join(REBOOT_REQUIRED).exists() || status.reboot_pending
+        status.boot_is_good() && (self.root.join(REBOOT_REQUIRED).exists() || status.reboot_pending)
     }
 
     pub fn reboot(&self) -> Result<(), SystemError> {
