@@ -1,6 +1,6 @@
 //! One running virtual machine and its serial console.
 
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -747,7 +747,30 @@ impl Drop for Session {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
+        keep_log_copy(&self.log_path);
     }
+}
+
+/// With `KEEL_QEMU_KEEP_LOGS=DIR`, every console log is copied into DIR when its session ends
+/// (tests write theirs into temporary directories that vanish with them; this keeps the
+/// timings of passing boots for study).
+fn keep_log_copy(log: &Path) {
+    let Some(dir) = std::env::var_os("KEEL_QEMU_KEEP_LOGS") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let name = format!(
+        "{}-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0),
+        log.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("console.log")
+    );
+    let _ = fs::create_dir_all(&dir).and_then(|_| fs::copy(log, dir.join(name)));
 }
 
 /// What `bytes[from..]` holds first: the pattern (end offset), a kernel panic, or

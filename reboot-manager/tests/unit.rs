@@ -50,3 +50,47 @@ fn unit_enabled_beside_the_health_gate_has_no_ordering_cycle() {
         "systemd-analyze verify:\n{stderr}"
     );
 }
+
+/// A unit that multi-user.target waits for must not wait for network-online.target: on a
+/// machine without a configured link, systemd-networkd-wait-online gives up only after two
+/// minutes, and every boot (and every unit ordered after multi-user.target) waited that long
+/// while the manager's unit did so. The manager retries its lock servers instead.
+#[test]
+fn no_unit_enabled_at_boot_waits_for_network_online() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dirs = [
+        "updater/units",
+        "reboot-manager/units",
+        "rootfs/debian-bookworm/files/usr/lib/systemd/system",
+    ];
+    let mut checked = 0;
+    for from in dirs {
+        for e in std::fs::read_dir(repo.join(from)).unwrap() {
+            let path = e.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let enabled = text
+                .lines()
+                .any(|l| l.starts_with("WantedBy=") && l.contains("multi-user.target"));
+            if !enabled {
+                continue;
+            }
+            checked += 1;
+            for (n, line) in text.lines().enumerate() {
+                let dep = ["After=", "Wants=", "Requires="]
+                    .iter()
+                    .any(|k| line.starts_with(k));
+                assert!(
+                    !(dep && line.contains("network-online.target")),
+                    "{}:{}: {line}: enabled for multi-user.target, so every boot would wait \
+                     for the network to come online (two minutes without a link)",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+    assert!(
+        checked >= 3,
+        "only {checked} enabled units found: wrong directories?"
+    );
+}
