@@ -310,20 +310,56 @@ impl Rng {
     }
 }
 
-/// Where in `apply` to cut the power: after the line `anchor` appears, wait `delay_ms`.
-/// The step lines are keel-update's own (stderr not a terminal). `max_ms` spans the step on
-/// this machine under TCG.
-const CUT_POINTS: [(&str, u64); 5] = [
-    ("keel-update: invalidating", 400),
-    ("keel-update: writing", 12_000),
-    ("keel-update: verifying USR", 12_000),
-    ("keel-update: staging", 400),
-    ("@@APPLIED ", 300),
+/// The phases of `apply` a cut targets: (name, the line that starts it, the line that ends it).
+/// The step lines are keel-update's own (stderr not a terminal).
+const PHASES: [(&str, &str, &str); 4] = [
+    (
+        "invalidate",
+        "keel-update: invalidating",
+        "keel-update: writing",
+    ),
+    (
+        "write",
+        "keel-update: writing",
+        "keel-update: verifying USR",
+    ),
+    (
+        "verify",
+        "keel-update: verifying USR",
+        "keel-update: staging",
+    ),
+    ("stage", "keel-update: staging", "@@APPLIED "),
 ];
 
-/// (c) Power cuts at random points of `apply` (seed printed; `KEEL_E2E_SEED` repeats a run,
-/// `KEEL_E2E_POWER_CUTS` sets the count; by default 8 in the CI tier and 100 in the full one). Every boot after a cut must come up on a
-/// signed v1 or v2 — and on the slot that ran before unless the cut came after staging.
+/// A phase's length before one was seen, in ms (TCG on this machine: invalidate ~0.2 s, write
+/// and verify 15–25 s, stage ~1.5 s); replaced by what each boot's console shows.
+const FIRST_GUESS_MS: [u64; 4] = [150, 8_000, 8_000, 400];
+
+/// The guest's kernel timestamp (s) of the console line holding `marker`, if it is there.
+fn stamp_of(console: &str, marker: &str) -> Option<f64> {
+    let line = console.lines().find(|l| l.contains(marker))?;
+    let inner = line.split('[').nth(1)?.split(']').next()?;
+    inner.trim().parse().ok()
+}
+
+/// The phase the console shows `apply` in when it stops: an index into [`PHASES`], or
+/// `PHASES.len()` once `apply` had finished.
+fn phase_reached(console: &str) -> usize {
+    if console.contains("@@APPLIED 0") {
+        return PHASES.len();
+    }
+    PHASES
+        .iter()
+        .rposition(|(_, start, _)| console.contains(start))
+        .unwrap_or(0)
+}
+
+/// (c) Power cuts inside each phase of `apply` in turn (invalidate, write, verify, stage): after
+/// the phase's first line, a random delay within the phase's length as the console last showed
+/// it (seed printed; `KEEL_E2E_SEED` repeats a run, `KEEL_E2E_POWER_CUTS` sets the count; by
+/// default 8 in the CI tier and 100 in the full one). Every boot after a cut must come up on a
+/// signed v1 or v2 — and on the slot that ran before unless the cut came after staging — and
+/// every cut must have landed while `apply` ran; the cuts per phase are printed.
 #[test]
 fn power_cuts_during_apply_always_leave_a_bootable_signed_system() {
     let im = images();
@@ -360,6 +396,10 @@ fn power_cuts_during_apply_always_leave_a_bootable_signed_system() {
     let mut done: Vec<ScriptedGuest> = Vec::new();
     let mut image = disk.clone();
     let mut expect_slot: Option<String> = None;
+    let mut phase_ms = FIRST_GUESS_MS;
+    let first_phase = rng.below(PHASES.len() as u64) as usize;
+    // Cuts per phase reached, the last slot for "apply had finished".
+    let mut landed_in = [0usize; PHASES.len() + 1];
     for cut in 0..=cuts {
         let mut g = start_guest(&image, &disks);
         let (slot, version) = booted(&mut g);
@@ -382,32 +422,47 @@ fn power_cuts_during_apply_always_leave_a_bootable_signed_system() {
             done.push(g);
             break;
         }
-        let (anchor, max_ms) = CUT_POINTS[rng.below(CUT_POINTS.len() as u64) as usize];
-        let delay = rng.below(max_ms);
+        let target = (first_phase + cut) % PHASES.len();
+        let (name, anchor, _) = PHASES[target];
+        let delay = rng.below(phase_ms[target] * 3 / 4);
         let from = g.session.cursor();
         g.expect(anchor).unwrap();
         std::thread::sleep(Duration::from_millis(delay));
         g.session.kill().unwrap();
         let tail = g.session.output_since(from);
-        let staged = tail.contains("keel-update: staging");
-        let finished = tail.contains("@@APPLIED 0");
-        eprintln!(
-            "cut {}/{cuts}: {slot} {version} running, {anchor:?} + {delay} ms{}",
-            cut + 1,
-            if finished {
-                " (apply had finished)"
-            } else if staged {
-                " (in or after staging)"
-            } else {
-                ""
+        for (i, (_, start, end)) in PHASES.iter().enumerate() {
+            if let (Some(a), Some(b)) = (stamp_of(&tail, start), stamp_of(&tail, end)) {
+                phase_ms[i] = (((b - a) * 1000.0) as u64).max(1);
             }
+        }
+        let landed = phase_reached(&tail);
+        landed_in[landed] += 1;
+        let staged = tail.contains("keel-update: staging");
+        eprintln!(
+            "cut {}/{cuts}: {slot} {version} running, aimed at {name} ({anchor:?} + {delay} ms), landed in {}",
+            cut + 1,
+            PHASES.get(landed).map_or("(after apply)", |p| p.0)
         );
         expect_slot = (!staged).then(|| slot.clone());
         image = g.session.disk_path().to_path_buf();
         done.push(g);
     }
+    let per_phase: Vec<String> = PHASES
+        .iter()
+        .map(|p| p.0)
+        .chain(["after apply"])
+        .zip(landed_in)
+        .map(|(n, c)| format!("{n} {c}"))
+        .collect();
     eprintln!(
-        "{cuts} power cuts in {:.0}s",
-        started.elapsed().as_secs_f64()
+        "{cuts} power cuts in {:.0}s; per phase: {}",
+        started.elapsed().as_secs_f64(),
+        per_phase.join(", ")
+    );
+    assert_eq!(
+        landed_in[PHASES.len()],
+        0,
+        "cuts meant for apply landed after it had finished ({})",
+        per_phase.join(", ")
     );
 }
