@@ -131,8 +131,12 @@ fn vmdk_is_stream_optimized_equals_the_raw_disk_and_boots() {
     assert!(ok, "{text}");
     same_file(&img.disk, &back);
     std::fs::remove_file(&back).unwrap();
-    let (code, console) = boot(&[], Some(&vmdk), d.path());
-    assert_booted(code, &console);
+    // The disk inside is the raw disk byte for byte (above), which the other tests boot; the
+    // full tier boots the VMDK itself too.
+    if keel_testkit::tier::full() {
+        let (code, console) = boot(&[], Some(&vmdk), d.path());
+        assert_booted(code, &console);
+    }
 }
 
 #[test]

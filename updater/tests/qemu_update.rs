@@ -12,6 +12,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
+mod common;
+
 use keel_qemu::{BootOptions, ScriptedGuest};
 
 const BOOT: Duration = Duration::from_secs(300);
@@ -65,9 +67,14 @@ fn private_copy(src: &Path, dir: &Path, name: &str) -> PathBuf {
 /// and mark-good included), stops the chatty demo unit and the reboot manager (these tests
 /// reboot by themselves) and names the running version.
 fn script_disk(dir: &Path, body: &str) -> PathBuf {
+    script_disk_stopping(dir, "hello.service keel-reboot-manager.service", body)
+}
+
+/// [`script_disk`] with the units the prologue stops named.
+fn script_disk_stopping(dir: &Path, stop: &str, body: &str) -> PathBuf {
     let text = format!(
         "#!/bin/sh\n\
-         systemctl stop hello.service keel-reboot-manager.service\n\
+         systemctl stop {stop}\n\
          systemctl is-system-running --wait >/dev/null\n\
          V=$(sed -n 's/^KEEL_VERSION=//p' /usr/share/keel/release)\n\
          echo \"@@READY $V\"\n\
@@ -246,6 +253,7 @@ fn update_and_reboot(reboot_args: &str, check_tampered: bool) {
 
 /// (a) v1 → v2 with a firmware reboot; and (d) a tampered payload is refused first.
 #[test]
+#[ignore = "full tier (ci/test.sh --full): the agent's end-to-end test reboots through the firmware into a staged update and refuses a foreign-signed payload"]
 fn update_with_firmware_reboot_boots_v2_and_marks_it_good() {
     update_and_reboot("", true);
 }
@@ -259,6 +267,7 @@ fn update_with_kexec_boots_v2_and_marks_it_good() {
 /// (b) v3's required unit fails, so it never reaches the health gate: after its one trial the
 /// machine is back on v1 on its own, and `keel-update status` says v3 failed.
 #[test]
+#[ignore = "full tier (ci/test.sh --full): the agent's end-to-end test falls back from a 3.0.0 that fails its gate"]
 fn update_that_never_reaches_the_gate_falls_back_on_its_own() {
     let im = images();
     let dir = tempfile::tempdir().unwrap();
@@ -293,6 +302,172 @@ fn update_that_never_reaches_the_gate_falls_back_on_its_own() {
     eprintln!("GPT after: USR-A {a:?}, USR-B {b:?} (priority, tries, successful)");
     assert!(a.2, "USR-A lost its successful flag: {a:?}");
     assert!(!b.2 && b.1 == 0, "USR-B still bootable: {b:?}");
+    eprintln!("test took {:.0}s", started.elapsed().as_secs_f64());
+}
+
+/// The agent end to end against the real `keel-update-server` on host loopback (the guest
+/// reaches it as 10.0.2.2 over QEMU's user network), with the reboot manager rebooting on its
+/// own (`best-effort` without etcd: at once) and keel-init and the health gate deciding:
+/// 1.0.0 in group beta finds 2.0.0, streams and stages it, reboots, comes up on 2.0.0 and marks
+/// it good (the server shows 2.0.0 and 13/1 14/1 3/1 3/2); in group alpha 3.0.0 fails its
+/// health gate, the machine falls back to 2.0.0 by itself, the next check reports 3/0 and the
+/// server's safe mode pauses alpha; group stable (1.0.0) does not downgrade; a payload signed
+/// by a foreign key is refused with the running slot and the GPT untouched.
+#[test]
+fn agent_updates_through_the_server_falls_back_and_never_downgrades() {
+    let im = images();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = private_copy(&im.v1.disk, dir.path(), "disk.raw");
+    let test_key =
+        std::fs::read_to_string(keel_testkit::test_key_dir().join(keel_signing::PUBLIC_KEY_FILE))
+            .unwrap();
+    let server = common::server::Server::start_for_guest(&[
+        ("release.pem", test_key),
+        ("foreign.pem", common::other_key().public_pem()),
+    ]);
+    let port = server.base.rsplit(':').next().unwrap().to_string();
+    server.publish(&im.v1.payload, "stable", None);
+    server.publish(&im.v2.payload, "beta", None);
+    server.publish(&im.v3_broken.payload, "alpha", None);
+    server.cli(&[
+        "group",
+        "set",
+        "alpha",
+        "--safe-mode",
+        "true",
+        "--safe-mode-failures",
+        "1",
+    ]);
+    let foreign =
+        common::build_usr_with("4.0.0", "qemu-x86_64", &common::other_key(), 3 << 20, &[]);
+    let foreign_path = dir.path().join("foreign-4.0.0.img");
+    std::fs::write(&foreign_path, foreign.payload()).unwrap();
+    server.cli(&["channel", "create", "edge"]);
+    server.cli(&["group", "create", "edge", "--channel", "edge"]);
+    server.publish(&foreign_path, "edge", None);
+
+    // Each boot runs the script; ROOT's /var/lib/keel-e2e remembers where the story is.
+    let script = r#"S=http://10.0.2.2:PORT/v1/update/
+M=/var/lib/keel-e2e
+mkdir -p $M
+echo "@@MACHINE $(cat /etc/machine-id)"
+group() { mkdir -p /etc/keel; printf 'SERVER=%s\nGROUP=%s\n' "$S" "$1" > /etc/keel/update.conf; }
+field() { sed -n "s/^ *\"$1\": *\"\{0,1\}\([^\",]*\).*/\1/p" /tmp/check.json | head -1; }
+check() {
+  keel-update check --json >/tmp/check.json 2>/tmp/check.err; c=$?
+  cat /tmp/check.err
+  echo "@@$1 $c $(field result) $(field running_version) $(field offered_version)"
+}
+F() { dd if=/dev/vda4 bs=1M count=160 status=none | sha256sum; dd if=/dev/vda bs=512 count=34 status=none | sha256sum; }
+case $V in
+1.0.0) group beta; check STAGE2;;
+2.0.0) if [ ! -e $M/tried3 ]; then
+    echo "@@GOOD2 $(keel-update status --json | tr -d ' \n' | grep -o '"update_status":"[A-Z_]*"')"
+    touch $M/tried3; group alpha; check STAGE3
+  else
+    check AFTERFAIL
+    group stable; check STABLE
+    group edge; B=$(F); check FOREIGN; A=$(F)
+    [ "$A" = "$B" ] && echo '@@UNTOUCHED yes' || echo '@@UNTOUCHED no'
+    keel-update status; echo "@@END"
+  fi;;
+esac
+"#
+    .replace("PORT", &port);
+    // The reboot manager stays: it reboots into what the agent staged.
+    let script = script_disk_stopping(
+        dir.path(),
+        "hello.service keel-update-agent.service",
+        &script,
+    );
+    let started = Instant::now();
+    let mut opts = BootOptions::new(&disk);
+    opts.mem_mb = 1024;
+    opts.extra_disks = vec![script];
+    // Not restricted: the guest reaches the host's loopback at 10.0.2.2, nothing else is used.
+    opts.net = Some(keel_qemu::NetOptions {
+        restrict: false,
+        ..keel_qemu::NetOptions::default()
+    });
+    let mut g = ScriptedGuest::start(opts, BOOT).unwrap();
+    // A step's `@@NAME code result running offered` line, split.
+    let step = |g: &mut ScriptedGuest, name: &str| -> Vec<String> {
+        let out = g.until(&format!("@@{name} ")).unwrap();
+        let line = g.rest_of_line().unwrap();
+        eprintln!("{name}: {line}\n{}", out.trim());
+        line.split_whitespace().map(str::to_string).collect()
+    };
+
+    assert_eq!(booted(&mut g), ("USR-A".into(), "1.0.0".into()));
+    let machine = g.value("MACHINE").unwrap();
+    assert_eq!(step(&mut g, "STAGE2"), ["0", "staged", "1.0.0", "2.0.0"]);
+    g.power_cycle_on_reset().unwrap();
+    assert_eq!(booted(&mut g), ("USR-B".into(), "2.0.0".into()));
+    assert_eq!(g.value("MACHINE").unwrap(), machine);
+    assert_eq!(g.value("GOOD2").unwrap(), "\"update_status\":\"IDLE\"");
+    assert_eq!(
+        server.events_of(&machine),
+        ["13/1", "14/1", "3/1", "3/2"],
+        "events after 2.0.0 was marked good"
+    );
+    let inst = server.instance_of(&machine);
+    assert_eq!(
+        (inst["version"].as_str(), inst["status"].as_str()),
+        (Some("2.0.0"), Some("complete")),
+        "{inst}"
+    );
+
+    assert_eq!(step(&mut g, "STAGE3"), ["0", "staged", "2.0.0", "3.0.0"]);
+    g.power_cycle_on_reset().unwrap();
+    assert_eq!(booted(&mut g), ("USR-A".into(), "3.0.0".into()));
+    // 3.0.0's required unit fails: the gate reboots, its one try is spent.
+    g.power_cycle_on_reset().unwrap();
+    assert_eq!(booted(&mut g), ("USR-B".into(), "2.0.0".into()));
+    // alpha is paused by now, or still offers 3.0.0, which failed here: nothing is applied.
+    let after = step(&mut g, "AFTERFAIL");
+    assert!(
+        after[0] == "0"
+            && ["no-update", "skipped-failed-version"].contains(&after[1].as_str())
+            && after[2] == "2.0.0",
+        "{after:?}"
+    );
+    let events = server.events_of(&machine);
+    assert_eq!(
+        events[..8],
+        ["13/1", "14/1", "3/1", "3/2", "13/1", "14/1", "3/1", "3/0:44"],
+        "events after the fallback from 3.0.0: {events:?}"
+    );
+    let alpha = server.api("/api/groups/alpha");
+    assert_eq!(
+        alpha["policy"]["paused"], true,
+        "safe mode did not pause alpha: {alpha}"
+    );
+
+    let stable = step(&mut g, "STABLE");
+    assert_eq!(stable[..3], ["0", "no-update", "2.0.0"], "{stable:?}");
+    let foreign = step(&mut g, "FOREIGN");
+    assert_ne!(foreign[0], "0", "{foreign:?}");
+    assert_eq!(foreign[1..3], ["update-failed", "2.0.0"], "{foreign:?}");
+    assert_eq!(
+        g.value("UNTOUCHED").unwrap(),
+        "yes",
+        "running slot or GPT changed"
+    );
+    let status = g.until("@@END").unwrap();
+    eprintln!("status at the end:\n{status}");
+    assert!(
+        status.contains("3.0.0") && status.contains("failed"),
+        "status does not remember that 3.0.0 failed:\n{status}"
+    );
+    let inst = server.instance_of(&machine);
+    assert_eq!(inst["version"].as_str(), Some("2.0.0"), "{inst}");
+    let (a, b) = gpt_after(&mut g, dir.path());
+    eprintln!("GPT after: USR-A {a:?}, USR-B {b:?} (priority, tries, successful)");
+    assert!(
+        b.2 && b.0 > a.0,
+        "USR-B (2.0.0) is not the good first choice: A {a:?} B {b:?}"
+    );
+    assert!(!a.2 && a.1 == 0, "USR-A (3.0.0) still bootable: {a:?}");
     eprintln!("test took {:.0}s", started.elapsed().as_secs_f64());
 }
 
@@ -355,7 +530,7 @@ fn phase_reached(console: &str) -> usize {
 }
 
 /// (c) Power cuts inside each phase of `apply` in turn (invalidate, write, verify, stage): after
-/// the phase's first line, a random delay within the phase's length as the console last showed
+/// the phase's first line, a random delay within half the phase's length as the console last showed
 /// it (seed printed; `KEEL_E2E_SEED` repeats a run, `KEEL_E2E_POWER_CUTS` sets the count; by
 /// default 8 in the CI tier and 100 in the full one). Every boot after a cut must come up on a
 /// signed v1 or v2 — and on the slot that ran before unless the cut came after staging — and
@@ -424,7 +599,9 @@ fn power_cuts_during_apply_always_leave_a_bootable_signed_system() {
         }
         let target = (first_phase + cut) % PHASES.len();
         let (name, anchor, _) = PHASES[target];
-        let delay = rng.below(phase_ms[target] * 3 / 4);
+        // Half the phase: phases vary from boot to boot (load, caches), and a cut meant for one
+        // must still land in it.
+        let delay = rng.below(phase_ms[target] / 2);
         let from = g.session.cursor();
         g.expect(anchor).unwrap();
         std::thread::sleep(Duration::from_millis(delay));

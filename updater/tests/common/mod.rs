@@ -2,6 +2,8 @@
 //! keel_format::verity, metadata signed with keel_signing) in a temporary directory.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
