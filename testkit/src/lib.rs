@@ -21,6 +21,7 @@ pub mod initramfs;
 pub mod postgres;
 pub mod reboot_sim;
 pub mod tier;
+pub mod update_server;
 
 pub use driver::*;
 pub use files::*;

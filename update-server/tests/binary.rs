@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use common::*;
 use keel_omaha::{client_outcome_from_body, Outcome, KEEL_APP_ID};
@@ -12,24 +11,7 @@ use keel_omaha::{client_outcome_from_body, Outcome, KEEL_APP_ID};
 const BIN: &str = env!("CARGO_BIN_EXE_keel-update-server");
 
 fn serve(config: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stderr.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .split_whitespace()
-        .find(|w| w.starts_with("http://"))
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .trim_end_matches('/')
-        .to_owned();
-    (child, base)
+    keel_testkit::update_server::spawn_update_server(std::path::Path::new(BIN), config)
 }
 
 fn terminate(mut child: Child) {

@@ -1,9 +1,8 @@
 //! The real `keel-update-server` binary, started on 127.0.0.1 with a throwaway SQLite database,
 //! for the agent's tests on the host and in QEMU guests.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
 use serde_json::Value;
 
@@ -96,23 +95,10 @@ impl Server {
         }
         conf.push_str(extra);
         std::fs::write(dir.path().join("server.yaml"), conf).unwrap();
-        let mut child = Command::new(server_bin())
-            .arg("--config")
-            .arg(dir.path().join("server.yaml"))
-            .arg("serve")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stderr.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let base = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .trim_end_matches('/')
-            .to_owned();
+        let (child, base) = keel_testkit::update_server::spawn_update_server(
+            &server_bin(),
+            &dir.path().join("server.yaml"),
+        );
         Server { dir, child, base }
     }
 
