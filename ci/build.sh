@@ -6,9 +6,8 @@
 # `ci/build.sh --no-ami` skips the host services the demo does not use: keel-upload-ami,
 # keel-update-server (`keel serve`) and keel-reboot-manager (`keel lockd`).
 # `ci/build.sh --tests` (what ci/test.sh runs) builds every host package but keel-ami, and their
-# tests, in one
-# cargo invocation: built package by package, shared dependencies are resolved with
-# other features each time and compile two or three times over (minutes on 2 cores).
+# tests, in one cargo invocation: built package by package, shared dependencies are resolved
+# with other features each time and compile two or three times over (minutes on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-}"

@@ -87,10 +87,15 @@ fn script_disk_stopping(dir: &Path, stop: &str, body: &str) -> PathBuf {
 
 /// A booted guest whose test driver runs the script on its first extra disk (/dev/vdb).
 fn start_guest(disk: &Path, extra_disks: &[PathBuf]) -> ScriptedGuest {
+    ScriptedGuest::start(guest_options(disk, extra_disks), BOOT).unwrap()
+}
+
+/// The options of [`start_guest`]: 1 GiB, the extra disks after the boot disk.
+fn guest_options(disk: &Path, extra_disks: &[PathBuf]) -> BootOptions {
     let mut opts = BootOptions::new(disk);
     opts.mem_mb = 1024;
     opts.extra_disks = extra_disks.to_vec();
-    ScriptedGuest::start(opts, BOOT).unwrap()
+    opts
 }
 
 /// The boot line of this guest, printed: (slot, version).
@@ -381,9 +386,7 @@ esac
         &script,
     );
     let started = Instant::now();
-    let mut opts = BootOptions::new(&disk);
-    opts.mem_mb = 1024;
-    opts.extra_disks = vec![script];
+    let mut opts = guest_options(&disk, &[script]);
     // Not restricted: the guest reaches the host's loopback at 10.0.2.2, nothing else is used.
     opts.net = Some(keel_qemu::NetOptions {
         restrict: false,
