@@ -23,6 +23,10 @@ packages=(
   postgresql
   # booting images
   qemu-system-x86 qemu-utils ovmf seabios ipxe-qemu
+  # the container host's tests and demo: a real registry on loopback holding a busybox image
+  # made with umoci (from busybox-static, fetched by apt-get download) and pushed with skopeo;
+  # ssh logs in to the guest; nc carries each guest connection to the registry (a QEMU guestfwd)
+  docker-registry umoci skopeo openssh-client netcat-openbsd
   # building the static PID 1 and crates with C parts
   build-essential pkg-config
 )

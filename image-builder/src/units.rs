@@ -115,6 +115,42 @@ fn enable_inner(root: &Path, unit: &str, made: &mut Vec<PathBuf>, depth: u32) ->
     Ok(())
 }
 
+/// Disable `unit` in `root` as `systemctl disable` does: remove the links its [Install] section
+/// made (`.wants/`, `.requires/`, aliases). Returns the links removed (relative to `root`); a
+/// unit that was not enabled removes nothing.
+pub fn disable(root: &Path, unit: &str) -> Result<Vec<PathBuf>> {
+    let rel = find_unit(root, unit).ok_or_else(|| {
+        Error::input(format!(
+            "unit {unit} to disable is in neither the packages nor the files tree (looked in {})",
+            UNIT_DIRS.join(", ")
+        ))
+    })?;
+    let path = root.join(&rel);
+    let inst = parse_install(&std::fs::read_to_string(&path).map_err(io_at(&path))?);
+    let mut links: Vec<PathBuf> = Vec::new();
+    for t in &inst.wanted_by {
+        links.push(format!("etc/systemd/system/{t}.wants/{unit}").into());
+    }
+    for t in &inst.required_by {
+        links.push(format!("etc/systemd/system/{t}.requires/{unit}").into());
+    }
+    for a in &inst.alias {
+        links.push(format!("etc/systemd/system/{a}").into());
+    }
+    let mut removed = Vec::new();
+    for l in links {
+        let at = root.join(&l);
+        if at
+            .symlink_metadata()
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            std::fs::remove_file(&at).map_err(io_at(&at))?;
+            removed.push(l);
+        }
+    }
+    Ok(removed)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +183,16 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("missing.service"));
+
+        let removed = disable(d.path(), "hello.service").unwrap();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(d
+            .path()
+            .join("etc/systemd/system/multi-user.target.wants/hello.service")
+            .symlink_metadata()
+            .is_err());
+        assert!(disable(d.path(), "hello.service").unwrap().is_empty());
+        assert!(disable(d.path(), "missing.service").is_err());
     }
 
     /// systemctl itself, where installed, agrees on what to link.

@@ -81,6 +81,9 @@ pub fn assemble(staging: &Path, inp: &Inputs) -> Result<PathBuf> {
     if let Some(files) = &inp.rootfs.files {
         overlay(files, &root)?;
     }
+    for unit in &inp.rootfs.disable_units {
+        units::disable(&root, unit)?;
+    }
     for unit in &inp.rootfs.enable_units {
         units::enable(&root, unit)?;
     }
@@ -265,9 +268,19 @@ fn write(to: &Path, data: &[u8], mode: u32) -> Result<()> {
 }
 
 /// An empty /etc/machine-id makes systemd generate one and run first-boot setup
-/// (`ConditionFirstBoot=`), as Flatcar's initrd arranges by removing its placeholder.
+/// (`ConditionFirstBoot=`), as Flatcar's initrd arranges by removing its placeholder. SSH host
+/// keys that openssh-server's maintainer script made are secrets of one machine and would make
+/// every build differ: they go, and each machine makes its own on first boot (`ssh-keygen -A`).
 fn first_boot_state(root: &Path) -> Result<()> {
     write(&root.join("etc/machine-id"), b"", 0o444)?;
+    let ssh = root.join("etc/ssh");
+    if ssh.is_dir() {
+        for e in std::fs::read_dir(&ssh).map_err(io_at(&ssh))?.flatten() {
+            if e.file_name().to_string_lossy().starts_with("ssh_host_") {
+                std::fs::remove_file(e.path()).map_err(io_at(&e.path()))?;
+            }
+        }
+    }
     let dbus = root.join("var/lib/dbus/machine-id");
     if dbus.symlink_metadata().is_ok_and(|m| m.is_file()) {
         std::fs::remove_file(&dbus).map_err(io_at(&dbus))?;

@@ -29,7 +29,11 @@ fn formats_image() -> Image {
         name: format!("formats-{:x}", md5ish(&text)),
         board,
         // A comma list, as most CLIs take one.
-        extra_args: vec!["--format".into(), "qcow2,vmdk,ova,pxe".into()],
+        extra_args: [
+            BuildOpts::default().extra_args,
+            vec!["--format".into(), "qcow2,vmdk,ova,pxe".into()],
+        ]
+        .concat(),
         ..BuildOpts::default()
     })
 }

@@ -269,6 +269,39 @@ fn usr_tree_has_the_keel_layout() {
     );
     let unit = std::fs::read_to_string(usr.join("lib/systemd/system/hello.service")).unwrap();
     assert!(unit.contains("StandardOutput=journal+console") && unit.contains("Hello World"));
+    assert!(
+        unit.contains("ExecStartPre=/usr/bin/docker pull busybox")
+            && unit.contains("/usr/bin/docker run --rm --name busybox1 busybox"),
+        "{unit}"
+    );
+    // The container host: sshd enabled with no host keys shipped, Docker on demand.
+    let etc = usr.join("share/keel/etc");
+    assert!(etc.join("ssh/sshd_config").is_file());
+    let shipped_keys: Vec<_> = std::fs::read_dir(etc.join("ssh"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ssh_host_"))
+        .collect();
+    assert!(shipped_keys.is_empty(), "{shipped_keys:?}");
+    let wants = |target: &str, unit: &str| {
+        etc.join(format!("systemd/system/{target}.wants/{unit}"))
+            .symlink_metadata()
+            .is_ok()
+    };
+    assert!(wants("multi-user.target", "ssh.service"));
+    assert!(wants("sockets.target", "docker.socket"));
+    assert!(!wants("multi-user.target", "docker.service"));
+    assert!(!wants("multi-user.target", "containerd.service"));
+    for bin in [
+        "bin/docker",
+        "sbin/dockerd",
+        "bin/containerd",
+        "sbin/runc",
+        "sbin/sshd",
+    ] {
+        assert!(usr.join(bin).is_file(), "/usr/{bin} missing");
+    }
     let link = usr.join("share/keel/etc/systemd/system/multi-user.target.wants/hello.service");
     assert_eq!(
         std::fs::read_link(link).unwrap(),

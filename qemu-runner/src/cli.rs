@@ -101,9 +101,52 @@ pub struct BootArgs {
     /// Boot file announced by DHCP for PXE (implies --net).
     #[arg(long, value_name = "NAME")]
     pub bootfile: Option<String>,
+    /// Hand the guest this cloud-config through QEMU's fw_cfg (`opt/org.keel/user-data`, the
+    /// source keel-cloudinit reads first among the local ones).
+    #[arg(long, value_name = "FILE")]
+    pub cloud_config: Option<PathBuf>,
+    /// Forward TCP port HOST of the host's loopback to the guest's port GUEST (e.g. 2222:22
+    /// for `ssh -p 2222 core@127.0.0.1`); repeatable, implies --net.
+    #[arg(long = "forward", value_name = "HOST:GUEST", value_parser = parse_host_forward)]
+    pub host_forwards: Vec<(u16, u16)>,
+    /// Let the guest reach the host's loopback port PORT at ADDR:GUESTPORT inside its network
+    /// (e.g. 10.0.2.100:5000=5000 for a registry on the host), the one way out of the isolated
+    /// network; repeatable, implies --net.
+    #[arg(long = "guest-forward", value_name = "ADDR:GUESTPORT=PORT", value_parser = parse_guest_forward)]
+    pub guest_forwards: Vec<(std::net::Ipv4Addr, u16, u16)>,
+}
+
+fn parse_host_forward(s: &str) -> Result<(u16, u16), String> {
+    let (h, g) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected HOST:GUEST, two port numbers"))?;
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("{s:?}: {p:?} is not a port number"))
+    };
+    Ok((port(h)?, port(g)?))
+}
+
+fn parse_guest_forward(s: &str) -> Result<(std::net::Ipv4Addr, u16, u16), String> {
+    let bad = || format!("{s:?}: expected ADDR:GUESTPORT=PORT, like 10.0.2.100:5000=5000");
+    let (inside, host) = s.split_once('=').ok_or_else(bad)?;
+    let (addr, guest) = inside.split_once(':').ok_or_else(bad)?;
+    let addr: std::net::Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    if addr.octets()[..3] != [10, 0, 2] {
+        return Err(format!(
+            "{s:?}: {addr} is outside the guest's network 10.0.2.0/24"
+        ));
+    }
+    Ok((
+        addr,
+        guest.parse().map_err(|_| bad())?,
+        host.parse().map_err(|_| bad())?,
+    ))
 }
 
 const DEFAULT_MEM_MB: u32 = 1024;
+/// The fw_cfg name keel-cloudinit reads a user-data from.
+pub const FW_CFG_USER_DATA: &str = "opt/org.keel/user-data";
 const DEFAULT_EXPECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// After the expected text with --persist, how long the guest may take to power
 /// off cleanly before QEMU is killed.
@@ -125,6 +168,12 @@ impl BootArgs {
         if let Some(dir) = &self.pxe {
             options.net = Some(pxe_network(dir)?);
         }
+        if let Some(cc) = &self.cloud_config {
+            if !cc.is_file() {
+                anyhow::bail!("--cloud-config {}: no such file", cc.display());
+            }
+            options.fw_cfg.push((FW_CFG_USER_DATA.into(), cc.clone()));
+        }
         if let Some(iso) = &self.iso {
             if !iso.is_file() {
                 anyhow::bail!("--iso {}: no such file", iso.display());
@@ -143,12 +192,18 @@ impl BootArgs {
                 append: self.append.clone(),
             },
         };
-        let net =
-            (self.net || self.tftp.is_some() || self.bootfile.is_some()).then(|| NetOptions {
-                tftp_dir: self.tftp.clone(),
-                bootfile: self.bootfile.clone(),
-                ..NetOptions::default()
-            });
+        let wants_net = self.net
+            || self.tftp.is_some()
+            || self.bootfile.is_some()
+            || !self.host_forwards.is_empty()
+            || !self.guest_forwards.is_empty();
+        let net = wants_net.then(|| NetOptions {
+            tftp_dir: self.tftp.clone(),
+            bootfile: self.bootfile.clone(),
+            host_forwards: self.host_forwards.clone(),
+            guest_forwards: self.guest_forwards.clone(),
+            ..NetOptions::default()
+        });
         BootOptions {
             firmware,
             mem_mb: self.mem.unwrap_or(DEFAULT_MEM_MB),

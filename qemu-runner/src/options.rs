@@ -50,8 +50,14 @@ pub struct NetOptions {
     /// File name that QEMU's DHCP server announces as the boot file (PXE).
     pub bootfile: Option<String>,
     /// Isolate the guest: no connections out of the user-mode network
-    /// (DHCP, DNS and TFTP inside it still work).
+    /// (DHCP, DNS and TFTP inside it still work, and so do the forwards below).
     pub restrict: bool,
+    /// TCP ports of the host's loopback (127.0.0.1) forwarded to the guest: (host, guest).
+    pub host_forwards: Vec<(u16, u16)>,
+    /// TCP addresses inside the user network forwarded to the host's loopback:
+    /// (guest address in 10.0.2.0/24, guest port, host port on 127.0.0.1). The only way out
+    /// of a restricted network. Each connection runs `nc 127.0.0.1 PORT` (netcat-openbsd).
+    pub guest_forwards: Vec<(std::net::Ipv4Addr, u16, u16)>,
 }
 
 impl Default for NetOptions {
@@ -60,6 +66,8 @@ impl Default for NetOptions {
             tftp_dir: None,
             bootfile: None,
             restrict: true,
+            host_forwards: Vec::new(),
+            guest_forwards: Vec::new(),
         }
     }
 }

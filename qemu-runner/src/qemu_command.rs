@@ -182,6 +182,13 @@ pub fn qemu_args(plan: &LaunchPlan) -> Vec<OsString> {
             netdev.push(",bootfile=".into());
             netdev.push(escape(OsStr::new(bootfile)));
         }
+        for (host, guest) in &net.host_forwards {
+            netdev.push(format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}").into());
+        }
+        for (addr, port, host) in &net.guest_forwards {
+            // A program per connection (a tcp: chardev would carry one connection, ever).
+            netdev.push(format!(",guestfwd=tcp:{addr}:{port}-cmd:nc 127.0.0.1 {host}").into());
+        }
         args.push("-netdev");
         args.push_joined(&netdev.iter().map(OsString::as_os_str).collect::<Vec<_>>());
         args.push_all([
@@ -273,11 +280,28 @@ mod tests {
             tftp_dir: Some("/srv/tftp".into()),
             bootfile: Some("keel.efi".into()),
             restrict: true,
+            ..NetOptions::default()
         });
         let args = strings(&plan);
         assert!(
             args.contains(&"user,id=net0,restrict=on,tftp=/srv/tftp,bootfile=keel.efi".to_string())
         );
+    }
+
+    #[test]
+    fn forwards_bind_the_host_loopback_only() {
+        let mut plan = plan();
+        plan.net = Some(NetOptions {
+            host_forwards: vec![(2222, 22)],
+            guest_forwards: vec![([10, 0, 2, 100].into(), 5000, 40000)],
+            ..NetOptions::default()
+        });
+        let args = strings(&plan);
+        assert!(args.contains(
+            &"user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22,\
+              guestfwd=tcp:10.0.2.100:5000-cmd:nc 127.0.0.1 40000"
+                .to_string()
+        ));
     }
 
     #[test]

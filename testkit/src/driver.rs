@@ -26,6 +26,29 @@ pub const DRIVER_UNIT: &str = "[Unit]\n\
     StandardOutput=journal+console\n\
     StandardError=journal+console\n";
 
+/// TEST IMAGES ONLY. The boot marker: the image's hello.service (a busybox container that needs
+/// Docker and a registry) replaced by a shell loop saying `Hello World` every second on the
+/// console, from `/etc/systemd/system`, which wins over the demo in /usr/lib. Boot tests read
+/// its line as "userspace is up" without starting Docker; the container-host test boots the
+/// demo as shipped ([`crate::image::shipped_opts`]).
+pub const BOOT_MARKER_UNIT: &str = "[Unit]\n\
+    Description=Keel boot marker: Hello World every second (TEST IMAGE ONLY)\n\n\
+    [Service]\n\
+    ExecStart=/bin/sh -c 'while true; do echo \"Hello World\"; sleep 1; done'\n\
+    StandardOutput=journal+console\n\
+    Restart=always\n\n\
+    [Install]\n\
+    WantedBy=multi-user.target\n";
+
+/// The boot marker as `--extra-file` entries (see [`driver_files`] for the format).
+pub fn boot_marker_files() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![(
+        "hello.service",
+        "/etc/systemd/system/hello.service",
+        BOOT_MARKER_UNIT,
+    )]
+}
+
 /// The driver and its unit, enabled as `systemctl enable` would (a symlink in
 /// multi-user.target.wants): (file name, destination in the image, text or `symlink:TARGET`).
 pub fn driver_files() -> Vec<(&'static str, &'static str, &'static str)> {
@@ -86,13 +109,14 @@ pub fn write_extra_files(dir: &Path, files: &[(&str, &str, &str)]) -> Vec<String
     args
 }
 
-/// The e2e image at `version` (the default board with the test driver): `e2e_opts("e2e-v1",
-/// "1.0.0")` is the image every update test starts from, shared through the image cache.
+/// The e2e image at `version` (the default board with the boot marker and the test driver):
+/// `e2e_opts("e2e-v1", "1.0.0")` is the image every update test starts from, shared through
+/// the image cache.
 pub fn e2e_opts(name: &str, version: &str) -> crate::image::BuildOpts {
     crate::image::BuildOpts {
         name: name.into(),
         version: version.into(),
-        extra_args: extra_file_args(&driver_files()),
+        extra_args: extra_file_args(&[boot_marker_files(), driver_files()].concat()),
         ..crate::image::BuildOpts::default()
     }
 }

@@ -11,7 +11,9 @@ use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// What to build. `Default` is the repository's default image.
+/// What to build. `Default` is the repository's default image with the boot marker
+/// ([`crate::driver::BOOT_MARKER_UNIT`]) in place of its container demo; [`shipped_opts`] is
+/// the image exactly as `keel build` makes it.
 #[derive(Clone, Debug)]
 pub struct BuildOpts {
     /// Names the cache entry (`target/test-images/<name>-<fingerprint>`).
@@ -32,8 +34,18 @@ impl Default for BuildOpts {
             version: "1.0.0".into(),
             channel: None,
             source_date_epoch: None,
-            extra_args: Vec::new(),
+            extra_args: crate::driver::extra_file_args(&crate::driver::boot_marker_files()),
         }
+    }
+}
+
+/// The default image as shipped: the container demo (hello.service pulling busybox), no test
+/// files.
+pub fn shipped_opts() -> BuildOpts {
+    BuildOpts {
+        name: "shipped".into(),
+        extra_args: Vec::new(),
+        ..BuildOpts::default()
     }
 }
 
@@ -362,7 +374,7 @@ pub fn build_image(opts: &BuildOpts) -> Image {
     image
 }
 
-/// The default image (qemu-x86_64, version 1.0.0, test key), built once.
+/// The default image (qemu-x86_64, version 1.0.0, test key, the boot marker), built once.
 pub fn default_image() -> Image {
     build_image(&BuildOpts::default())
 }
@@ -375,7 +387,11 @@ pub fn metal_opts() -> BuildOpts {
     BuildOpts {
         name: "metal".into(),
         board: repo_root().join("boards/metal-x86_64.yaml"),
-        extra_args: vec!["--kernel-arg".into(), "no_timer_check".into()],
+        extra_args: [
+            BuildOpts::default().extra_args,
+            vec!["--kernel-arg".into(), "no_timer_check".into()],
+        ]
+        .concat(),
         ..BuildOpts::default()
     }
 }

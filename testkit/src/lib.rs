@@ -20,6 +20,7 @@ pub mod image;
 pub mod initramfs;
 pub mod postgres;
 pub mod reboot_sim;
+pub mod registry;
 pub mod tier;
 pub mod update_server;
 

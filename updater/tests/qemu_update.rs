@@ -41,7 +41,11 @@ fn images() -> &'static Images {
                 ..keel_testkit::BuildOpts::default()
             })
         };
-        let mut broken = keel_testkit::driver_files();
+        let mut broken = [
+            keel_testkit::boot_marker_files(),
+            keel_testkit::driver_files(),
+        ]
+        .concat();
         broken.push((
             "keel-e2e-broken.service",
             "/usr/lib/systemd/system/keel-e2e-broken.service",

@@ -212,8 +212,15 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(work.join("logs"))?;
     let repo = keel_testkit::repo_root();
 
-    let driver =
-        keel_testkit::write_extra_files(&work.join("files/driver"), &keel_testkit::driver_files());
+    // The boot marker keeps Docker out of both boots: the demo container is not what is measured.
+    let driver = keel_testkit::write_extra_files(
+        &work.join("files/driver"),
+        &[
+            keel_testkit::boot_marker_files(),
+            keel_testkit::driver_files(),
+        ]
+        .concat(),
+    );
     let cloud_cfg = keel_testkit::write_extra_files(
         &work.join("files/cloud-cfg"),
         &[(

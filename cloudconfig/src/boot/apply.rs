@@ -19,8 +19,12 @@ pub enum Verdict {
     Halt,
 }
 
-/// The user every Keel machine has (made on first boot, before any config is applied).
-pub fn core_user() -> Action {
+/// Groups `core` joins when the image has them, as on Flatcar: `docker` runs containers.
+pub const CORE_GROUPS: &[&str] = &["docker"];
+
+/// The user every Keel machine has (made on first boot, before any config is applied), in
+/// those of `groups` that exist.
+pub fn core_user(groups: Vec<String>) -> Action {
     Action {
         line: 0,
         field: "keel: user core".into(),
@@ -28,14 +32,25 @@ pub fn core_user() -> Action {
             name: Some("core".into()),
             gecos: None,
             shell: None,
+            groups,
             ..User::default()
         })),
     }
 }
 
+/// Those of `CORE_GROUPS` that `root/etc/group` defines.
+fn existing_core_groups(root: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(root.join("etc/group")).unwrap_or_default();
+    CORE_GROUPS
+        .iter()
+        .filter(|g| text.lines().any(|l| l.split(':').next() == Some(**g)))
+        .map(|g| g.to_string())
+        .collect()
+}
+
 /// Make sure `core` exists; errors only on the console.
 pub fn ensure_core(root: &Path, out: &mut dyn Write) {
-    let r = apply::apply(root, &[core_user()]);
+    let r = apply::apply(root, &[core_user(existing_core_groups(root))]);
     for o in r.errors() {
         let _ = writeln!(out, "keel-cloudinit: user core: error: {:?}", o.status);
     }
@@ -191,5 +206,28 @@ fn systemctl(host: &mut dyn Host, out: &mut dyn Write, args: &[&str], errors: &m
     if let Err(e) = host.systemctl(args) {
         *errors += 1;
         let _ = writeln!(out, "keel-cloudinit: systemctl {}: {e}", args.join(" "));
+    }
+}
+
+#[cfg(test)]
+mod core_tests {
+    use super::*;
+    use crate::apply::tests::fixture_root;
+
+    #[test]
+    fn core_joins_docker_only_where_the_group_exists() {
+        let t = fixture_root();
+        let root = t.path();
+        let mut out = Vec::new();
+        ensure_core(root, &mut out);
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
+        assert!(!group.contains("docker"), "{group}");
+
+        std::fs::write(root.join("etc/group"), format!("{group}docker:x:998:\n")).unwrap();
+        ensure_core(root, &mut out);
+        assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+        let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
+        assert!(group.contains("docker:x:998:core\n"), "{group}");
     }
 }

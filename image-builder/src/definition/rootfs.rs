@@ -27,6 +27,8 @@ struct RootfsFile {
     #[serde(default)]
     enable_units: Vec<Spanned<String>>,
     #[serde(default)]
+    disable_units: Vec<Spanned<String>>,
+    #[serde(default)]
     source_date_epoch: u64,
 }
 
@@ -74,6 +76,8 @@ pub struct Rootfs {
     /// Tree laid over the installed system (only its `usr/`, `etc/` and `var/` may hold files).
     pub files: Option<PathBuf>,
     pub enable_units: Vec<String>,
+    /// Units the packages enabled that the image starts only on demand (`systemctl disable`).
+    pub disable_units: Vec<String>,
     pub source_date_epoch: u64,
 }
 
@@ -153,19 +157,32 @@ impl Rootfs {
                 Some(dir)
             }
         };
-        let mut units = Vec::new();
-        for (i, u) in f.enable_units.iter().enumerate() {
-            let ok = u.value.contains('.')
-                && !u.value.contains('/')
-                && u.value.chars().all(|c| !c.is_whitespace());
-            if !ok {
-                return Err(err(
-                    u.referenced,
-                    &format!("enable_units[{i}]"),
-                    "not a unit name (like hello.service)",
-                ));
+        let unit_names = |field: &str, list: &[Spanned<String>]| -> Result<Vec<String>> {
+            let mut units = Vec::new();
+            for (i, u) in list.iter().enumerate() {
+                let ok = u.value.contains('.')
+                    && !u.value.contains('/')
+                    && u.value.chars().all(|c| !c.is_whitespace());
+                if !ok {
+                    return Err(err(
+                        u.referenced,
+                        &format!("{field}[{i}]"),
+                        "not a unit name (like hello.service)",
+                    ));
+                }
+                units.push(u.value.clone());
             }
-            units.push(u.value.clone());
+            Ok(units)
+        };
+        let units = unit_names("enable_units", &f.enable_units)?;
+        let disabled = unit_names("disable_units", &f.disable_units)?;
+        if let Some(both) = disabled.iter().find(|u| units.contains(u)) {
+            let at = f.disable_units.iter().find(|u| &u.value == both).unwrap();
+            return Err(err(
+                at.referenced,
+                "disable_units",
+                &format!("{both} is in enable_units too"),
+            ));
         }
         Ok(Rootfs {
             path: path.to_path_buf(),
@@ -177,6 +194,7 @@ impl Rootfs {
             dpkg_path_includes: f.dpkg_path_includes,
             files,
             enable_units: units,
+            disable_units: disabled,
             source_date_epoch: f.source_date_epoch,
         })
     }
@@ -233,6 +251,20 @@ source_date_epoch: 1700000000
             .unwrap_err()
             .to_string();
         assert!(e.contains("r.yaml:9:20: source_date_epoch: "), "{e}");
+        let e = load(&GOOD.replace(
+            "enable_units: [hello.service]",
+            "enable_units: [hello.service]\ndisable_units: [docker.service, hello.service]",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("disable_units") && e.contains("hello.service is in enable_units too"),
+            "{e}"
+        );
+        let e = load(&GOOD.replace("enable_units: [hello.service]", "disable_units: [docker]"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("disable_units[0]"), "{e}");
     }
 
     #[test]
