@@ -12,7 +12,9 @@
 //!   `busybox1`, the host keys were made on this machine;
 //! * after `systemctl reboot` the container is back, the image is the one pulled before (not
 //!   pulled again from scratch: /var/lib/docker persists, a file left there too) and the host
-//!   key is unchanged.
+//!   key is unchanged;
+//! * after `keel-update apply` of 2.0.0 (the payload on /dev/vdb) and a reboot into USR-B, the
+//!   container runs again from the same /var/lib/docker.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -129,6 +131,11 @@ fn wait(g: &mut Session, pattern: &str) {
 #[test]
 fn shipped_image_runs_hello_from_a_registry_with_ssh_and_the_docker_api() {
     let image = keel_testkit::build_image(&keel_testkit::shipped_opts());
+    let v2 = keel_testkit::build_image(&keel_testkit::BuildOpts {
+        name: "shipped-v2".into(),
+        version: "2.0.0".into(),
+        ..keel_testkit::shipped_opts()
+    });
     let registry = Registry::start();
     let busybox_id = registry.push_busybox();
 
@@ -143,6 +150,8 @@ fn shipped_image_runs_hello_from_a_registry_with_ssh_and_the_docker_api() {
     opts.mem_mb = 2048;
     opts.log_path = Some(dir.path().join("console.log"));
     opts.fw_cfg = vec![("opt/org.keel/user-data".into(), cc)];
+    // /dev/vdb: the 2.0.0 payload, applied after the reboot.
+    opts.extra_disks = vec![v2.payload.clone()];
     opts.net = Some(NetOptions {
         host_forwards: vec![(ssh_port, 22), (api_port, 2375)],
         guest_forwards: vec![(MIRROR_ADDR.into(), MIRROR_PORT, registry.port)],
@@ -230,6 +239,29 @@ fn shipped_image_runs_hello_from_a_registry_with_ssh_and_the_docker_api() {
     assert_eq!(field(&again, "kept"), "/var/lib/docker/keel-test-kept");
     assert_eq!(field(&again, "image"), image_id);
     assert_eq!(field(&again, "hostkey"), hostkey);
+
+    // An update to a new USR keeps /var/lib/docker: 2.0.0 into USR-B, reboot into it.
+    let applied = ssh.run(
+        &g,
+        "root",
+        "keel-update apply /dev/vdb >&2 && echo applied=ok",
+    );
+    assert_eq!(field(&applied, "applied"), "ok");
+    let _ = ssh.command("root", "systemctl reboot").output();
+    wait(&mut g, "] booting USR-B version 2.0.0");
+    wait(&mut g, "Hello World");
+    let updated = ssh.run(
+        &g,
+        "root",
+        "echo version=$(. /usr/share/keel/release; echo $KEEL_VERSION); \
+         echo ps=$(docker ps --format '{{.Names}}'); \
+         echo kept=$(ls /var/lib/docker/keel-test-kept); \
+         echo image=$(docker image inspect -f '{{.Id}}' busybox)",
+    );
+    assert_eq!(field(&updated, "version"), "2.0.0", "{updated}");
+    assert_eq!(field(&updated, "ps"), "busybox1", "{updated}");
+    assert_eq!(field(&updated, "kept"), "/var/lib/docker/keel-test-kept");
+    assert_eq!(field(&updated, "image"), image_id);
     drop(registry);
     let _ = g.kill();
 }
