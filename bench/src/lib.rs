@@ -2,6 +2,7 @@
 //! hashing outputs. Each benchmark is a binary in `src/bin/`.
 
 pub mod command;
+pub mod direct_boot;
 pub mod files;
 pub mod machine;
 pub mod measure;

@@ -19,10 +19,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use keel_bench::direct_boot::{self, options, timestamp_of, BootSetup};
 use keel_bench::measure::median;
-use keel_bench::{command, files, machine, rootfs, uki};
+use keel_bench::{command, files, machine, rootfs};
 use keel_blockdev::loopdev::LoopDevice;
-use keel_qemu::{Accel, BootOptions, Firmware, Session};
+use keel_qemu::Session;
 
 const RUN_INIT: &str = "Run /init as init process";
 const SYSTEMD: &str = "systemd[1]: ";
@@ -64,14 +65,6 @@ impl Variant {
     }
 }
 
-/// What one variant boots.
-struct BootSetup {
-    disk: PathBuf,
-    kernel: PathBuf,
-    initrd: PathBuf,
-    append: String,
-}
-
 /// Kernel timestamps of one boot, and the host's wall time from starting QEMU to the first
 /// systemd line on the console.
 #[derive(Clone, Copy)]
@@ -109,8 +102,8 @@ fn main() -> Result<()> {
     }
     std::fs::create_dir_all(args.work.join("logs"))?;
 
-    let keel = keel_setup(&disk, &args.work)?;
-    let debian = debian_setup(&args.work, &keel.kernel)?;
+    let keel = direct_boot::keel(&disk, &args.work)?;
+    let debian = direct_boot::debian(&args.work, "debian", &keel.kernel, |_| Ok(()))?;
     let keel_later = BootSetup {
         disk: booted_once(&keel, &args.work)?,
         kernel: keel.kernel.clone(),
@@ -236,95 +229,16 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The kernel, Keel initramfs and command line from the image's UKI (the ESP's BOOTX64.EFI).
-fn keel_setup(disk: &Path, work: &Path) -> Result<BootSetup> {
-    let s = uki::extract(disk, work)?;
-    Ok(BootSetup {
-        disk: disk.to_path_buf(),
-        kernel: s.kernel,
-        initrd: s.initrd,
-        append: s.cmdline,
-    })
-}
-
-/// Debian's initramfs for the same tree and kernel, and that tree on an ext4 partition.
-fn debian_setup(work: &Path, kernel: &Path) -> Result<BootSetup> {
-    let cached = rootfs::cached_tree()?;
-    let (cached_kernel, release) =
-        rootfs::kernel_in(&cached).context("no kernel in the cached tree")?;
-    if std::fs::read(&cached_kernel)? != std::fs::read(kernel)? {
-        bail!(
-            "the image's kernel is not {}: rebuild the image from the current rootfs cache",
-            cached_kernel.display()
-        );
-    }
-    // A copy, so that mkinitramfs in a chroot leaves the shared cache untouched.
-    let tree = work.join("debian-root");
-    if !tree.join("usr").is_dir() {
-        let tmp = work.join("debian-root.tmp");
-        let _ = std::fs::remove_dir_all(&tmp);
-        command::run(Command::new("cp").arg("-a").arg(&cached).arg(&tmp))?;
-        std::fs::rename(&tmp, &tree)?;
-    }
-    let initrd = work.join("debian-initrd.img");
-    if !initrd.is_file() {
-        let inside = tree.join("tmp/keel-bench-initrd.img");
-        command::run(Command::new("chroot").arg(&tree).args([
-            "mkinitramfs",
-            "-o",
-            "/tmp/keel-bench-initrd.img",
-            &release,
-        ]))?;
-        std::fs::rename(&inside, &initrd)?;
-    }
-    let disk = work.join("debian-disk.raw");
-    if !disk.is_file() {
-        let tmp = work.join("debian-disk.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let f = std::fs::File::create(&tmp)?;
-        f.set_len((2048 + 2) << 20)?;
-        drop(f);
-        let mut sfdisk = Command::new("sfdisk");
-        sfdisk
-            .arg("-q")
-            .arg(&tmp)
-            .stdin(std::process::Stdio::piped());
-        let mut child = sfdisk.spawn()?;
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .context("sfdisk stdin")?
-            .write_all(b"label: gpt\nstart=2048, size=4194304, type=L, name=root\n")?;
-        if !child.wait()?.success() {
-            bail!("sfdisk {} failed", tmp.display());
-        }
-        command::run(
-            Command::new("mkfs.ext4")
-                .args(["-q", "-F", "-L", "root", "-E", "offset=1048576", "-d"])
-                .arg(&tree)
-                .arg(&tmp)
-                .arg("2097152k"),
-        )?;
-        std::fs::rename(&tmp, &disk)?;
-    }
-    Ok(BootSetup {
-        disk,
-        kernel: kernel.to_path_buf(),
-        initrd,
-        append: "console=ttyS0,115200n8 panic=10 root=/dev/vda1".into(),
-    })
-}
-
-/// A copy of the keel disk as it is after its first boot (ROOT populated): boot it to the demo
-/// unit, cut the power, replay the ext4 journals on the host.
+/// A copy of the keel disk as it is after its first boot (ROOT populated): boot it to the login
+/// prompt, cut the power, replay the ext4 journals on the host.
 fn booted_once(keel: &BootSetup, work: &Path) -> Result<PathBuf> {
     let out = work.join("keel-booted-once.raw");
     if out.is_file() {
         return Ok(out);
     }
     let mut vm = Session::start(&options(keel, &work.join("logs/keel-first-boot-prep.log")))?;
-    vm.wait_for("]: Hello World", BOOT_TIMEOUT)?;
+    // The login prompt: the demo container would need a registry.
+    vm.wait_for(" login: ", BOOT_TIMEOUT)?;
     std::thread::sleep(Duration::from_secs(3));
     vm.kill()?;
     let tmp = work.join("keel-booted-once.tmp");
@@ -348,18 +262,6 @@ fn booted_once(keel: &BootSetup, work: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn options(s: &BootSetup, log: &Path) -> BootOptions {
-    let mut o = BootOptions::new(&s.disk);
-    o.firmware = Firmware::Direct {
-        kernel: s.kernel.clone(),
-        initrd: Some(s.initrd.clone()),
-        append: s.append.clone(),
-    };
-    o.accel = Accel::Tcg;
-    o.log_path = Some(log.to_path_buf());
-    o
-}
-
 fn boot(s: &BootSetup, log: &Path) -> Result<Marks> {
     let started = Instant::now();
     let mut vm = Session::start(&options(s, log))?;
@@ -378,14 +280,6 @@ fn boot(s: &BootSetup, log: &Path) -> Result<Marks> {
         host_wall,
         keel_handoff: timestamp_of(&text, KEEL_HANDOFF),
     })
-}
-
-/// The printk timestamp (`[    2.131014] ...`) of the first console line holding `needle`.
-fn timestamp_of(console: &str, needle: &str) -> Option<f64> {
-    let line = console.lines().find(|l| l.contains(needle))?;
-    let open = line.find('[')?;
-    let close = open + line[open..].find(']')?;
-    line[open + 1..close].trim().parse().ok()
 }
 
 /// The size of /init in the Keel initramfs (gzip'd cpio newc).
