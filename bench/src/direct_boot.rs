@@ -10,6 +10,25 @@ use keel_qemu::{Accel, BootOptions, Firmware};
 
 use crate::{command, rootfs, uki};
 
+/// The rootfs cache entry an image was built from (its manifest's `rootfs_cache_key`).
+pub fn tree_of_image(image_dir: &Path) -> Result<PathBuf> {
+    let manifest = image_dir.join("manifest.json");
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(&manifest).with_context(|| format!("reading {}", manifest.display()))?,
+    )?;
+    let key = m["inputs"]["rootfs_cache_key"]
+        .as_str()
+        .with_context(|| format!("no rootfs_cache_key in {}", manifest.display()))?;
+    let tree = Path::new(keel_builder::rootfs_cache::DEFAULT_CACHE).join(key);
+    if !tree.join("usr").is_dir() {
+        bail!(
+            "{} (the image's rootfs) is not in the cache: rebuild the image",
+            tree.display()
+        );
+    }
+    Ok(tree)
+}
+
 /// What one machine boots.
 pub struct BootSetup {
     pub disk: PathBuf,
@@ -29,16 +48,17 @@ pub fn keel(disk: &Path, work: &Path) -> Result<BootSetup> {
     })
 }
 
-/// Debian's initramfs for the rootfs cache's tree and `kernel` (which must be that tree's), and
-/// the tree on an ext4 partition (`work/NAME-disk.raw`), after `customize` changed a copy of
-/// it (`work/NAME-root`; made once: delete it to redo).
+/// Debian's initramfs for the rootfs cache's tree `cached` and `kernel` (which must be that
+/// tree's), and the tree on an ext4 partition (`work/NAME-disk.raw`), after `customize` changed
+/// a copy of it (`work/NAME-root`; made once: delete it to redo).
 pub fn debian(
     work: &Path,
     name: &str,
+    cached: &Path,
     kernel: &Path,
     customize: impl Fn(&Path) -> Result<()>,
 ) -> Result<BootSetup> {
-    let cached = rootfs::cached_tree()?;
+    let cached = cached.to_path_buf();
     let (cached_kernel, release) =
         rootfs::kernel_in(&cached).context("no kernel in the cached tree")?;
     if std::fs::read(&cached_kernel)? != std::fs::read(kernel)? {

@@ -5,13 +5,14 @@
 //! loopback, reached as the mirror 10.0.2.100:5000 (a QEMU guest forward).
 //!
 //! Printed per boot: kernel start to the container's first `Hello World` (printk timestamps on
-//! the console), and the memory in use (`free`'s "used") 30 s after it. Then image sizes:
+//! the console), and the memory in use (`free`'s "used") 30 s after the container runs. Then image sizes:
 //! Keel's signed USR payload and disk against the Debian tree and its ext4 disk.
 //!
 //! Both machines get the same files: the mirror drop-in for docker.service and a unit that
-//! prints `free -k` 30 s after hello.service started. Keel's are baked in with `keel build
-//! --extra-file`; Debian's copied into its tree, with hello.service and Keel's DHCP .network
-//! (systemd-networkd enabled), since a minbase Debian configures no network.
+//! prints `free -k` 30 s after `docker ps` first shows the container. Keel's are baked in with `keel build
+//! --extra-file`; Debian's copied into its tree, with hello.service, Keel's DHCP .network
+//! (systemd-networkd enabled: a minbase Debian configures no network) and an /etc/fstab for
+//! the root (a minbase tree has none, and the root would stay read-only).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,13 +34,14 @@ const MIRROR: ([u8; 4], u16) = ([10, 0, 2, 100], 5000);
 const MIRROR_DROP_IN: &str = "[Service]\n\
     Environment=DOCKER_OPTS='--insecure-registry=\"10.0.2.0/24\" --registry-mirror=http://10.0.2.100:5000'\n";
 const MEM_SCRIPT: &str = "#!/bin/sh\n\
+    # 30 s after the container runs: the memory in use (free's \"used\").\n\
+    until docker ps --format '{{.Names}}' | grep -qx busybox1; do sleep 1; done\n\
+    sleep 30\n\
     echo \"KEEL-BENCH-MEM used_kib=$(free -k | awk '/^Mem:/ {print $3}')\"\n";
 const MEM_UNIT: &str = "[Unit]\n\
-    Description=keel-bench: memory in use 30 s after hello.service started\n\
+    Description=keel-bench: memory in use 30 s after the demo container runs\n\
     After=hello.service\n\n\
     [Service]\n\
-    Type=oneshot\n\
-    ExecStartPre=/bin/sleep 30\n\
     ExecStart=/etc/keel-bench/mem.sh\n\
     StandardOutput=journal+console\n\n\
     [Install]\n\
@@ -120,7 +122,8 @@ fn main() -> Result<()> {
     }
     let keel = direct_boot::keel(&image.join("disk.raw"), &work.join("uki"))?;
     let repo = keel_testkit::repo_root();
-    let debian = direct_boot::debian(work, "debian-docker", &keel.kernel, |tree| {
+    let tree = direct_boot::tree_of_image(&image)?;
+    let debian = direct_boot::debian(work, "debian-docker", &tree, &keel.kernel, |tree| {
         let rootfs_files = repo.join("rootfs/debian-bookworm/files");
         for rel in [
             "usr/lib/systemd/system/hello.service",
@@ -143,6 +146,11 @@ fn main() -> Result<()> {
                 std::fs::copy(&from, &to)?;
             }
         }
+        // As Debian's installer writes it; without it the root stays read-only.
+        std::fs::write(
+            tree.join("etc/fstab"),
+            "LABEL=root / ext4 errors=remount-ro 0 1\n",
+        )?;
         let wants = tree.join("etc/systemd/system/multi-user.target.wants");
         for (unit, dir) in [
             ("hello.service", "/usr/lib/systemd/system"),

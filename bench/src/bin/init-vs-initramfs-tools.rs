@@ -103,7 +103,13 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(args.work.join("logs"))?;
 
     let keel = direct_boot::keel(&disk, &args.work)?;
-    let debian = direct_boot::debian(&args.work, "debian", &keel.kernel, |_| Ok(()))?;
+    let debian = direct_boot::debian(
+        &args.work,
+        "debian",
+        &rootfs::cached_tree()?,
+        &keel.kernel,
+        |_| Ok(()),
+    )?;
     let keel_later = BootSetup {
         disk: booted_once(&keel, &args.work)?,
         kernel: keel.kernel.clone(),
