@@ -62,16 +62,22 @@ pub fn enable(root: &Path, unit: &str) -> Result<Vec<PathBuf>> {
     Ok(made)
 }
 
-fn enable_inner(root: &Path, unit: &str, made: &mut Vec<PathBuf>, depth: u32) -> Result<()> {
+/// Where `unit` lives (relative to `root`) and its [Install] section; `verb` names the caller
+/// in the error for a unit that is nowhere.
+fn locate(root: &Path, unit: &str, verb: &str) -> Result<(String, Install)> {
     let rel = find_unit(root, unit).ok_or_else(|| {
         Error::input(format!(
-            "unit {unit} to enable is in neither the packages nor the files tree (looked in {})",
+            "unit {unit} to {verb} is in neither the packages nor the files tree (looked in {})",
             UNIT_DIRS.join(", ")
         ))
     })?;
     let path = root.join(&rel);
     let text = std::fs::read_to_string(&path).map_err(io_at(&path))?;
-    let inst = parse_install(&text);
+    Ok((rel, parse_install(&text)))
+}
+
+fn enable_inner(root: &Path, unit: &str, made: &mut Vec<PathBuf>, depth: u32) -> Result<()> {
+    let (rel, inst) = locate(root, unit, "enable")?;
     if inst.wanted_by.is_empty()
         && inst.required_by.is_empty()
         && inst.alias.is_empty()
@@ -119,14 +125,7 @@ fn enable_inner(root: &Path, unit: &str, made: &mut Vec<PathBuf>, depth: u32) ->
 /// made (`.wants/`, `.requires/`, aliases). Returns the links removed (relative to `root`); a
 /// unit that was not enabled removes nothing.
 pub fn disable(root: &Path, unit: &str) -> Result<Vec<PathBuf>> {
-    let rel = find_unit(root, unit).ok_or_else(|| {
-        Error::input(format!(
-            "unit {unit} to disable is in neither the packages nor the files tree (looked in {})",
-            UNIT_DIRS.join(", ")
-        ))
-    })?;
-    let path = root.join(&rel);
-    let inst = parse_install(&std::fs::read_to_string(&path).map_err(io_at(&path))?);
+    let (_, inst) = locate(root, unit, "disable")?;
     let mut links: Vec<PathBuf> = Vec::new();
     for t in &inst.wanted_by {
         links.push(format!("etc/systemd/system/{t}.wants/{unit}").into());
