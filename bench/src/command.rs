@@ -32,6 +32,14 @@ pub fn exists(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// An error naming the first of `tools` that is not on the PATH.
+pub fn require(tools: &[&str]) -> Result<()> {
+    match tools.iter().find(|t| !exists(t)) {
+        Some(t) => bail!("{t} is not installed"),
+        None => Ok(()),
+    }
+}
+
 /// The `keel` binary: `explicit`, else `$KEEL_BIN`, else `keel` next to the running benchmark
 /// (cargo puts both in the same profile directory).
 pub fn keel_binary(explicit: Option<&Path>) -> Result<PathBuf> {

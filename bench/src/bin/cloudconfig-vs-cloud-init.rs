@@ -196,17 +196,13 @@ impl Marks {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    for tool in [
+    command::require(&[
         "qemu-system-x86_64",
         "mkfs.vfat",
         "mcopy",
         "objcopy",
         "qemu-img",
-    ] {
-        if !command::exists(tool) {
-            bail!("{tool} is not installed");
-        }
-    }
+    ])?;
     let keel = command::keel_binary(args.keel.as_deref())?;
     let work = &args.work;
     std::fs::create_dir_all(work.join("logs"))?;

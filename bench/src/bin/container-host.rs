@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Parser;
 use keel_bench::direct_boot::{self, timestamp_of, BootSetup};
 use keel_bench::measure::median;
@@ -92,18 +92,14 @@ fn bench_files() -> Vec<(&'static str, &'static str, &'static str)> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    for tool in [
+    command::require(&[
         "qemu-system-x86_64",
         "mkfs.ext4",
         "chroot",
         "nc",
         "skopeo",
         "umoci",
-    ] {
-        if !command::exists(tool) {
-            bail!("{tool} is not installed");
-        }
-    }
+    ])?;
     let work = &args.work;
     std::fs::create_dir_all(work.join("logs"))?;
     let keel_bin = command::keel_binary(args.keel.as_deref())?;

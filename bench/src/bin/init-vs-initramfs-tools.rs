@@ -78,7 +78,7 @@ struct Marks {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    for tool in [
+    command::require(&[
         "qemu-system-x86_64",
         "mcopy",
         "objcopy",
@@ -87,11 +87,7 @@ fn main() -> Result<()> {
         "e2fsck",
         "chroot",
         "cpio",
-    ] {
-        if !command::exists(tool) {
-            bail!("{tool} is not installed");
-        }
-    }
+    ])?;
     let disk = args.image.join("disk.raw");
     if !disk.is_file() {
         bail!(
