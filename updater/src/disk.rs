@@ -16,7 +16,9 @@ use keel_format::slot;
 use crate::error::{Result, UpdateError};
 use crate::stream::{BodySink, ALIGN};
 use keel_blockdev::sysfs::{self, DevNum, SysBlock};
+use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
+use std::time::{Duration, Instant};
 
 pub struct Disk {
     pub path: PathBuf,
@@ -59,17 +61,7 @@ impl Disk {
         }
         let mut lock = None;
         if write {
-            let handle = file
-                .try_clone()
-                .map_err(|e| err(format!("cannot duplicate its descriptor: {e}")))?;
-            lock = Some(
-                Flock::lock(handle, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
-                    err(format!(
-                        "another process holds its update lock ({})",
-                        io::Error::from(errno)
-                    ))
-                })?,
-            );
+            lock = Some(lock_for_update(&file).map_err(err)?);
             if !block_device {
                 if let Some(loopdev) = sysfs::loop_device_backed_by(&meta) {
                     return Err(err(format!(
@@ -312,4 +304,44 @@ fn clear_direct(file: &File) -> io::Result<()> {
 fn partition_node(disk: &Path, number: u32) -> Option<PathBuf> {
     let dev = DevNum::of(&std::fs::metadata(disk).ok()?);
     SysBlock::of_dev(dev).ok()?.partition(number)?.device_node()
+}
+
+/// How long udev may keep probing a disk we want to change. Its workers hold a shared flock on
+/// the whole disk while they read it (systemd.io/BLOCK_DEVICE_LOCKING), for instance right after
+/// mark-good rewrote the partition table; under emulation that can take seconds.
+const SHARED_LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// Take the exclusive update lock. A shared holder (udev probing) is waited for; an exclusive
+/// holder (another updater) is refused at once.
+fn lock_for_update(file: &File) -> std::result::Result<Flock<File>, String> {
+    let started = Instant::now();
+    loop {
+        let handle = file
+            .try_clone()
+            .map_err(|e| format!("cannot duplicate its descriptor: {e}"))?;
+        let errno = match Flock::lock(handle, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((_, errno)) => errno,
+        };
+        if errno != Errno::EWOULDBLOCK {
+            return Err(format!("cannot lock it: {}", io::Error::from(errno)));
+        }
+        let probe = file
+            .try_clone()
+            .map_err(|e| format!("cannot duplicate its descriptor: {e}"))?;
+        if let Err((_, errno)) = Flock::lock(probe, FlockArg::LockSharedNonblock) {
+            return Err(format!(
+                "another process holds its update lock ({})",
+                io::Error::from(errno)
+            ));
+        }
+        // The shared probe lock is dropped here; someone else's shared lock remains.
+        if started.elapsed() >= SHARED_LOCK_WAIT {
+            return Err(format!(
+                "another process has held a shared lock on it (udev probing?) for {} s",
+                SHARED_LOCK_WAIT.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -284,6 +284,34 @@ fn a_busy_or_locked_image_is_refused() {
     assert!(std::fs::read(&w.disk).unwrap() == before);
 }
 
+/// udev holds a shared flock on a disk while it probes it (after mark-good rewrote the table,
+/// say): apply waits for it instead of failing as if another updater were at work.
+#[test]
+fn a_shared_lock_like_udevs_is_waited_for() {
+    let w = world();
+    let v2 = build_usr("2.0.0", "qemu-x86_64", &key(), 1 << 20);
+    let payload = w.write_payload("v2.img", &v2.payload());
+    let holder = nix::fcntl::Flock::lock(
+        std::fs::File::open(&w.disk).unwrap(),
+        nix::fcntl::FlockArg::LockShared,
+    )
+    .map_err(|(_, e)| e)
+    .unwrap();
+    let released = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        drop(holder);
+        std::time::Instant::now()
+    });
+    let result = apply_file(&w, &payload, &opts());
+    let finished = std::time::Instant::now();
+    let released_at = released.join().unwrap();
+    result.unwrap();
+    assert!(
+        finished >= released_at,
+        "apply finished before udev's lock was released"
+    );
+}
+
 /// tmpfs refused O_DIRECT before Linux 6.6 (the apply then falls back to buffered writes and
 /// fsync); newer kernels accept it. Either way the slot must come out right.
 #[test]
