@@ -558,7 +558,7 @@ fn power_cuts_during_apply_always_leave_a_bootable_signed_system() {
     let cuts: usize = std::env::var("KEEL_E2E_POWER_CUTS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| keel_testkit::tier::pick(8, 100));
+        .unwrap_or_else(|| keel_testkit::tier::pick(PHASES.len(), 100));
     eprintln!("power cuts: {cuts}, seed {seed} (KEEL_E2E_SEED={seed} repeats this run)");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
