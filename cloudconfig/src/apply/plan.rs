@@ -5,6 +5,9 @@
 use super::action::{Action, ActionKind};
 use crate::config::{CloudConfig, Section};
 
+/// systemd-networkd's files: written to `/etc/systemd/network` (`/run/…` when `runtime`).
+const NETWORK_UNITS: [&str; 3] = [".network", ".netdev", ".link"];
+
 /// Default mode of a `write_files` entry without `permissions` (coreos-cloudinit's).
 pub const DEFAULT_FILE_MODE: u32 = 0o644;
 
@@ -150,6 +153,7 @@ pub fn plan(cc: &CloudConfig) -> Vec<Action> {
     }
 
     let mut commands = Vec::new();
+    let mut restart_networkd = false;
     for (i, u) in cc.coreos.units.iter().enumerate() {
         let field = format!("coreos.units[{i}]");
         let Some(name) = &u.name else {
@@ -161,11 +165,32 @@ pub fn plan(cc: &CloudConfig) -> Vec<Action> {
             push(u.line, field, invalid("a unit name cannot contain \"/\""));
             continue;
         }
-        let dir = if u.runtime {
-            "/run/systemd/system"
-        } else {
-            "/etc/systemd/system"
+        // coreos-cloudinit's rule: networkd's own files go where networkd reads them.
+        let network = NETWORK_UNITS.iter().any(|ext| name.ends_with(ext));
+        let dir = match (network, u.runtime) {
+            (true, true) => "/run/systemd/network",
+            (true, false) => "/etc/systemd/network",
+            (false, true) => "/run/systemd/system",
+            (false, false) => "/etc/systemd/system",
         };
+        if network && (u.enable || u.mask || u.command.is_some() || !u.drop_ins.is_empty()) {
+            push(
+                u.line,
+                field.clone(),
+                invalid("a networkd file is not a unit: it has no enable, mask, command or drop-ins (its content is applied, networkd restarted)"),
+            );
+        }
+        if network && u.content.is_some() && !restart_networkd {
+            restart_networkd = true;
+            commands.push(Action {
+                line: u.line,
+                field: format!("{field}.content"),
+                kind: ActionKind::RunCommand {
+                    unit: "systemd-networkd.service".into(),
+                    command: crate::UnitCommand::TryRestart,
+                },
+            });
+        }
         if let Some(content) = &u.content {
             push(
                 u.line,
@@ -175,6 +200,9 @@ pub fn plan(cc: &CloudConfig) -> Vec<Action> {
                     content: content.clone(),
                 },
             );
+        }
+        if network {
+            continue;
         }
         for (j, d) in u.drop_ins.iter().enumerate() {
             let dfield = format!("{field}.drop_ins[{j}]");
@@ -231,9 +259,29 @@ pub fn plan(cc: &CloudConfig) -> Vec<Action> {
         }
     }
 
+    if let Some(s) = &cc.coreos.etcd2 {
+        let t = crate::etcd::translate(s);
+        for w in &t.warnings {
+            push(
+                s.line,
+                "coreos.etcd2".into(),
+                ActionKind::NotApplied { message: w.clone() },
+            );
+        }
+        for e in &t.errors {
+            push(s.line, "coreos.etcd2".into(), invalid(e));
+        }
+        push(
+            s.line,
+            "coreos.etcd2".into(),
+            ActionKind::UnitFile {
+                path: crate::etcd::DROP_IN.into(),
+                content: crate::etcd::drop_in(&t),
+            },
+        );
+    }
     for (key, section) in [
         ("etcd", &cc.coreos.etcd),
-        ("etcd2", &cc.coreos.etcd2),
         ("fleet", &cc.coreos.fleet),
         ("flannel", &cc.coreos.flannel),
     ] {
@@ -301,7 +349,7 @@ mod tests {
             [
                 "line 10: hostname: set hostname \"h\" in /etc/hostname",
                 "line 4: coreos.units[0] a.service.content: write unit /etc/systemd/system/a.service",
-                "line 8: coreos.etcd2: coreos.etcd2 (1 setting(s)) handed to the cluster issues, not applied yet",
+                "line 8: coreos.etcd2: write unit /run/systemd/system/etcd-member.service.d/20-cloudinit.conf",
                 "line 4: coreos.units[0] a.service.command: systemctl start a.service",
             ]
         );
@@ -323,6 +371,21 @@ mod tests {
         assert_eq!(
             shown[3],
             "line 10: coreos.units[1] x.service.mask: mask /run/systemd/system/x.service -> /dev/null"
+        );
+    }
+
+    #[test]
+    fn networkd_files_go_to_systemd_network_and_restart_networkd() {
+        let actions = plan(&cc("#cloud-config\ncoreos:\n  units:\n    - name: 10-lan.network\n      content: |\n        [Match]\n        Name=eth1\n    - name: 20-x.netdev\n      runtime: true\n      content: |\n        [NetDev]\n    - name: 30-y.link\n      command: start\n"));
+        let shown: Vec<String> = actions.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "line 4: coreos.units[0] 10-lan.network.content: write unit /etc/systemd/network/10-lan.network",
+                "line 8: coreos.units[1] 20-x.netdev.content: write unit /run/systemd/network/20-x.netdev",
+                "line 12: coreos.units[2] 30-y.link: a networkd file is not a unit: it has no enable, mask, command or drop-ins (its content is applied, networkd restarted)",
+                "line 4: coreos.units[0] 10-lan.network.content: systemctl try-restart systemd-networkd.service",
+            ]
         );
     }
 }
