@@ -11,6 +11,7 @@ mod disk;
 mod error;
 mod firmware;
 mod kvm_watch;
+mod lan;
 mod options;
 mod qemu_command;
 mod qmp;
@@ -24,6 +25,7 @@ pub use cli::{boot_command, pxe_network, run, AccelArg, BootArgs, FirmwareArg, P
 pub use disk::{convert_to_raw, detect_format, DiskFormat};
 pub use error::{BootError, SessionError, StartError, ToolError};
 pub use firmware::{OVMF_CODE, OVMF_VARS_TEMPLATE};
+pub use lan::{Lan, LanPort};
 pub use options::{
     default_log_dir, Accel, BootOptions, Firmware, NetOptions, ResolvedAccel, ACCEL_ENV,
 };

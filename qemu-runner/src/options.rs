@@ -102,6 +102,9 @@ pub struct BootOptions {
     /// QEMU fw_cfg entries the guest reads (`-fw_cfg name=NAME,file=FILE`): (NAME, FILE).
     /// Names of user entries start with `opt/` (e.g. `opt/org.keel/user-data`).
     pub fw_cfg: Vec<(String, PathBuf)>,
+    /// A second NIC on a private segment between guests ([`crate::Lan`]); it comes before the
+    /// user-network NIC, so it is the guest's first Ethernet link.
+    pub lan: Option<crate::LanPort>,
 }
 
 impl BootOptions {
@@ -121,6 +124,7 @@ impl BootOptions {
             echo_console: false,
             silence_limit: None,
             fw_cfg: Vec::new(),
+            lan: None,
         }
     }
 }

@@ -43,6 +43,7 @@ pub struct LaunchPlan {
     pub qmp_socket: PathBuf,
     /// `-fw_cfg name=NAME,file=FILE` entries.
     pub fw_cfg: Vec<(String, PathBuf)>,
+    pub lan: Option<crate::LanPort>,
 }
 
 /// QEMU arguments selecting the accelerator and a CPU model suited to it.
@@ -169,6 +170,17 @@ pub fn qemu_args(plan: &LaunchPlan) -> Vec<OsString> {
         ]);
     }
 
+    if let Some(lan) = &plan.lan {
+        args.push_all([
+            "-netdev",
+            &format!(
+                "socket,id=lan0,udp=127.0.0.1:{},localaddr=127.0.0.1:{}",
+                lan.hub, lan.local
+            ),
+            "-device",
+            &format!("virtio-net-pci,netdev=lan0,mac={}", lan.mac_string()),
+        ]);
+    }
     if let Some(net) = &plan.net {
         let mut netdev: Vec<OsString> = vec!["user,id=net0".into()];
         if net.restrict {
@@ -255,6 +267,7 @@ mod tests {
             net: None,
             qmp_socket: "/tmp/s/qmp.sock".into(),
             fw_cfg: Vec::new(),
+            lan: None,
         }
     }
 
@@ -313,6 +326,35 @@ mod tests {
         assert_eq!(
             args[at + 1],
             "name=opt/org.keel/user-data,file=/tmp/a,,b/cc.yml"
+        );
+    }
+
+    #[test]
+    fn the_lan_nic_comes_before_the_user_network() {
+        let mut plan = plan();
+        plan.net = Some(NetOptions::default());
+        plan.lan = Some(crate::LanPort {
+            hub: 4000,
+            local: 4001,
+            mac: [0x52, 0x54, 0, 0x4b, 0, 2],
+        });
+        let args = strings(&plan);
+        let lan = args
+            .iter()
+            .position(|a| a.starts_with("socket,id=lan0"))
+            .unwrap();
+        let user = args
+            .iter()
+            .position(|a| a.starts_with("user,id=net0"))
+            .unwrap();
+        assert!(lan < user, "{args:?}");
+        assert_eq!(
+            args[lan],
+            "socket,id=lan0,udp=127.0.0.1:4000,localaddr=127.0.0.1:4001"
+        );
+        assert_eq!(
+            args[lan + 2],
+            "virtio-net-pci,netdev=lan0,mac=52:54:00:4b:00:02"
         );
     }
 }

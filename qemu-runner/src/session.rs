@@ -238,6 +238,7 @@ impl Session {
             net: options.net.clone(),
             qmp_socket: qmp_socket.clone(),
             fw_cfg: options.fw_cfg.clone(),
+            lan: options.lan,
         };
 
         let (input, log_path, log) = match restart {
