@@ -13,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod encoding;
 pub mod error;
+pub mod etcd;
 pub mod normalise;
 pub mod report;
 pub mod rules;

@@ -101,14 +101,21 @@ fn the_issue_example() {
     assert_eq!(mode(root, "home/core/.ssh/authorized_keys"), 0o600);
     assert_eq!(read(root, "etc/keel/update.conf"), "REBOOT_STRATEGY=off\n");
 
-    let warned: Vec<&str> = report.warnings().map(|o| o.field.as_str()).collect();
-    assert_eq!(warned, ["coreos.etcd2"]);
-    let w = report.warnings().next().unwrap();
-    assert_eq!(w.line, 6);
-    assert!(
-        matches!(&w.status, Status::Warning(m) if m.contains("not applied yet")),
-        "{human}"
+    // coreos.etcd2 becomes etcd 3.4's environment for etcd-member.service (etcd2.service).
+    let etcd = read(
+        root,
+        "run/systemd/system/etcd-member.service.d/20-cloudinit.conf",
     );
+    assert!(
+        etcd.contains("Environment=\"ETCD_NAME=core-01\"\n"),
+        "{etcd}"
+    );
+    assert!(
+        etcd.contains("Environment=\"ETCD_INITIAL_CLUSTER=core-01=http://127.0.0.1:2380\"\n"),
+        "{etcd}"
+    );
+    assert_eq!(etcd.matches("Environment=").count(), 8, "{etcd}");
+    assert_eq!(report.warnings().count(), 0, "{human}");
     // fleet has no section here, only a unit command: it is listed like the others.
     let commands: Vec<(&str, UnitCommand)> = report
         .commands
@@ -129,7 +136,7 @@ fn the_issue_example() {
 }
 
 #[test]
-fn the_issue_example_with_etcd2_and_fleet_sections_warns_for_both() {
+fn the_issue_example_with_a_fleet_section_warns_for_it() {
     let t = fixture_root();
     let text = String::from_utf8(include_bytes!("../tests/issue10_example.yml").to_vec())
         .unwrap()
@@ -139,7 +146,7 @@ fn the_issue_example_with_etcd2_and_fleet_sections_warns_for_both() {
         );
     let report = apply(t.path(), &actions(text.as_bytes()));
     let warned: Vec<&str> = report.warnings().map(|o| o.field.as_str()).collect();
-    assert_eq!(warned, ["coreos.etcd2", "coreos.fleet"]);
+    assert_eq!(warned, ["coreos.fleet"]);
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! * `keel-cloudinit --stage network` (keel-cloudinit-network.service, after
 //!   network-online.target).
 //! * `keel-cloudinit --from-file FILE`: apply one user-data now (same checks and messages).
+//! * `keel-cloudinit --exec-etcd` (etcd-member.service): etcd as `coreos.etcd2` configured it.
 //!
 //! Exit 0: applied, or nothing found; 1: the config had errors (the valid rest is applied);
 //! 2: strict mode (`keel.config.strict=1`) refused it and the machine is halting.
@@ -42,6 +43,10 @@ struct Cli {
     /// With --from-file: halt nothing, but apply nothing when the file has errors.
     #[arg(long, requires = "from_file")]
     strict: bool,
+    /// Run etcd (or with `proxy: on` its gateway) as the cloud-config's coreos.etcd2 says
+    /// (etcd-member.service).
+    #[arg(long, conflicts_with_all = ["stage", "from_file"])]
+    exec_etcd: bool,
 }
 
 const EXIT_ERRORS: u8 = 1;
@@ -49,6 +54,11 @@ const EXIT_HALT: u8 = 2;
 
 fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if cli.exec_etcd {
+        return Ok(ExitCode::from(keel_cloudconfig::boot::etcd_member::run(
+            &mut std::io::stderr(),
+        )));
+    }
     let root = PathBuf::from("/");
     let mut out = std::io::stdout();
     let mut host = System;

@@ -8,11 +8,13 @@
 //! | [`source`] | the sources, their order, reading each |
 //! | [`media`] | filesystems by label (config-2, cidata): blkid, mount read-only, umount |
 //! | [`http`] | GET/PUT with errors naming method, URL, status and bytes |
+//! | [`etcd_member`] | what etcd-member.service runs: etcd with placeholders filled in, or the gateway |
 //! | [`apply`] | one user-data: validate, print, apply (or halt when strict), hand systemd the rest |
 //! | [`host`] | systemctl, systemd-run, the live hostname (a trait) |
 //! | [`stage`] | the local and network stages |
 
 pub mod apply;
+pub mod etcd_member;
 pub mod host;
 pub mod http;
 pub mod kargs;

@@ -1,0 +1,253 @@
+//! Clusters (issue 15) in QEMU: Keel guests on a private segment of their own (a hub on the
+//! host's loopback, `keel_qemu::Lan`), each configured by a cloud-config in the source
+//! document's style through fw_cfg, form an etcd cluster; the host's own `etcdctl` checks it
+//! through each guest's forwarded client port.
+//!
+//! * static bootstrap: three members from `initial-cluster`, healthy, `member list` names all
+//!   three; a fourth guest with `proxy: on` reads and writes through its client port (etcd's
+//!   gateway); one member powered off: writes go on; powered on again: it rejoins and has them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use keel_qemu::{BootOptions, Lan, LanPort, NetOptions, Session};
+
+const FORM: Duration = Duration::from_secs(900);
+const TOKEN: &str = "keel-cluster-1";
+
+fn address(n: u8) -> String {
+    format!("192.168.77.1{n}")
+}
+
+/// The private link's address from a networkd file, etcd from `coreos.etcd2`, started as
+/// etcd2.service (its CoreOS name).
+fn cloud_config(n: u8, lan: &LanPort, etcd2: &str) -> String {
+    format!(
+        "#cloud-config\n\
+         hostname: core-0{n}\n\
+         coreos:\n  \
+           etcd2:\n{etcd2}  \
+           units:\n    \
+             - name: 10-cluster.network\n      \
+               content: |\n        \
+                 [Match]\n        \
+                 MACAddress={mac}\n        \
+                 [Network]\n        \
+                 Address={addr}/24\n    \
+             - name: etcd2.service\n      \
+               command: start\n",
+        mac = lan.mac_string(),
+        addr = address(n),
+    )
+}
+
+fn static_member(n: u8) -> String {
+    let cluster: Vec<String> = (1..=3)
+        .map(|m| format!("core-0{m}=http://{}:2380", address(m)))
+        .collect();
+    format!(
+        "    name: core-0{n}\n    \
+         initial-advertise-peer-urls: http://$private_ipv4:2380\n    \
+         listen-peer-urls: http://$private_ipv4:2380\n    \
+         listen-client-urls: http://0.0.0.0:2379,http://0.0.0.0:4001\n    \
+         advertise-client-urls: http://$private_ipv4:2379\n    \
+         initial-cluster-token: {TOKEN}\n    \
+         initial-cluster: {}\n    \
+         initial-cluster-state: new\n",
+        cluster.join(",")
+    )
+}
+
+struct Guest {
+    name: String,
+    client_port: u16,
+    opts: BootOptions,
+    sessions: Vec<Session>,
+}
+
+impl Guest {
+    fn boot(
+        image: &Path,
+        dir: &Path,
+        n: u8,
+        lan: &Lan,
+        etcd2: impl FnOnce(u8) -> String,
+    ) -> Guest {
+        let port = lan.port(n).unwrap();
+        let cc = dir.join(format!("core-0{n}.yml"));
+        std::fs::write(&cc, cloud_config(n, &port, &etcd2(n))).unwrap();
+        let client_port = keel_testkit::etcd::free_ports(1)[0];
+        let mut opts = BootOptions::new(image);
+        opts.smp = 1;
+        opts.log_path = Some(dir.join(format!("console-0{n}.log")));
+        opts.fw_cfg = vec![("opt/org.keel/user-data".into(), cc)];
+        opts.lan = Some(port);
+        opts.net = Some(NetOptions {
+            host_forwards: vec![(client_port, 2379)],
+            ..NetOptions::default()
+        });
+        let session = Session::start(&opts).unwrap();
+        Guest {
+            name: format!("core-0{n}"),
+            client_port,
+            opts,
+            sessions: vec![session],
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn session(&mut self) -> &mut Session {
+        self.sessions.last_mut().unwrap()
+    }
+
+    /// Power off (QEMU killed, as a pulled plug).
+    fn power_off(&mut self) {
+        self.session().kill().unwrap();
+    }
+
+    /// Power on from the disk as it was left (the last session's overlay backs the new one).
+    fn power_on(&mut self) {
+        let mut opts = self.opts.clone();
+        opts.image = self.session().disk_path().to_path_buf();
+        opts.log_path = Some(PathBuf::from(format!(
+            "{}.{}",
+            self.opts.log_path.as_ref().unwrap().display(),
+            self.sessions.len()
+        )));
+        self.sessions.push(Session::start(&opts).unwrap());
+    }
+
+    fn console(&self) -> String {
+        self.sessions
+            .iter()
+            .map(|s| s.log().replace('\r', ""))
+            .collect::<Vec<_>>()
+            .join("\n--- powered on again ---\n")
+    }
+}
+
+/// `etcdctl ARGS` on the host against `endpoints`: (success, stdout + stderr).
+fn etcdctl(endpoints: &[String], args: &[&str]) -> (bool, String) {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints.join(",")))
+        .args(["--dial-timeout=3s", "--command-timeout=10s"])
+        .args(args)
+        .output()
+        .expect("etcdctl (Debian's etcd-client)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn fail(guests: &[Guest], why: &str) -> ! {
+    let mut logs = String::new();
+    for g in guests {
+        let console = g.console();
+        let tail: Vec<&str> = console.lines().rev().take(80).collect();
+        logs.push_str(&format!(
+            "\n--- {} console ({}), last lines ---\n{}\n",
+            g.name,
+            g.opts.log_path.as_ref().unwrap().display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        ));
+    }
+    panic!("{why}{logs}");
+}
+
+/// Poll `etcdctl ARGS` until it succeeds.
+fn until_ok(guests: &[Guest], endpoints: &[String], args: &[&str], within: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let (ok, text) = etcdctl(endpoints, args);
+        if ok {
+            return text;
+        }
+        if started.elapsed() > within {
+            fail(
+                guests,
+                &format!("etcdctl {} at {endpoints:?} never succeeded: {text}", args.join(" ")),
+            );
+        }
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+#[test]
+fn three_members_from_a_static_list_a_proxy_and_a_member_that_comes_back() {
+    let image = keel_testkit::default_image();
+    let dir = tempfile::tempdir().unwrap();
+    let lan = Lan::start().unwrap();
+    let started = Instant::now();
+    let mut guests: Vec<Guest> = (1..=3)
+        .map(|n| Guest::boot(&image.disk, dir.path(), n, &lan, static_member))
+        .collect();
+    // The proxy: no member of its own, etcd's gateway on its client port to the members.
+    let initial_cluster = static_member(1)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("initial-cluster: ").map(str::to_string))
+        .unwrap();
+    guests.push(Guest::boot(&image.disk, dir.path(), 4, &lan, |_| {
+        format!(
+            "    proxy: on\n    \
+             listen-client-urls: http://0.0.0.0:2379\n    \
+             initial-cluster: {initial_cluster}\n"
+        )
+    }));
+    let members: Vec<String> = guests[..3].iter().map(Guest::endpoint).collect();
+
+    let health = until_ok(&guests, &members, &["endpoint", "health"], FORM);
+    eprintln!(
+        "cluster healthy {:.0}s after the first QEMU start:\n{health}",
+        started.elapsed().as_secs_f64()
+    );
+    let (_, list) = etcdctl(&members[..1], &["member", "list"]);
+    for n in 1..=3 {
+        let line = format!(
+            "started, core-0{n}, http://{a}:2380, http://{a}:2379",
+            a = address(n)
+        );
+        if !list.contains(&line) {
+            fail(&guests, &format!("member list lacks {line:?}:\n{list}"));
+        }
+    }
+
+    // Written through one member, read through another and through the proxy; written through
+    // the proxy, read from a member.
+    until_ok(&guests, &members[..1], &["put", "/keel/written-on", "core-01"], FORM);
+    let proxy = [guests[3].endpoint()];
+    let read = until_ok(&guests, &proxy, &["get", "--print-value-only", "/keel/written-on"], FORM);
+    assert_eq!(read.trim(), "core-01");
+    until_ok(&guests, &proxy, &["put", "/keel/via-proxy", "yes"], FORM);
+    let (_, read) = etcdctl(&members[2..3], &["get", "--print-value-only", "/keel/via-proxy"]);
+    assert_eq!(read.trim(), "yes", "written through the proxy");
+
+    // One member off: two of three keep the quorum and writes go on.
+    guests[1].power_off();
+    let up = [members[0].clone(), members[2].clone()];
+    until_ok(&guests, &up, &["put", "/keel/while-down", "still-writing"], FORM);
+    // Back on: it rejoins with the same identity and catches up.
+    guests[1].power_on();
+    let again = [members[1].clone()];
+    until_ok(&guests, &again, &["endpoint", "health"], FORM);
+    let read = until_ok(
+        &guests,
+        &again,
+        &["get", "--print-value-only", "/keel/while-down"],
+        FORM,
+    );
+    assert_eq!(read.trim(), "still-writing");
+    let (_, list) = etcdctl(&members, &["member", "list"]);
+    assert_eq!(list.lines().count(), 3, "{list}");
+    eprintln!(
+        "member core-02 rejoined; test took {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+}
