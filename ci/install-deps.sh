@@ -16,6 +16,8 @@ packages=(
   # reboot coordination: a real etcd cluster for the tests; protoc + well-known types for the
   # etcd v3 client's generated gRPC code
   etcd-server etcd-client protobuf-compiler libprotobuf-dev
+  # clusters: the discovery.etcd.io server the guests' etcd bootstraps from
+  etcd-discovery curl
   # the update server's dashboard test loads the page in headless Chromium; office hours read
   # time zones from tzdata
   chromium tzdata

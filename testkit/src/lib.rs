@@ -13,6 +13,7 @@
 
 pub mod conformance;
 pub mod debian;
+pub mod discovery;
 mod driver;
 pub mod etcd;
 mod files;
