@@ -588,6 +588,13 @@ write_files:
   - path: /etc/keel/bad.txt
     permissions: '0999'
     content: bad
+coreos:
+  etcd2:
+    name: core-01
+    initial-cluster: core-01
+  units:
+    - name: etcd2.service
+      command: start
 "#;
 
 #[test]
@@ -597,7 +604,9 @@ fn a_bad_config_boots_with_what_was_valid_and_strict_halts() {
     let seed = vfat(dir.path(), "cidata", &[("user-data", BAD.as_bytes())]);
     let checks = "\
         chk good \"$(file /etc/keel/good.txt)\"\n\
-        chk bad \"$(test -e /etc/keel/bad.txt && echo exists || echo absent)\"\n";
+        chk bad \"$(test -e /etc/keel/bad.txt && echo exists || echo absent)\"\n\
+        chk etcd \"$(for i in $(seq 60); do systemctl -q is-failed etcd-member && break; sleep 2; done; systemctl is-failed etcd-member)\"\n\
+        chk etcd-journal \"$(journalctl -u etcd-member -o cat | grep etcd-member: | head -1)\"\n";
     let strict_dir = tempfile::tempdir().unwrap();
     let strict_seed = vfat(
         strict_dir.path(),
@@ -612,6 +621,17 @@ fn a_bad_config_boots_with_what_was_valid_and_strict_halts() {
     g.assert_eq(&c, "hostname", "still-boots");
     g.assert_eq(&c, "good", "good");
     g.assert_eq(&c, "bad", "absent");
+    // A malformed coreos.etcd2: named on the console and in etcd-member's journal, which stops
+    // (not restarted); the machine boots on.
+    g.assert_console(
+        "coreos.etcd2: error: coreos.etcd2.initial-cluster: \"core-01\" is not name=URL",
+    );
+    g.assert_eq(&c, "etcd", "failed");
+    g.assert_has(
+        &c,
+        "etcd-journal",
+        "etcd-member: the cloud-config's coreos.etcd2 has errors: coreos.etcd2.initial-cluster: \"core-01\" is not name=URL; not starting etcd",
+    );
 
     let mut g = boot(&image, strict_dir, "", vec![strict_seed], |o| {
         o.firmware = firmware

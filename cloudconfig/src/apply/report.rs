@@ -72,8 +72,9 @@ impl Report {
                 Status::Warning(w) => format!("warning: {w}"),
                 Status::Error(e) => format!("error: {e}"),
             };
-            // A warning that is its own summary (a section not applied) is said once.
-            if matches!(&o.status, Status::Warning(w) if *w == o.summary) {
+            // A warning or error that is its own summary (a section not applied, an item that
+            // cannot be applied as written) is said once.
+            if matches!(&o.status, Status::Warning(w) | Status::Error(w) if *w == o.summary) {
                 s.push_str(&format!("{file}:{}: {}: {status}\n", o.line, o.field));
             } else {
                 s.push_str(&format!(
