@@ -16,8 +16,9 @@ packages=(
   # reboot coordination: a real etcd cluster for the tests; protoc + well-known types for the
   # etcd v3 client's generated gRPC code
   etcd-server etcd-client protobuf-compiler libprotobuf-dev
-  # clusters: the discovery.etcd.io server the guests' etcd bootstraps from
-  etcd-discovery curl
+  # clusters: the discovery.etcd.io server the guests' etcd bootstraps from; DNS SRV records
+  # from dnsmasq in a network namespace the test makes (iproute2)
+  etcd-discovery curl dnsmasq-base iproute2
   # the update server's dashboard test loads the page in headless Chromium; office hours read
   # time zones from tzdata
   chromium tzdata

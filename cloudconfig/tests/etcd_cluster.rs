@@ -10,6 +10,9 @@
 //!   discovery.etcd.io server, on the host's loopback with its own etcd), reached by the guests
 //!   through a QEMU guest forward; three members form the cluster from it; a fourth finds the
 //!   token full (etcd's "cluster is full") and its machine still boots.
+//! * DNS SRV: Debian's dnsmasq in a network namespace the test makes, on the segment through a
+//!   tap device, serves `_etcd-server._tcp` and `_etcd-client._tcp` for `keel.test`; three
+//!   members form the cluster from `discovery-srv`, a proxy finds them the same way.
 //!
 //! Guests run under TCG, four on two cores: the members are given etcd's settings for slow
 //! networks (`heartbeat-interval: 500`, `election-timeout: 5000`), which also checks that
@@ -30,7 +33,7 @@ fn address(n: u8) -> String {
 
 /// The private link's address from a networkd file, etcd from `coreos.etcd2`, started as
 /// etcd2.service (its CoreOS name).
-fn cloud_config(n: u8, lan: &LanPort, etcd2: &str) -> String {
+fn cloud_config(n: u8, lan: &LanPort, etcd2: &str, network: &str) -> String {
     format!(
         "#cloud-config\n\
          hostname: core-0{n}\n\
@@ -42,7 +45,7 @@ fn cloud_config(n: u8, lan: &LanPort, etcd2: &str) -> String {
                  [Match]\n        \
                  MACAddress={mac}\n        \
                  [Network]\n        \
-                 Address={addr}/24\n    \
+                 Address={addr}/24\n{network}    \
              - name: etcd2.service\n      \
                command: start\n",
         mac = lan.mac_string(),
@@ -89,11 +92,13 @@ struct Guest {
 
 impl Guest {
     fn boot(image: &Path, dir: &Path, n: u8, lan: &Lan, etcd2: impl FnOnce(u8) -> String) -> Guest {
-        Guest::boot_with(image, dir, n, lan, &etcd2(n), "", None)
+        Guest::boot_with(image, dir, n, lan, &etcd2(n), "", "", None)
     }
 
-    /// `units` more `coreos.units` entries; `discovery`: the host port of the discovery
-    /// service, reached at [`DISCOVERY`].
+    /// `units` more `coreos.units` entries; `network` more lines for the segment's `[Network]`
+    /// (each indented by 8 spaces); `discovery`: the host port of the discovery service,
+    /// reached at [`DISCOVERY`].
+    #[allow(clippy::too_many_arguments)]
     fn boot_with(
         image: &Path,
         dir: &Path,
@@ -101,11 +106,16 @@ impl Guest {
         lan: &Lan,
         etcd2: &str,
         units: &str,
+        network: &str,
         discovery: Option<u16>,
     ) -> Guest {
         let port = lan.port(n).unwrap();
         let cc = dir.join(format!("core-0{n}.yml"));
-        std::fs::write(&cc, format!("{}{units}", cloud_config(n, &port, etcd2))).unwrap();
+        std::fs::write(
+            &cc,
+            format!("{}{units}", cloud_config(n, &port, etcd2, network)),
+        )
+        .unwrap();
         let client_port = keel_testkit::etcd::free_ports(1)[0];
         let mut opts = BootOptions::new(image);
         opts.smp = 1;
@@ -331,6 +341,7 @@ fn three_members_from_a_discovery_token_and_a_fourth_finds_it_full() {
                 &lan,
                 &member(n),
                 "",
+                "",
                 Some(service.port),
             )
         })
@@ -376,6 +387,7 @@ fn three_members_from_a_discovery_token_and_a_fourth_finds_it_full() {
         &lan,
         &member(4),
         console,
+        "",
         Some(service.port),
     ));
     for text in ["cluster is full", " login: "] {
@@ -389,5 +401,93 @@ fn three_members_from_a_discovery_token_and_a_fourth_finds_it_full() {
         3,
         "the full token let a fourth member in:\n{list}"
     );
+    eprintln!("test took {:.0}s", started.elapsed().as_secs_f64());
+}
+
+#[test]
+#[ignore = "full tier (ci/test.sh --full): four guests at once; the CI tier runs the issue example's single-member etcd in boot_qemu.rs"]
+fn three_members_from_dns_srv_records_and_a_proxy_that_finds_them_too() {
+    let image = keel_testkit::default_image();
+    let dir = tempfile::tempdir().unwrap();
+    let lan = Lan::start().unwrap();
+    // The DNS server's place on the segment: a tap in a namespace of the test's own.
+    let ns = keel_testkit::netns::NetNs::create();
+    let dns_port = lan.port(100).unwrap();
+    let _tap = ns.join(dns_port.hub, dns_port.local, "192.168.77.2/24");
+    let mut dnsmasq = ns.command("dnsmasq");
+    dnsmasq.args([
+        "--keep-in-foreground",
+        "--no-resolv",
+        "--no-hosts",
+        "--bind-interfaces",
+        "--interface",
+        keel_testkit::netns::TAP,
+        "--log-queries",
+        "--log-facility=-",
+    ]);
+    for n in 1..=3u8 {
+        dnsmasq.arg(format!("--host-record=core-0{n}.keel.test,{}", address(n)));
+        dnsmasq.arg(format!(
+            "--srv-host=_etcd-server._tcp.keel.test,core-0{n}.keel.test,2380"
+        ));
+        dnsmasq.arg(format!(
+            "--srv-host=_etcd-client._tcp.keel.test,core-0{n}.keel.test,2379"
+        ));
+    }
+    let dns_log = dir.path().join("dnsmasq.log");
+    let mut dnsmasq = dnsmasq
+        .stdout(std::fs::File::create(&dns_log).unwrap())
+        .stderr(std::fs::File::create(dir.path().join("dnsmasq.err")).unwrap())
+        .spawn()
+        .expect("dnsmasq (Debian's dnsmasq-base)");
+    let network = "        DNS=192.168.77.2\n        Domains=keel.test\n";
+    let started = Instant::now();
+    let mut guests: Vec<Guest> = (1..=3)
+        .map(|n| {
+            let etcd2 = format!(
+                "{}    initial-cluster-token: keel-srv\n    discovery-srv: keel.test\n",
+                member_urls(n)
+            );
+            Guest::boot_with(&image.disk, dir.path(), n, &lan, &etcd2, "", network, None)
+        })
+        .collect();
+    guests.push(Guest::boot_with(
+        &image.disk,
+        dir.path(),
+        4,
+        &lan,
+        "    proxy: on\n    listen-client-urls: http://0.0.0.0:2379\n    discovery-srv: keel.test\n",
+        "",
+        network,
+        None,
+    ));
+    let members: Vec<String> = guests[..3].iter().map(Guest::endpoint).collect();
+    let health = until_ok(&guests, &members, &["endpoint", "health"], FORM);
+    eprintln!(
+        "cluster from DNS SRV healthy {:.0}s after the first QEMU start:\n{health}",
+        started.elapsed().as_secs_f64()
+    );
+    let (_, list) = etcdctl(&members[..1], &["member", "list"]);
+    for n in 1..=3 {
+        if !list.contains(&format!("started, core-0{n}, http://{}:2380", address(n))) {
+            let queries = std::fs::read_to_string(&dns_log).unwrap_or_default();
+            fail(
+                &guests,
+                &format!("member list lacks core-0{n}:\n{list}\ndnsmasq:\n{queries}"),
+            );
+        }
+    }
+    let proxy = [guests[3].endpoint()];
+    until_ok(&guests, &proxy, &["put", "/keel/srv", "found"], FORM);
+    let (_, read) = etcdctl(&members[1..2], &["get", "--print-value-only", "/keel/srv"]);
+    assert_eq!(read.trim(), "found", "written through the SRV-found proxy");
+    let queries = std::fs::read_to_string(&dns_log).unwrap_or_default();
+    assert!(
+        queries.contains("_etcd-server._tcp.keel.test")
+            && queries.contains("_etcd-client._tcp.keel.test"),
+        "dnsmasq was not asked for the SRV records:\n{queries}"
+    );
+    let _ = dnsmasq.kill();
+    let _ = dnsmasq.wait();
     eprintln!("test took {:.0}s", started.elapsed().as_secs_f64());
 }

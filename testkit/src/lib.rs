@@ -19,6 +19,7 @@ pub mod etcd;
 mod files;
 pub mod image;
 pub mod initramfs;
+pub mod netns;
 pub mod postgres;
 pub mod reboot_sim;
 pub mod registry;
