@@ -16,6 +16,7 @@ pub mod debian;
 pub mod discovery;
 mod driver;
 pub mod etcd;
+pub mod etcd_guests;
 mod files;
 pub mod image;
 pub mod initramfs;
