@@ -228,6 +228,24 @@ pub fn run(err: &mut dyn std::io::Write) -> u8 {
                 .find(|(k, _)| k == "ETCD_NAME")
                 .map_or("default", |(_, v)| v);
             let _ = writeln!(err, "etcd-member: starting etcd member {name}");
+            let data_dir = env
+                .iter()
+                .find(|(k, _)| k == "ETCD_DATA_DIR")
+                .map_or("/var/lib/etcd", |(_, v)| v);
+            // A member that has joined before (its data is there) no longer asks the token.
+            let joined = std::path::Path::new(data_dir).join("member").exists();
+            let discovery = env.iter().find(|(k, _)| k == "ETCD_DISCOVERY");
+            if let (Some((_, url)), false) = (discovery, joined) {
+                match check_discovery(url) {
+                    Ok(line) => {
+                        let _ = writeln!(err, "etcd-member: {line}");
+                    }
+                    Err(e) => {
+                        let _ = writeln!(err, "etcd-member: {e}; systemd tries again");
+                        return 1;
+                    }
+                }
+            }
             let e = std::process::Command::new(ETCD)
                 .env_remove(PROXY_VAR)
                 .envs(env)
@@ -288,6 +306,52 @@ fn gateway(listen: &str, find: FindMembers, err: &mut dyn std::io::Write) -> u8 
         Ok(s) => s.code().map_or(1, |c| c as u8),
         Err(_) => 1,
     }
+}
+
+/// Ask the discovery service about the token before etcd does, so that an unreachable URL
+/// or a token that will not fit is said in etcd-member's own words, naming the key.
+fn check_discovery(url: &str) -> Result<String, String> {
+    let client = super::http::Client::new(std::time::Duration::from_secs(10));
+    let key = "coreos.etcd2.discovery";
+    let size_url = format!("{}/_config/size", url.trim_end_matches('/'));
+    let size = client
+        .get_ok(&size_url, &[])
+        .map_err(|e| format!("{key}: {e}"))
+        .and_then(|b| token_size(&b).map_err(|e| format!("{key}: {size_url}: {e}")))?;
+    let registered = client
+        .get_ok(url, &[])
+        .map_err(|e| format!("{key}: {e}"))
+        .and_then(|b| discovery_peers(&b).map_err(|e| format!("{key}: {url}: {e}")))?
+        .len();
+    Ok(token_summary(size, registered))
+}
+
+/// The size a token was made for (`/_config/size`'s value).
+pub fn token_size(body: &[u8]) -> Result<usize, String> {
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| format!("not the discovery service's JSON: {e}"))?;
+    v["node"]["value"]
+        .as_str()
+        .and_then(|s| s.trim().parse().ok())
+        .ok_or_else(|| format!("no cluster size in {}", String::from_utf8_lossy(body)))
+}
+
+pub fn token_summary(size: usize, registered: usize) -> String {
+    let mut s = format!(
+        "coreos.etcd2.discovery: the token is for a cluster of {size}, {registered} registered so far"
+    );
+    if registered >= size {
+        s.push_str(": it is full, etcd will not let this machine in as a member");
+    } else if registered + 1 < size {
+        s.push_str(&format!(
+            "; etcd waits until {} more register",
+            size - registered - 1
+        ));
+    }
+    if size % 2 == 0 {
+        s.push_str(" (an even size tolerates no more failures than one less)");
+    }
+    s
 }
 
 /// The members' client URLs, asked of the peers (`/members`) the config or the discovery
@@ -453,6 +517,16 @@ mod tests {
             ["http://192.168.77.11:2379"]
         );
         assert!(member_client_urls(b"<html>").is_err());
+        let size =
+            br#"{"action":"get","node":{"key":"/_etcd/registry/abc/_config/size","value":"3"}}"#;
+        assert_eq!(token_size(size).unwrap(), 3);
+        assert!(token_size(b"{}").unwrap_err().contains("no cluster size"));
+        assert_eq!(
+            token_summary(3, 3),
+            "coreos.etcd2.discovery: the token is for a cluster of 3, 3 registered so far: it is full, etcd will not let this machine in as a member"
+        );
+        assert!(token_summary(5, 1).ends_with("; etcd waits until 3 more register"));
+        assert!(token_summary(4, 3).contains("even size"));
         assert_eq!(host_port("https://10.0.0.1:2379/"), "10.0.0.1:2379");
     }
 }
