@@ -9,7 +9,8 @@
 //! * discovery: a token made with `curl …/new?size=3` from Debian's discovery service (the
 //!   discovery.etcd.io server, on the host's loopback with its own etcd), reached by the guests
 //!   through a QEMU guest forward; three members form the cluster from it; a fourth finds the
-//!   token full (etcd's "cluster is full") and its machine still boots.
+//!   token full (etcd-member says so naming the key, then etcd's own "cluster is full") and its
+//!   machine still boots.
 //! * DNS SRV: Debian's dnsmasq in a network namespace the test makes, on the segment through a
 //!   tap device, serves `_etcd-server._tcp` and `_etcd-client._tcp` for `keel.test`; three
 //!   members form the cluster from `discovery-srv`, a proxy finds them the same way.
@@ -189,7 +190,11 @@ fn three_members_from_a_discovery_token_and_a_fourth_finds_it_full() {
         "",
         Some(service.port),
     ));
-    for text in ["cluster is full", " login: "] {
+    for text in [
+        "coreos.etcd2.discovery: the token is for a cluster of 3, 3 registered so far: it is full",
+        "cluster is full",
+        " login: ",
+    ] {
         if let Err(e) = guests[3].session().wait_for(text, FORM) {
             fail(&guests, &format!("core-04: waiting for {text:?}: {e}"));
         }
