@@ -23,7 +23,8 @@ use std::time::Instant;
 
 use keel_qemu::Lan;
 use keel_testkit::etcd_guests::{
-    address, etcdctl, fail, member_urls, static_member, until_ok, Guest, DISCOVERY, FORM,
+    address, etcdctl, fail, member_urls, static_member, static_proxy, until_ok, Guest, DISCOVERY,
+    FORM,
 };
 
 #[test]
@@ -37,21 +38,7 @@ fn three_members_from_a_static_list_a_proxy_and_a_member_that_comes_back() {
         .map(|n| Guest::boot(&image.disk, dir.path(), n, &lan, static_member))
         .collect();
     // The proxy: no member of its own, etcd's gateway on its client port to the members.
-    let initial_cluster = static_member(1)
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("initial-cluster: ")
-                .map(str::to_string)
-        })
-        .unwrap();
-    guests.push(Guest::boot(&image.disk, dir.path(), 4, &lan, |_| {
-        format!(
-            "    proxy: on\n    \
-             listen-client-urls: http://0.0.0.0:2379\n    \
-             initial-cluster: {initial_cluster}\n"
-        )
-    }));
+    guests.push(Guest::boot(&image.disk, dir.path(), 4, &lan, static_proxy));
     let members: Vec<String> = guests[..3].iter().map(Guest::endpoint).collect();
 
     let health = until_ok(&guests, &members, &["endpoint", "health"], FORM);

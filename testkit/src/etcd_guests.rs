@@ -13,6 +13,7 @@ use keel_qemu::{BootOptions, Lan, LanPort, NetOptions, Session};
 /// How long a cluster may take to form (or a write to go through) under TCG, four guests on
 /// two cores.
 pub const FORM: Duration = Duration::from_secs(900);
+/// The static cluster's `initial-cluster-token`.
 pub const TOKEN: &str = "keel-cluster-1";
 
 pub fn address(n: u8) -> String {
@@ -57,17 +58,33 @@ pub fn member_urls(n: u8) -> String {
     )
 }
 
-pub fn static_member(n: u8) -> String {
+/// The three members' `initial-cluster`.
+pub fn static_cluster() -> String {
     let cluster: Vec<String> = (1..=3)
         .map(|m| format!("core-0{m}=http://{}:2380", address(m)))
         .collect();
+    cluster.join(",")
+}
+
+/// Member `n` of the static cluster.
+pub fn static_member(n: u8) -> String {
     format!(
         "{}    \
          initial-cluster-token: {TOKEN}\n    \
          initial-cluster: {}\n    \
          initial-cluster-state: new\n",
         member_urls(n),
-        cluster.join(",")
+        static_cluster()
+    )
+}
+
+/// A worker: no member of its own, etcd's gateway on its client port to the static members.
+pub fn static_proxy(_n: u8) -> String {
+    format!(
+        "    proxy: on\n    \
+         listen-client-urls: http://0.0.0.0:2379\n    \
+         initial-cluster: {}\n",
+        static_cluster()
     )
 }
 

@@ -22,7 +22,7 @@ use base64::Engine;
 use clap::Parser;
 use keel_bench::command;
 use keel_qemu::Lan;
-use keel_testkit::etcd_guests::{static_member, until_ok, Guest, FORM};
+use keel_testkit::etcd_guests::{static_member, static_proxy, until_ok, Guest, FORM};
 
 #[derive(Parser)]
 #[command(
@@ -59,19 +59,7 @@ fn main() -> Result<()> {
         formed.as_secs_f64()
     );
 
-    let cluster = static_member(1)
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("initial-cluster: ")
-                .map(str::to_string)
-        })
-        .context("the static member list")?;
-    guests.push(Guest::boot(&image.disk, &args.work, 4, &lan, |_| {
-        format!(
-            "    proxy: on\n    listen-client-urls: http://0.0.0.0:2379\n    initial-cluster: {cluster}\n"
-        )
-    }));
+    guests.push(Guest::boot(&image.disk, &args.work, 4, &lan, static_proxy));
     let proxy = [guests[3].endpoint()];
     until_ok(&guests, &proxy, &["put", "/keel/bench/ready", "yes"], FORM);
 
