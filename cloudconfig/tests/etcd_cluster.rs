@@ -24,7 +24,7 @@ use std::time::Instant;
 use keel_qemu::Lan;
 use keel_testkit::etcd_guests::{
     address, etcdctl, fail, member_urls, static_member, static_proxy, until_ok, Guest, DISCOVERY,
-    FORM,
+    ETCD_ON_CONSOLE, FORM,
 };
 
 #[test]
@@ -160,20 +160,13 @@ fn three_members_from_a_discovery_token_and_a_fourth_finds_it_full() {
 
     // A fourth member on the same token: etcd's own words on its console (a drop-in from the
     // cloud-config sends etcd-member's output there too), and the machine boots on.
-    let console = "    - name: etcd-member.service\n      \
-                   drop-ins:\n        \
-                     - name: 90-console.conf\n          \
-                       content: |\n            \
-                         [Service]\n            \
-                         StandardOutput=journal+console\n            \
-                         StandardError=journal+console\n";
     guests.push(Guest::boot_with(
         &image.disk,
         dir.path(),
         4,
         &lan,
         &member(4),
-        console,
+        ETCD_ON_CONSOLE,
         "",
         Some(service.port),
     ));
@@ -216,6 +209,9 @@ fn three_members_from_dns_srv_records_and_a_proxy_that_finds_them_too() {
         "--no-resolv",
         "--no-hosts",
         "--bind-interfaces",
+        // Names under keel.test are answered from here only: a name or type not configured
+        // (AAAA, the _etcd-server-ssl records) is an answer, not REFUSED for want of upstream.
+        "--local=/keel.test/",
         "--interface",
         keel_testkit::netns::TAP,
         "--log-queries",
@@ -232,8 +228,9 @@ fn three_members_from_dns_srv_records_and_a_proxy_that_finds_them_too() {
     }
     let dns_log = dir.path().join("dnsmasq.log");
     let mut dnsmasq = dnsmasq
-        .stdout(std::fs::File::create(&dns_log).unwrap())
-        .stderr(std::fs::File::create(dir.path().join("dnsmasq.err")).unwrap())
+        // --log-facility=- writes the query log to stderr.
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&dns_log).unwrap())
         .spawn()
         .expect("dnsmasq (Debian's dnsmasq-base)");
     let network = "        DNS=192.168.77.2\n        Domains=keel.test\n";
@@ -244,7 +241,16 @@ fn three_members_from_dns_srv_records_and_a_proxy_that_finds_them_too() {
                 "{}    initial-cluster-token: keel-srv\n    discovery-srv: keel.test\n",
                 member_urls(n)
             );
-            Guest::boot_with(&image.disk, dir.path(), n, &lan, &etcd2, "", network, None)
+            Guest::boot_with(
+                &image.disk,
+                dir.path(),
+                n,
+                &lan,
+                &etcd2,
+                ETCD_ON_CONSOLE,
+                network,
+                None,
+            )
         })
         .collect();
     guests.push(Guest::boot_with(

@@ -236,3 +236,13 @@ pub fn until_ok(guests: &[Guest], endpoints: &[String], args: &[&str], within: D
         std::thread::sleep(Duration::from_secs(3));
     }
 }
+
+/// A `coreos.units` entry sending etcd-member's output to the console too (a drop-in), so a
+/// failure's console tail shows etcd's own words.
+pub const ETCD_ON_CONSOLE: &str = "    - name: etcd-member.service\n      \
+                   drop-ins:\n        \
+                     - name: 90-console.conf\n          \
+                       content: |\n            \
+                         [Service]\n            \
+                         StandardOutput=journal+console\n            \
+                         StandardError=journal+console\n";
