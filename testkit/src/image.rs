@@ -70,12 +70,16 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// `target/<profile>` of the running test binary (`target/<profile>/deps/<test>`).
+/// `target/<profile>`: a test runs from its `deps/` directory, a benchmark binary from the
+/// profile directory itself.
 fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .to_path_buf()
+    let dir = exe.parent().expect("target/<profile>[/deps]");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target/<profile>/deps").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// The cargo target directory.
