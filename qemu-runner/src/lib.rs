@@ -15,6 +15,7 @@ mod lan;
 mod options;
 mod qemu_command;
 mod qmp;
+mod reset_watch;
 mod scripted;
 mod session;
 mod tool;

@@ -99,6 +99,10 @@ pub struct BootOptions {
     /// then printed nothing for this long (a hung guest, e.g. one out of memory, instead of
     /// the whole timeout). `None`: waits only end on their timeout.
     pub silence_limit: Option<std::time::Duration>,
+    /// A guest whose kernel restarted the machine and whose firmware then printed nothing
+    /// for this long is reset again, at most twice per session (`reset_watch`: OVMF under
+    /// TCG has been seen to hang after a reset).
+    pub restart_silence_limit: std::time::Duration,
     /// QEMU fw_cfg entries the guest reads (`-fw_cfg name=NAME,file=FILE`): (NAME, FILE).
     /// Names of user entries start with `opt/` (e.g. `opt/org.keel/user-data`).
     pub fw_cfg: Vec<(String, PathBuf)>,
@@ -123,6 +127,7 @@ impl BootOptions {
             cdrom: None,
             echo_console: false,
             silence_limit: None,
+            restart_silence_limit: crate::reset_watch::FIRMWARE_SILENCE_LIMIT,
             fw_cfg: Vec::new(),
             lan: None,
         }

@@ -21,6 +21,7 @@ use crate::kvm_watch::{self, Evidence, Judgement, KERNEL_BANNER};
 use crate::options::{default_log_dir, BootOptions, Firmware, ResolvedAccel};
 use crate::qemu_command::{qemu_args, LaunchPlan, PlannedDisk, PlannedFirmware};
 use crate::qmp::Qmp;
+use crate::reset_watch;
 use crate::tool::{self, QEMU_SYSTEM};
 
 /// Lines of console output carried by a [`BootError`].
@@ -61,6 +62,10 @@ pub struct Session {
     kernel_started_at: Option<usize>,
     /// How far the console was searched for the banner.
     banner_scanned: usize,
+    /// Resets done because the firmware stayed silent after the guest restarted.
+    firmware_resets: u32,
+    /// When the last of them was done: the silence is counted from there.
+    last_firmware_reset: Option<Instant>,
     disk: PathBuf,
     overlay: bool,
     log_path: PathBuf,
@@ -292,6 +297,8 @@ impl Session {
             unproven_kvm_failure: None,
             kernel_started_at: None,
             banner_scanned: 0,
+            firmware_resets: 0,
+            last_firmware_reset: None,
             disk: disk_path,
             overlay,
             log_path,
@@ -363,10 +370,12 @@ impl Session {
         let mut scan_from = self.cursor;
         loop {
             let cursor = self.cursor;
-            // Watching the guest (KVM, silence) needs a look now and then, not only on output.
+            // Watching the guest (KVM, silence, a firmware stuck after a restart) needs a look
+            // now and then, not only on output.
             let watching = self.watching_kvm
                 || self.unproven_kvm_failure.is_some()
-                || self.options.silence_limit.is_some();
+                || self.options.silence_limit.is_some()
+                || self.firmware_resets < reset_watch::MAX_RESETS;
             let look_at = Instant::now() + WATCH_INTERVAL;
             let wake = match deadline {
                 Some(deadline) if watching => Some(deadline.min(look_at)),
@@ -435,6 +444,7 @@ impl Session {
                         continue;
                     }
                     self.blame_kvm_if_tcg_got_further(false);
+                    self.reset_if_firmware_stuck();
                     if let Some(silent_for) = self.silent_after_kernel_start() {
                         return Err(BootError::Silent {
                             pattern: pattern.map(String::from),
@@ -511,6 +521,46 @@ impl Session {
                 ));
             }
         }
+    }
+
+    /// The guest's kernel restarted the machine and the firmware has printed nothing since
+    /// ([`reset_watch`]): resets it again, saying so and where the vCPUs were.
+    fn reset_if_firmware_stuck(&mut self) {
+        if self.firmware_resets >= reset_watch::MAX_RESETS {
+            return;
+        }
+        let since_reset = self
+            .last_firmware_reset
+            .map_or(Duration::MAX, |t| t.elapsed());
+        let silent_for = self.silent_for().min(since_reset);
+        let limit = self.options.restart_silence_limit;
+        if silent_for < limit {
+            return;
+        }
+        let len = self.console.len();
+        let tail = self
+            .console
+            .text_from(len.saturating_sub(reset_watch::TAIL_BYTES));
+        if !reset_watch::firmware_stuck(&tail, silent_for, limit) {
+            return;
+        }
+        let args = serde_json::json!({ "command-line": "info registers -a" });
+        let cpus = match self.qmp("human-monitor-command", Some(args)) {
+            Ok(Value::String(text)) => reset_watch::where_the_cpus_are(&text),
+            other => format!("(no registers: {other:?})"),
+        };
+        self.firmware_resets += 1;
+        self.last_firmware_reset = Some(Instant::now());
+        let reset = self.qmp("system_reset", None);
+        eprintln!(
+            "keel-qemu: {}: the guest restarted and its firmware printed nothing for {} s \
+             ({}); resetting the machine again ({} of {}): {reset:?}",
+            self.log_path.display(),
+            silent_for.as_secs(),
+            cpus,
+            self.firmware_resets,
+            reset_watch::MAX_RESETS,
+        );
     }
 
     /// How long the guest has been silent when that exceeds `silence_limit` after its kernel
@@ -631,13 +681,22 @@ impl Session {
         }
     }
 
-    /// QEMU's `info cpus` (each vCPU's host thread; under KVM its program counter too), or ""
-    /// when QMP does not answer.
+    /// QEMU's `info cpus` (each vCPU's host thread; under KVM its program counter too) and
+    /// where each vCPU is from `info registers -a`, or "" when QMP does not answer.
     fn vcpu_states(&mut self) -> String {
-        let args = serde_json::json!({ "command-line": "info cpus" });
-        match self.qmp("human-monitor-command", Some(args)) {
-            Ok(Value::String(text)) => text,
-            _ => String::new(),
+        let mut monitor = |line: &str| {
+            let args = serde_json::json!({ "command-line": line });
+            match self.qmp("human-monitor-command", Some(args)) {
+                Ok(Value::String(text)) => text,
+                _ => String::new(),
+            }
+        };
+        let cpus = monitor("info cpus");
+        let registers = reset_watch::where_the_cpus_are(&monitor("info registers -a"));
+        if registers.is_empty() {
+            cpus
+        } else {
+            format!("{cpus}{registers}\n")
         }
     }
 
@@ -658,6 +717,12 @@ impl Session {
     /// Console output from byte offset `start` (e.g. a saved [`Session::cursor`]).
     pub fn output_since(&self, start: usize) -> String {
         self.console.text_from(start)
+    }
+
+    /// How often the machine was reset because its firmware stayed silent after the guest
+    /// restarted it ([`BootOptions::restart_silence_limit`]).
+    pub fn firmware_resets(&self) -> u32 {
+        self.firmware_resets
     }
 
     /// Byte offset in the console output just past the last match.

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use keel_qemu::{BootError, Session};
+use keel_qemu::{BootError, BootOptions, Session};
 
 #[test]
 fn kernel_banner_is_seen_then_its_panic_is_reported() {
@@ -99,6 +99,8 @@ fn a_pattern_that_never_appears_times_out_with_the_tail() {
             assert!(tail.contains(SHELL_READY), "tail:\n{tail}");
             // QEMU's own view of the guest's vCPUs.
             assert!(cpus.contains("CPU #0"), "info cpus:\n{cpus}");
+            // Where each vCPU is, also under TCG (whose `info cpus` has no program counter).
+            assert!(cpus.contains("RIP="), "info cpus:\n{cpus}");
             assert!(error.to_string().contains("info cpus"), "{error}");
         }
         other => panic!("expected Timeout, got {other}"),
@@ -110,6 +112,39 @@ fn a_pattern_that_never_appears_times_out_with_the_tail() {
     assert!(error
         .to_string()
         .contains(&vm.log_path().display().to_string()));
+}
+
+/// A guest that printed the kernel's last line before a restart and then nothing is reset again
+/// (firmware stuck after a reset, seen under TCG); a guest silent after anything else is not.
+#[test]
+fn silence_after_a_restart_line_resets_the_machine_again() {
+    let kernel = debian::kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let initramfs = shell_initramfs(dir.path(), &kernel);
+    let image = blank_disk(dir.path(), "disk.raw", 8);
+    let mut options = BootOptions {
+        restart_silence_limit: Duration::from_secs(5),
+        ..shell_options(&image, &kernel, &initramfs)
+    };
+    // Not quiet: the kernel booting after the reset prints within the limit.
+    if let keel_qemu::Firmware::Direct { append, .. } = &mut options.firmware {
+        *append = append.replace(" quiet", "");
+    }
+    let mut vm = Session::start(&options).unwrap();
+    vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
+    // Silent after an ordinary line: waited out, never reset.
+    let quiet = vm.wait_for("never printed", Duration::from_secs(8));
+    assert!(matches!(quiet, Err(BootError::Timeout { .. })), "{quiet:?}");
+    assert_eq!(vm.firmware_resets(), 0);
+
+    // The shell prints the kernel's restart line, then nothing (the sleep holds the prompt).
+    vm.send_line("echo \"reboot: machine $((1))restart\" | tr -d 1; sleep 600")
+        .unwrap();
+    vm.wait_for("reboot: machine restart", Duration::from_secs(30))
+        .unwrap();
+    // The reset boots the kernel again: its shell says ready a second time.
+    vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
+    assert_eq!(vm.firmware_resets(), 1, "{}", vm.log());
 }
 
 #[test]
