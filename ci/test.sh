@@ -32,9 +32,7 @@ threads="${KEEL_TEST_THREADS:-2}"
 harness=(--test-threads="$threads")
 if [ "$tier" = full ]; then
     # inner_boot_on_masked_kvm is ignored for another reason: only its outer test runs it.
-    # three_members_from_dns_srv_records…: fails today, see cloudconfig/README.md (etcd 3.4.23
-    # refuses SRV bootstrap without _etcd-server-ssl records); kept to be made to pass.
-    harness+=(--include-ignored --skip inner_boot_on_masked_kvm --skip three_members_from_dns_srv_records)
+    harness+=(--include-ignored --skip inner_boot_on_masked_kvm)
 fi
 started=$SECONDS
 status=0

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+use super::etcd_srv;
 use crate::etcd::{ERROR_VAR, PLACEHOLDERS, PROXY_VAR};
 
 /// The machine's addresses that placeholders stand for.
@@ -86,7 +87,7 @@ pub enum FindMembers {
     Peers(Vec<String>),
     /// Read the discovery token's registrations, then ask them.
     Discovery(String),
-    /// etcd's own `--discovery-srv`.
+    /// The domain's `_etcd-client(-ssl)._tcp` records ([`etcd_srv`]).
     Srv(String),
 }
 
@@ -221,12 +222,13 @@ pub fn run(err: &mut dyn std::io::Write) -> u8 {
         }
     };
     match launch {
-        Launch::Member { env } => {
+        Launch::Member { mut env } => {
             use std::os::unix::process::CommandExt;
             let name = env
                 .iter()
                 .find(|(k, _)| k == "ETCD_NAME")
-                .map_or("default", |(_, v)| v);
+                .map_or("default", |(_, v)| v)
+                .to_string();
             let _ = writeln!(err, "etcd-member: starting etcd member {name}");
             let data_dir = env
                 .iter()
@@ -234,6 +236,26 @@ pub fn run(err: &mut dyn std::io::Write) -> u8 {
                 .map_or("/var/lib/etcd", |(_, v)| v);
             // A member that has joined before (its data is there) no longer asks the token.
             let joined = std::path::Path::new(data_dir).join("member").exists();
+            if let Some(at) = env.iter().position(|(k, _)| k == "ETCD_DISCOVERY_SRV") {
+                let (_, domain) = env.remove(at);
+                // A member that has joined reads the cluster from its data.
+                if !joined {
+                    match cluster_from_dns(&domain, &name, &env) {
+                        Ok(cluster) => {
+                            let _ = writeln!(
+                                err,
+                                "etcd-member: coreos.etcd2.discovery-srv: {domain}'s records \
+                                 make the initial cluster {cluster}"
+                            );
+                            env.push(("ETCD_INITIAL_CLUSTER".into(), cluster));
+                        }
+                        Err(e) => {
+                            let _ = writeln!(err, "etcd-member: {e}; systemd tries again");
+                            return 1;
+                        }
+                    }
+                }
+            }
             let discovery = env.iter().find(|(k, _)| k == "ETCD_DISCOVERY");
             if let (Some((_, url)), false) = (discovery, joined) {
                 match check_discovery(url) {
@@ -246,10 +268,12 @@ pub fn run(err: &mut dyn std::io::Write) -> u8 {
                     }
                 }
             }
-            let e = std::process::Command::new(ETCD)
-                .env_remove(PROXY_VAR)
-                .envs(env)
-                .exec();
+            // The unit's own ETCD_* (ETCD_DISCOVERY_SRV, placeholders) give way to `env`.
+            let mut etcd = std::process::Command::new(ETCD);
+            for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("ETCD_")) {
+                etcd.env_remove(k);
+            }
+            let e = etcd.env_remove(PROXY_VAR).envs(env).exec();
             let _ = writeln!(err, "etcd-member: {ETCD}: {e}");
             1
         }
@@ -260,22 +284,19 @@ pub fn run(err: &mut dyn std::io::Write) -> u8 {
 fn gateway(listen: &str, find: FindMembers, err: &mut dyn std::io::Write) -> u8 {
     let mut args: Vec<String> = vec!["gateway".into(), "start".into()];
     args.push(format!("--listen-addr={listen}"));
-    match find {
-        FindMembers::Srv(domain) => args.push(format!("--discovery-srv={domain}")),
-        other => match client_urls(other) {
-            Ok(urls) if !urls.is_empty() => {
-                let eps: Vec<String> = urls.iter().map(|u| host_port(u)).collect();
-                args.push(format!("--endpoints={}", eps.join(",")));
-            }
-            Ok(_) => {
-                let _ = writeln!(err, "etcd-member: proxy: the cluster has no member with a client URL yet; systemd tries again");
-                return 1;
-            }
-            Err(e) => {
-                let _ = writeln!(err, "etcd-member: proxy: {e}; systemd tries again");
-                return 1;
-            }
-        },
+    match client_urls(find) {
+        Ok(urls) if !urls.is_empty() => {
+            let eps: Vec<String> = urls.iter().map(|u| host_port(u)).collect();
+            args.push(format!("--endpoints={}", eps.join(",")));
+        }
+        Ok(_) => {
+            let _ = writeln!(err, "etcd-member: proxy: the cluster has no member with a client URL yet; systemd tries again");
+            return 1;
+        }
+        Err(e) => {
+            let _ = writeln!(err, "etcd-member: proxy: {e}; systemd tries again");
+            return 1;
+        }
     }
     let _ = writeln!(err, "etcd-member: starting etcd {}", args.join(" "));
     let mut cmd = std::process::Command::new(ETCD);
@@ -306,6 +327,19 @@ fn gateway(listen: &str, find: FindMembers, err: &mut dyn std::io::Write) -> u8 
         Ok(s) => s.code().map_or(1, |c| c as u8),
         Err(_) => 1,
     }
+}
+
+/// The initial cluster from `domain`'s SRV records, for the member `name` ([`etcd_srv`]).
+fn cluster_from_dns(domain: &str, name: &str, env: &[(String, String)]) -> Result<String, String> {
+    let client = super::dns::Client::from_system()
+        .map_err(|e| format!("coreos.etcd2.discovery-srv: {e}"))?;
+    let targets = etcd_srv::lookup(&client, "etcd-server", domain)?;
+    let advertise: Vec<String> = env
+        .iter()
+        .find(|(k, _)| k == "ETCD_INITIAL_ADVERTISE_PEER_URLS")
+        .map(|(_, v)| v.split(',').map(|u| u.trim().to_string()).collect())
+        .unwrap_or_else(|| vec!["http://localhost:2380".into()]);
+    etcd_srv::initial_cluster(domain, name, &advertise, &targets)
 }
 
 /// Ask the discovery service about the token before etcd does, so that an unreachable URL
@@ -355,7 +389,7 @@ pub fn token_summary(size: usize, registered: usize) -> String {
 }
 
 /// The members' client URLs, asked of the peers (`/members`) the config or the discovery
-/// token names; the first peer that answers is enough.
+/// token names (the first peer that answers is enough), or the domain's client records.
 fn client_urls(find: FindMembers) -> Result<Vec<String>, String> {
     let client = super::http::Client::new(std::time::Duration::from_secs(5));
     let peers = match find {
@@ -364,7 +398,12 @@ fn client_urls(find: FindMembers) -> Result<Vec<String>, String> {
             let body = client.get_ok(&url, &[]).map_err(|e| e.to_string())?;
             discovery_peers(&body).map_err(|e| format!("{url}: {e}"))?
         }
-        FindMembers::Srv(_) => return Ok(Vec::new()),
+        FindMembers::Srv(domain) => {
+            let client = super::dns::Client::from_system()
+                .map_err(|e| format!("coreos.etcd2.discovery-srv: {e}"))?;
+            let targets = etcd_srv::lookup(&client, "etcd-client", &domain)?;
+            return Ok(etcd_srv::client_urls(&targets));
+        }
     };
     let mut last = String::from("no peer URL to ask");
     for peer in peers {

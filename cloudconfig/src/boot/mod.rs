@@ -14,7 +14,9 @@
 //! | [`stage`] | the local and network stages |
 
 pub mod apply;
+pub mod dns;
 pub mod etcd_member;
+pub mod etcd_srv;
 pub mod host;
 pub mod http;
 pub mod kargs;
