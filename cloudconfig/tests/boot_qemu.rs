@@ -491,6 +491,10 @@ fn ec2_imds_v2_sets_hostname_and_update_conf() {
         match (method, path) {
             ("PUT", "/latest/api/token") => (200, b"keel-test-token".to_vec()),
             ("GET", "/latest/user-data") if token => (200, cc.clone()),
+            ("GET", "/latest/meta-data/local-ipv4") if token => (200, b"10.0.2.15".to_vec()),
+            ("GET", "/latest/meta-data/instance-id") if token => (200, b"i-0keel".to_vec()),
+            // No public address or hostname: as on an instance without them.
+            ("GET", _) if token => (404, Vec::new()),
             _ => (401, Vec::new()),
         }
     });
@@ -501,7 +505,9 @@ fn ec2_imds_v2_sets_hostname_and_update_conf() {
     );
     let checks = "\
         chk hosts \"$(grep keel-node-7 /etc/hosts)\"\n\
-        chk update-conf \"$(file /etc/keel/update.conf)\"\n";
+        chk update-conf \"$(file /etc/keel/update.conf)\"\n\
+        chk attributes \"$(file /run/metadata/flatcar)\"\n\
+        chk etcd-reads \"$(systemctl show etcd-member -p EnvironmentFiles)\"\n";
     let mut g = boot(&image, dir, checks, vec![], |o| {
         o.firmware = firmware;
         with_network(o);
@@ -512,6 +518,18 @@ fn ec2_imds_v2_sets_hostname_and_update_conf() {
     ));
     g.assert_eq(&c, "hostname", "keel-node-7");
     g.assert_has(&c, "hosts", "127.0.0.1");
+    // The instance's attributes, where Flatcar's units (and etcd-member) read them.
+    g.assert_console("keel-cloudinit: ec2-imds: instance attributes in /run/metadata/flatcar: COREOS_EC2_IPV4_LOCAL, COREOS_EC2_INSTANCE_ID");
+    g.assert_eq(
+        &c,
+        "attributes",
+        "COREOS_EC2_IPV4_LOCAL=10.0.2.15|COREOS_EC2_INSTANCE_ID=i-0keel|",
+    );
+    g.assert_has(
+        &c,
+        "etcd-reads",
+        "/run/metadata/flatcar (ignore_errors=yes)",
+    );
     for line in [
         "REBOOT_STRATEGY=etcd-lock|",
         "GROUP=beta|",
@@ -525,7 +543,11 @@ fn ec2_imds_v2_sets_hostname_and_update_conf() {
         log.lock().unwrap().as_slice(),
         [
             "PUT /latest/api/token token=",
-            "GET /latest/user-data token=keel-test-token"
+            "GET /latest/user-data token=keel-test-token",
+            "GET /latest/meta-data/local-ipv4 token=keel-test-token",
+            "GET /latest/meta-data/public-ipv4 token=keel-test-token",
+            "GET /latest/meta-data/hostname token=keel-test-token",
+            "GET /latest/meta-data/instance-id token=keel-test-token",
         ]
     );
 }

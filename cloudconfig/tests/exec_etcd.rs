@@ -13,18 +13,23 @@ use std::time::{Duration, Instant};
 use keel_testkit::discovery::Discovery;
 use keel_testkit::etcd::free_ports;
 
-fn exec_etcd(data_dir: &std::path::Path, discovery: &str) -> Command {
-    let ports = free_ports(2);
+/// `--exec-etcd` with what etcd-member.service sets itself.
+fn etcd_member(data_dir: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_keel-cloudinit"));
     c.arg("--exec-etcd")
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        // As etcd-member.service sets them.
         .env("ETCD_LOGGER", "zap")
         .env("ETCD_LOG_OUTPUTS", "stderr")
         .env("ETCD_NAME", "core-04")
-        .env("ETCD_DATA_DIR", data_dir)
-        .env("ETCD_DISCOVERY", discovery)
+        .env("ETCD_DATA_DIR", data_dir);
+    c
+}
+
+fn exec_etcd(data_dir: &std::path::Path, discovery: &str) -> Command {
+    let ports = free_ports(2);
+    let mut c = etcd_member(data_dir);
+    c.env("ETCD_DISCOVERY", discovery)
         .env(
             "ETCD_INITIAL_ADVERTISE_PEER_URLS",
             format!("http://127.0.0.1:{}", ports[0]),
@@ -119,5 +124,55 @@ fn a_full_token_is_named_then_etcd_says_cluster_is_full() {
              so far: it is full, etcd will not let this machine in as a member"
         ),
         "{log}"
+    );
+}
+
+/// `$private_ipv4` from the metadata source's `COREOS_EC2_IPV4_LOCAL` (the unit reads
+/// `/run/metadata/flatcar`): loopback here, which no machine has as a global address, so etcd
+/// answering there proves where the address came from.
+#[test]
+fn placeholders_take_the_metadata_sources_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_ports(2);
+    let (peer, client) = (
+        format!("http://$private_ipv4:{}", ports[0]),
+        format!("http://$private_ipv4:{}", ports[1]),
+    );
+    let mut child = etcd_member(dir.path())
+        .env("COREOS_EC2_IPV4_LOCAL", "127.0.0.1")
+        .env("ETCD_LISTEN_PEER_URLS", &peer)
+        .env("ETCD_INITIAL_ADVERTISE_PEER_URLS", &peer)
+        .env("ETCD_INITIAL_CLUSTER", format!("core-04={peer}"))
+        .env("ETCD_LISTEN_CLIENT_URLS", &client)
+        .env("ETCD_ADVERTISE_CLIENT_URLS", &client)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let endpoint = format!("http://127.0.0.1:{}", ports[1]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let health = loop {
+        let out = Command::new("etcdctl")
+            .args([
+                "--endpoints",
+                &endpoint,
+                "--dial-timeout=2s",
+                "endpoint",
+                "health",
+            ])
+            .output()
+            .expect("etcdctl (Debian's etcd-client)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        health.contains(&format!("{endpoint} is healthy")),
+        "{health}"
     );
 }

@@ -50,6 +50,24 @@ impl Addresses {
         a
     }
 
+    /// The metadata source's addresses, where it gave them, over the machine's own
+    /// (`COREOS_EC2_IPV4_LOCAL` and `_PUBLIC` from `/run/metadata/flatcar`, the unit's
+    /// `EnvironmentFile=`), as coreos-cloudinit preferred its metadata.
+    pub fn with_attributes(mut self, env: &[(String, String)]) -> Addresses {
+        let get = |k: &str| {
+            env.iter()
+                .find(|(n, v)| n == k && v.parse::<IpAddr>().is_ok())
+                .map(|(_, v)| v.clone())
+        };
+        if let Some(local) = get("COREOS_EC2_IPV4_LOCAL") {
+            self.private_ipv4 = Some(local);
+        }
+        if let Some(public) = get("COREOS_EC2_IPV4_PUBLIC") {
+            self.public_ipv4 = Some(public);
+        }
+        self
+    }
+
     fn value(&self, placeholder: &str) -> Option<String> {
         match placeholder {
             "$private_ipv4" => self.private_ipv4.clone(),
@@ -209,7 +227,8 @@ pub fn run(err: &mut dyn std::io::Write) -> u8 {
             let _ = writeln!(err, "etcd-member: ip -o addr: {e}");
             Addresses::default()
         }
-    };
+    }
+    .with_attributes(&env);
     let launch = match plan(&env, &addrs) {
         Ok(l) => l,
         Err(e @ LaunchError::Config(_)) => {
@@ -463,6 +482,16 @@ mod tests {
         );
         assert_eq!(a.private_ipv4.as_deref(), Some("100.64.0.9"));
         assert_eq!(a.public_ipv4.as_deref(), Some("203.0.113.5"));
+    }
+
+    #[test]
+    fn the_metadata_sources_addresses_come_first() {
+        let a = Addresses::from_ip_addr(IP_ADDR).with_attributes(&env(&[
+            ("COREOS_EC2_IPV4_LOCAL", "172.31.5.6"),
+            ("COREOS_EC2_IPV4_PUBLIC", "not an address"),
+        ]));
+        assert_eq!(a.private_ipv4.as_deref(), Some("172.31.5.6"));
+        assert_eq!(a.public_ipv4.as_deref(), Some("192.168.77.11"));
     }
 
     #[test]

@@ -81,13 +81,28 @@ pub fn on_ec2(dmi_dir: &Path) -> bool {
         .any(|v| v.contains("Amazon EC2") || v.contains("amazon"))
 }
 
-/// A user-data found: where (for messages, `NAME:...` as the console shows it) and its bytes.
+/// A user-data found: where (for messages, `NAME:...` as the console shows it) and its bytes,
+/// and the instance's attributes when the source has them ([`EC2_ATTRIBUTES`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     pub source: Source,
     pub file: String,
     pub bytes: Vec<u8>,
+    pub attributes: Vec<(String, String)>,
 }
+
+/// Where the instance's attributes go, in Flatcar's (coreos-metadata's) file and names, so a
+/// unit written for Flatcar reads them with `EnvironmentFile=/run/metadata/flatcar`;
+/// etcd-member fills `$private_ipv4` and `$public_ipv4` from them.
+pub const ATTRIBUTES_FILE: &str = "/run/metadata/flatcar";
+
+/// EC2 metadata paths and the variables coreos-metadata named them.
+pub const EC2_ATTRIBUTES: [(&str, &str); 4] = [
+    ("COREOS_EC2_IPV4_LOCAL", "meta-data/local-ipv4"),
+    ("COREOS_EC2_IPV4_PUBLIC", "meta-data/public-ipv4"),
+    ("COREOS_EC2_HOSTNAME", "meta-data/hostname"),
+    ("COREOS_EC2_INSTANCE_ID", "meta-data/instance-id"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -132,6 +147,7 @@ impl Reader<'_> {
             source: source.clone(),
             file,
             bytes,
+            attributes: Vec::new(),
         };
         Ok(match source {
             Source::Url(url) => {
@@ -150,7 +166,7 @@ impl Reader<'_> {
                 .media
                 .read_labelled(&NOCLOUD_LABELS, NOCLOUD_FILE)?
                 .map(|(f, b)| found(f, b)),
-            Source::Imds(ep) => self.imds(ep)?.map(|(f, b)| found(f, b)),
+            Source::Imds(ep) => self.imds(source, ep)?,
             Source::Oem => {
                 let path = self.root.join(OEM_FILE);
                 read_optional(&path)?.map(|b| found(format!("/{OEM_FILE}"), b))
@@ -158,8 +174,8 @@ impl Reader<'_> {
         })
     }
 
-    /// IMDSv2: a session token, then the user-data (404: none).
-    fn imds(&self, ep: &str) -> Result<Option<(String, Vec<u8>)>, SourceError> {
+    /// IMDSv2: a session token, then the user-data (404: none) and the instance's attributes.
+    fn imds(&self, source: &Source, ep: &str) -> Result<Option<Found>, SourceError> {
         let token_url = format!("{ep}/latest/api/token");
         let r = self.retry(|| {
             self.http.put(
@@ -177,7 +193,30 @@ impl Reader<'_> {
         if r.status == 404 {
             return Ok(None);
         }
-        Ok(Some((url.clone(), http::ok_body("GET", &url, r)?)))
+        let user_data = http::ok_body("GET", &url, r)?;
+        // An attribute the instance lacks (public-ipv4 without a public address) is a 404 and
+        // left out; one that cannot be read is left out too: the user-data still applies.
+        let mut attributes = Vec::new();
+        for (name, path) in EC2_ATTRIBUTES {
+            let at = format!("{ep}/latest/{path}");
+            if let Ok(r) = self
+                .http
+                .get(&at, &[("X-aws-ec2-metadata-token", token.as_str())])
+            {
+                if r.status == 200 {
+                    let value = String::from_utf8_lossy(&r.body).trim().to_string();
+                    if !value.is_empty() && !value.contains('\n') {
+                        attributes.push((name.to_string(), value));
+                    }
+                }
+            }
+        }
+        Ok(Some(Found {
+            source: source.clone(),
+            file: url,
+            bytes: user_data,
+            attributes,
+        }))
     }
 
     /// Retry connection failures (the network may be a moment behind "online").
@@ -320,19 +359,24 @@ mod tests {
     }
 
     #[test]
-    fn imds_v2_token_then_user_data() {
-        let base = serve(2, |m, p, h| match (m, p) {
+    fn imds_v2_token_then_user_data_and_attributes() {
+        let token = |h: &[(String, String)]| {
+            h.contains(&("x-aws-ec2-metadata-token".into(), "TOKEN1".into()))
+        };
+        let base = serve(6, move |m, p, h| match (m, p) {
             ("PUT", "/latest/api/token")
                 if h.iter()
                     .any(|(k, _)| k == "x-aws-ec2-metadata-token-ttl-seconds") =>
             {
                 (200, b"TOKEN1".to_vec())
             }
-            ("GET", "/latest/user-data")
-                if h.contains(&("x-aws-ec2-metadata-token".into(), "TOKEN1".into())) =>
-            {
+            ("GET", "/latest/user-data") if token(h) => {
                 (200, b"#cloud-config\nhostname: imds\n".to_vec())
             }
+            ("GET", "/latest/meta-data/local-ipv4") if token(h) => (200, b"172.31.5.6".to_vec()),
+            ("GET", "/latest/meta-data/instance-id") if token(h) => (200, b"i-0abc\n".to_vec()),
+            // No public address, no hostname: 404s, left out.
+            ("GET", _) if token(h) => (404, b"Not Found".to_vec()),
             _ => (401, b"unauthorized".to_vec()),
         });
         let t = tempfile::tempdir().unwrap();
@@ -343,6 +387,18 @@ mod tests {
             .unwrap();
         assert_eq!(f.file, format!("{base}/latest/user-data"));
         assert_eq!(f.bytes, b"#cloud-config\nhostname: imds\n");
+        let attributes: Vec<(&str, &str)> = f
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            attributes,
+            [
+                ("COREOS_EC2_IPV4_LOCAL", "172.31.5.6"),
+                ("COREOS_EC2_INSTANCE_ID", "i-0abc")
+            ]
+        );
     }
 
     #[test]

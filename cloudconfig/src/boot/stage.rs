@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::apply::{apply_user_data, ensure_core, Verdict};
 use super::host::Host;
 use super::kargs::KernelArgs;
-use super::source::{Media, Reader, Source};
+use super::source::{Media, Reader, Source, ATTRIBUTES_FILE};
 
 pub const NETWORK_UNIT: &str = "keel-cloudinit-network.service";
 
@@ -96,6 +96,10 @@ impl<'a> Boot<'a> {
                         found.file,
                         found.bytes.len()
                     );
+                    // Before the user-data: a unit it starts (etcd-member) may read them.
+                    if !found.attributes.is_empty() {
+                        write_attributes(&self.root, source.name(), &found.attributes, out);
+                    }
                     return match apply_user_data(
                         &self.root,
                         &found.file,
@@ -127,4 +131,32 @@ impl<'a> Boot<'a> {
         );
         Done::NothingFound
     }
+}
+
+/// `KEY=value` lines in [`ATTRIBUTES_FILE`] (0644, atomically), said on the console.
+fn write_attributes(
+    root: &std::path::Path,
+    source: &str,
+    attributes: &[(String, String)],
+    out: &mut dyn Write,
+) {
+    let text: String = attributes
+        .iter()
+        .map(|(k, v)| format!("{k}={v}\n"))
+        .collect();
+    let written = crate::apply::rootfs::resolve(root, ATTRIBUTES_FILE)
+        .map_err(|e| e.to_string())
+        .and_then(|at| {
+            crate::apply::rootfs::write_file(&at, text.as_bytes(), 0o644, None)
+                .map_err(|e| e.to_string())
+        });
+    let names: Vec<&str> = attributes.iter().map(|(k, _)| k.as_str()).collect();
+    let _ = match written {
+        Ok(_) => writeln!(
+            out,
+            "keel-cloudinit: {source}: instance attributes in {ATTRIBUTES_FILE}: {}",
+            names.join(", ")
+        ),
+        Err(e) => writeln!(out, "keel-cloudinit: {ATTRIBUTES_FILE}: error: {e}"),
+    };
 }
