@@ -31,6 +31,36 @@ pub fn cached_tree() -> Result<PathBuf> {
     }
 }
 
+/// The cached tree whose kernel is byte-for-byte `kernel` (the one an image was built with):
+/// the cache may hold trees of other boards or suites, newer than the image.
+pub fn cached_tree_with_kernel(kernel: &Path) -> Result<PathBuf> {
+    let cache = Path::new(keel_builder::rootfs_cache::DEFAULT_CACHE);
+    let wanted = std::fs::read(kernel)?;
+    let mut seen = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(cache) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if let (true, Some((k, _))) = (p.join("usr").is_dir(), kernel_in(&p)) {
+                if std::fs::read(&k).is_ok_and(|b| b == wanted) {
+                    return Ok(p);
+                }
+                seen.push(k.display().to_string());
+            }
+        }
+    }
+    bail!(
+        "no rootfs cache under {} has the image's kernel {} (kernels there: {}): rebuild the \
+         image from the current rootfs cache",
+        cache.display(),
+        kernel.display(),
+        if seen.is_empty() {
+            "none".to_string()
+        } else {
+            seen.join(", ")
+        }
+    )
+}
+
 /// `/boot/vmlinuz-<release>` of a tree and its release.
 pub fn kernel_in(tree: &Path) -> Option<(PathBuf, String)> {
     let boot = tree.join("boot");

@@ -99,13 +99,8 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(args.work.join("logs"))?;
 
     let keel = direct_boot::keel(&disk, &args.work)?;
-    let debian = direct_boot::debian(
-        &args.work,
-        "debian",
-        &rootfs::cached_tree()?,
-        &keel.kernel,
-        |_| Ok(()),
-    )?;
+    let tree = rootfs::cached_tree_with_kernel(&keel.kernel)?;
+    let debian = direct_boot::debian(&args.work, "debian", &tree, &keel.kernel, |_| Ok(()))?;
     let keel_later = BootSetup {
         disk: booted_once(&keel, &args.work)?,
         kernel: keel.kernel.clone(),
@@ -118,9 +113,7 @@ fn main() -> Result<()> {
     println!("machine: {}", machine::describe());
     println!(
         "same kernel ({}), QEMU TCG, direct kernel boot, 1 GiB, 2 vCPUs; {} boots per variant",
-        rootfs::kernel_in(&rootfs::cached_tree()?)
-            .map(|(_, r)| r)
-            .unwrap_or_default(),
+        rootfs::kernel_in(&tree).map(|(_, r)| r).unwrap_or_default(),
         args.runs
     );
     println!("keel:   append {:?}", keel.append);
