@@ -89,6 +89,7 @@ pub fn assemble(staging: &Path, inp: &Inputs) -> Result<PathBuf> {
     }
     first_boot_state(&root)?;
     drop_build_leftovers(&root)?;
+    dpkg_database_in_usr(&root)?;
 
     let usr = root.join("usr");
     let rel = &inp.kernel.version.release;
@@ -285,6 +286,30 @@ fn first_boot_state(root: &Path) -> Result<()> {
     if dbus.symlink_metadata().is_ok_and(|m| m.is_file()) {
         std::fs::remove_file(&dbus).map_err(io_at(&dbus))?;
     }
+    Ok(())
+}
+
+/// Where the dpkg database goes, under /usr; `/var/lib/dpkg` links to it.
+pub const DPKG_DATABASE: &str = "share/keel/dpkg";
+
+/// The dpkg database describes /usr, and nothing installs packages on a running Keel: it moves
+/// to the read-only slot, where it changes with the slot it describes, and `/var/lib/dpkg`
+/// becomes a symlink to it. Copied into every new ROOT's /var instead, its ~700 small files
+/// were most of what the first boot spent populating /var.
+fn dpkg_database_in_usr(root: &Path) -> Result<()> {
+    let var = root.join("var/lib/dpkg");
+    if !var.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
+    let to = root.join("usr").join(DPKG_DATABASE);
+    if to.exists() {
+        remove_any(&to)?;
+    }
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(io_at(parent))?;
+    }
+    std::fs::rename(&var, &to).map_err(io_at(&to))?;
+    std::os::unix::fs::symlink(format!("/usr/{DPKG_DATABASE}"), &var).map_err(io_at(&var))?;
     Ok(())
 }
 

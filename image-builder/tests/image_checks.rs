@@ -256,7 +256,12 @@ fn usr_tree_has_the_keel_layout() {
         0
     );
     assert!(usr.join("share/keel/etc/passwd").is_file());
-    assert!(usr.join("share/keel/var/lib/dpkg/status").is_file());
+    // The dpkg database lives in the slot; the factory /var links to it.
+    assert!(usr.join("share/keel/dpkg/status").is_file());
+    assert_eq!(
+        std::fs::read_link(usr.join("share/keel/var/lib/dpkg")).unwrap(),
+        Path::new("/usr/share/keel/dpkg")
+    );
     let release = std::fs::read_to_string(usr.join("share/keel/release")).unwrap();
     assert_eq!(
         release,
