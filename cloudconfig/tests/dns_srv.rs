@@ -2,22 +2,14 @@
 //! the SRV and A records of `discovery-srv` become the initial cluster the guests use, and a
 //! domain without the records is said naming the key.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keel_cloudconfig::boot::dns::Client;
 use keel_cloudconfig::boot::etcd_srv;
+use keel_testkit::KillOnDrop;
 
-struct Dnsmasq(Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn dnsmasq(port: u16, records: &[String]) -> Dnsmasq {
+fn dnsmasq(port: u16, records: &[String]) -> KillOnDrop {
     let child = Command::new("dnsmasq")
         .args([
             "--keep-in-foreground",
@@ -35,7 +27,7 @@ fn dnsmasq(port: u16, records: &[String]) -> Dnsmasq {
         .stderr(Stdio::piped())
         .spawn()
         .expect("dnsmasq (Debian's dnsmasq-base)");
-    Dnsmasq(child)
+    KillOnDrop(child)
 }
 
 #[test]

@@ -230,7 +230,7 @@ fn three_members_from_dns_srv_records_and_a_proxy_that_finds_them_too() {
     }
     let dns_log = dir.path().join("dnsmasq.log");
     // Killed when the test ends, also when it fails (a panic).
-    let _dnsmasq = KillOnDrop(
+    let _dnsmasq = keel_testkit::KillOnDrop(
         dnsmasq
             // --log-facility=- writes the query log to stderr.
             .stdout(std::process::Stdio::null())
@@ -298,13 +298,4 @@ fn three_members_from_dns_srv_records_and_a_proxy_that_finds_them_too() {
         "dnsmasq was not asked for the SRV records:\n{queries}"
     );
     eprintln!("test took {:.0}s", started.elapsed().as_secs_f64());
-}
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

@@ -11,6 +11,7 @@
 //! - Services: a throwaway PostgreSQL cluster on a unix socket ([`postgres`]).
 //! - The suite's tiers, CI and full ([`tier`]).
 
+mod child;
 pub mod conformance;
 pub mod debian;
 pub mod discovery;
@@ -27,6 +28,7 @@ pub mod registry;
 pub mod tier;
 pub mod update_server;
 
+pub use child::KillOnDrop;
 pub use driver::*;
 pub use files::*;
 pub use image::*;
