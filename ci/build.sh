@@ -25,7 +25,7 @@ case "$mode" in
   # Separate packages (the AWS SDK, an HTTP + database stack, an etcd client take minutes to
   # compile): keel itself does not wait for them, and execs them for upload-ami, serve, lockd.
   cargo build --release -p keel-ami
-  cargo build --release -p keel-update-server -p keel-reboot-manager
+  cargo build --release -p keel-update-server -p keel-reboot-manager -p keel-fleet
   ;;
 *)
   echo "usage: ci/build.sh [--no-ami | --tests]" >&2
@@ -36,7 +36,7 @@ esac
 # depend on the slot's libraries: all static glibc binaries.
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
   cargo build --profile init --target x86_64-unknown-linux-gnu -p keel-init -p keel-update -p keel-install -p keel-cloudconfig
-# keel-reboot-manager runs from the slot too, static like them; with the release profile, since
-# LTO over its tokio and gRPC stack would add minutes.
+# keel-reboot-manager and keel-fleet (the fleet agent) run from the slot too, static like them;
+# with the release profile, since LTO over their tokio and gRPC stack would add minutes.
 CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static" \
-  cargo build --release --target x86_64-unknown-linux-gnu -p keel-reboot-manager
+  cargo build --release --target x86_64-unknown-linux-gnu -p keel-reboot-manager -p keel-fleet

@@ -1,6 +1,6 @@
 //! Commands whose work lives in another binary, so that building `keel` stays quick: the AWS
 //! SDK (`upload-ami`), the update server's HTTP and database stack (`serve`), the etcd client
-//! (`lockd`). Find the tool beside this executable, else on PATH, and become it.
+//! (`lockd`, `fleet`). Find the tool beside this executable, else on PATH, and become it.
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
@@ -39,6 +39,13 @@ pub const LOCKD: Tool = Tool {
     leading: &["lockd"],
     quiet_flag: false,
     build: "cargo build --release -p keel-reboot-manager, as ci/build.sh does",
+};
+
+pub const FLEET: Tool = Tool {
+    name: "keel-fleet",
+    leading: &[],
+    quiet_flag: false,
+    build: "cargo build --release -p keel-fleet, as ci/build.sh does",
 };
 
 #[derive(Args)]

@@ -60,6 +60,10 @@ enum Command {
     /// lockd`; `keel lockd --help` for its options).
     #[command(disable_help_flag = true)]
     Lockd(delegate::PassThrough),
+    /// fleetctl's verbs for cluster-wide units on etcd (runs keel-fleet; `keel fleet --help`
+    /// for its commands).
+    #[command(disable_help_flag = true)]
+    Fleet(delegate::PassThrough),
 }
 
 fn main() -> std::process::ExitCode {
@@ -81,5 +85,6 @@ fn main() -> std::process::ExitCode {
         Command::UploadAmi(a) => delegate::run(&delegate::UPLOAD_AMI, a, quiet),
         Command::Serve(a) => delegate::run(&delegate::UPDATE_SERVER, a, quiet),
         Command::Lockd(a) => delegate::run(&delegate::LOCKD, a, quiet),
+        Command::Fleet(a) => delegate::run(&delegate::FLEET, a, quiet),
     })
 }

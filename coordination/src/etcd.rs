@@ -138,19 +138,7 @@ impl EtcdStore {
             .enable_all()
             .build()
             .map_err(EtcdError::Runtime)?;
-        let options = connect_options(config)?;
-        let connecting = Client::connect(config.endpoints.clone(), Some(options));
-        let client = runtime
-            .block_on(async { tokio::time::timeout(config.timeout, connecting).await })
-            .map_err(|_| EtcdError::Timeout {
-                endpoints: endpoints.clone(),
-                secs: config.timeout.as_secs(),
-                what: "connect",
-            })?
-            .map_err(|source| EtcdError::Connect {
-                endpoints: endpoints.clone(),
-                source,
-            })?;
+        let client = runtime.block_on(connect_client(config))?;
         Ok(Self {
             runtime,
             client,
@@ -236,7 +224,28 @@ impl EtcdStore {
     }
 }
 
-fn unavailable(e: &etcd_client::Error) -> bool {
+/// An etcd v3 client for `config` (TLS, credentials), connecting bounded by `config.timeout`:
+/// the one way every Keel component reaches etcd, from async code (the fleet agent) or through
+/// [`EtcdStore`]'s own runtime.
+pub async fn connect_client(config: &EtcdConfig) -> Result<Client, EtcdError> {
+    if config.endpoints.is_empty() {
+        return Err(EtcdError::NoEndpoints);
+    }
+    let endpoints = config.endpoints.join(",");
+    let options = connect_options(config)?;
+    let connecting = Client::connect(config.endpoints.clone(), Some(options));
+    tokio::time::timeout(config.timeout, connecting)
+        .await
+        .map_err(|_| EtcdError::Timeout {
+            endpoints: endpoints.clone(),
+            secs: config.timeout.as_secs(),
+            what: "connect",
+        })?
+        .map_err(|source| EtcdError::Connect { endpoints, source })
+}
+
+/// Whether a request failed because the member it reached is down (worth re-sending).
+pub fn unavailable(e: &etcd_client::Error) -> bool {
     matches!(e, etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::Unavailable)
 }
 

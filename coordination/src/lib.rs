@@ -12,7 +12,7 @@ pub mod store;
 pub mod strategy;
 pub mod window;
 
-pub use etcd::{EtcdConfig, EtcdError, EtcdStore};
+pub use etcd::{connect_client, EtcdConfig, EtcdError, EtcdStore};
 pub use godur::GoDuration;
 pub use key::{query_escape, semaphore_key, SEMAPHORE_KEY};
 pub use semaphore::{apply, LockError, Op, ParseError, Semaphore};

@@ -91,7 +91,11 @@ impl Cluster {
     fn spawn(&mut self, i: usize) {
         let initial = self.initial_cluster();
         let data = self.dir.path().join(&self.members[i].name);
-        let log = std::fs::File::create(self.log_path(i)).expect("etcd log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))
+            .expect("etcd log");
         let m = &mut self.members[i];
         let client = format!("http://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
@@ -187,6 +191,12 @@ impl Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Starts a killed member again on its data directory (it rejoins with what it had).
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.members[i].child.is_none(), "member {i} is running");
+        self.spawn(i);
     }
 
     /// Whether member `i`'s client port still accepts connections.
