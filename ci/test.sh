@@ -28,6 +28,7 @@ export KEEL_UPDATE="$PWD/target/x86_64-unknown-linux-gnu/init/keel-update"
 export KEEL_INSTALL="$PWD/target/x86_64-unknown-linux-gnu/init/keel-install"
 export KEEL_CLOUDINIT="$PWD/target/x86_64-unknown-linux-gnu/init/keel-cloudinit"
 export KEEL_REBOOT_MANAGER="$PWD/target/x86_64-unknown-linux-gnu/release/keel-reboot-manager"
+export KEEL_FLEET="$PWD/target/x86_64-unknown-linux-gnu/release/keel-fleet"
 threads="${KEEL_TEST_THREADS:-2}"
 harness=(--test-threads="$threads")
 if [ "$tier" = full ]; then

@@ -224,7 +224,7 @@ pub fn drop_in(t: &Translation) -> String {
 }
 
 /// systemd's quoting inside `"…"`: backslash and quote escaped, `%` doubled (specifiers).
-fn quote(s: &str) -> String {
+pub(crate) fn quote(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('%', "%%")

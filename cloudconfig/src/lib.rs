@@ -14,6 +14,7 @@ pub mod config;
 pub mod encoding;
 pub mod error;
 pub mod etcd;
+pub mod fleet;
 pub mod normalise;
 pub mod report;
 pub mod rules;

@@ -319,6 +319,8 @@ fn nocloud_applies_the_issue_example() {
         chk etcd-journal \"$(journalctl -u etcd-member -o cat | grep -e etcd-member: -e error | head -5 | paste -sd'|')\"\n\
         chk docker-env \"$(systemctl show docker.service -p Environment)\"\n\
         chk socket-listening \"$(ss -Hltn 'sport = :2375' | wc -l)\"\n\
+        chk machine-id \"$(cat /etc/machine-id)\"\n\
+        chk fleet \"$(for i in $(seq 60); do fleetctl list-machines --no-legend 2>/dev/null | grep -q . && break; sleep 2; done; fleetctl list-machines --full 2>&1 | tr -s '\\t' ' ' | paste -sd'|')\"\n\
         chk again \"$(mount -o ro /dev/vdc /mnt && keel-cloudinit --from-file /mnt/user-data | grep 'applied /mnt'; umount /mnt)\"\n";
     let mut g = boot(&image, dir, checks, vec![seed], |_| {});
     let c = g.checks();
@@ -370,7 +372,10 @@ fn nocloud_applies_the_issue_example() {
         "etcd-journal",
         "etcd-member: starting etcd member core-01",
     );
-    g.assert_console("keel-cloudinit: warning: systemctl start fleet.service: ");
+    // The example's `fleet.service` `command: start` runs the fleet agent on the local etcd
+    // (fleet/): `fleetctl` in the guest lists this machine.
+    let id = c.get("machine-id").cloned().unwrap_or_default();
+    g.assert_has(&c, "fleet", &format!("MACHINE IP METADATA|{id} "));
 }
 
 #[test]

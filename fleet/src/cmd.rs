@@ -780,10 +780,15 @@ fn agent(config: &std::path::Path, machine_id: Option<String>) -> anyhow::Result
         .ok_or_else(|| {
             anyhow!("no machine id: /etc/machine-id is empty and --machine-id was not given")
         })?;
-    let ip = cfg
-        .public_ip
-        .clone()
-        .unwrap_or_else(|| route_source(&cfg.etcd.endpoints));
+    // A placeholder ($private_ipv4) is the metadata source's address, else (like no setting)
+    // the address this machine reaches etcd from.
+    let metadata = std::fs::read_to_string(keel_fleet::config::METADATA_FILE).unwrap_or_default();
+    let ip = match cfg.public_ip.clone() {
+        Some(p) if p.starts_with('$') => keel_fleet::config::fill_placeholder(&p, &metadata)
+            .unwrap_or_else(|| route_source(&cfg.etcd.endpoints)),
+        Some(p) => p,
+        None => route_source(&cfg.etcd.endpoints),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -843,17 +848,23 @@ async fn shutdown() {
 }
 
 /// The address this machine uses to reach the first etcd endpoint (no packet is sent): what
-/// other machines can reach it at, when `public_ip` is not set.
+/// other machines can reach it at, when `public_ip` is not set. When etcd is on loopback, the
+/// source address of the default route instead (TEST-NET-1 stands for "anywhere").
 fn route_source(endpoints: &[String]) -> String {
     let host = endpoints
         .first()
         .and_then(|e| e.split("://").last())
         .map(|h| h.trim_end_matches('/'))
         .unwrap_or("127.0.0.1:2379");
-    let probe = || -> std::io::Result<String> {
-        let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
-        s.connect(host)?;
-        Ok(s.local_addr()?.ip().to_string())
+    let probe = |to: &str| -> Option<std::net::IpAddr> {
+        let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+        s.connect(to).ok()?;
+        Some(s.local_addr().ok()?.ip())
     };
-    probe().unwrap_or_default()
+    match probe(host) {
+        Some(ip) if !ip.is_loopback() => ip.to_string(),
+        _ => probe("192.0.2.1:9")
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
+    }
 }

@@ -140,6 +140,24 @@ impl FleetConfig {
     }
 }
 
+/// Where Keel (like Flatcar) writes the metadata source's addresses.
+pub const METADATA_FILE: &str = "/run/metadata/flatcar";
+
+/// coreos-cloudinit's `$private_ipv4`/`$public_ipv4` from the metadata file's
+/// `…_IPV4_LOCAL`/`…_IPV4_PRIVATE` and `…_IPV4_PUBLIC` lines; `None` when it has none.
+pub fn fill_placeholder(value: &str, metadata: &str) -> Option<String> {
+    let suffixes: &[&str] = match value {
+        "$private_ipv4" => &["_IPV4_LOCAL", "_IPV4_PRIVATE"],
+        "$public_ipv4" => &["_IPV4_PUBLIC"],
+        _ => return None,
+    };
+    metadata.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        let v = v.trim().trim_matches('"');
+        (suffixes.iter().any(|s| k.trim().ends_with(s)) && !v.is_empty()).then(|| v.to_string())
+    })
+}
+
 fn unquote(v: &str) -> &str {
     v.strip_prefix('"')
         .and_then(|v| v.strip_suffix('"'))
@@ -178,6 +196,18 @@ mod tests {
         assert!(!c.metadata.contains_key("region"));
         assert_eq!(c.agent_ttl, Duration::from_secs(10));
         assert_eq!(c.etcd.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn placeholders_from_the_metadata_file() {
+        let md = "COREOS_EC2_IPV4_LOCAL=10.1.2.3\nCOREOS_EC2_IPV4_PUBLIC=203.0.113.29\n";
+        assert_eq!(fill_placeholder("$private_ipv4", md).unwrap(), "10.1.2.3");
+        assert_eq!(
+            fill_placeholder("$public_ipv4", md).unwrap(),
+            "203.0.113.29"
+        );
+        assert_eq!(fill_placeholder("$public_ipv4", ""), None);
+        assert_eq!(fill_placeholder("10.0.0.1", md), None);
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub type Result<T, E = FleetError> = std::result::Result<T, E>;
 pub struct Traffic {
     pub requests: AtomicU64,
     pub bytes: AtomicU64,
+    /// Of `requests`: lease keep-alives (periodic, whatever the scheduling does).
+    pub keepalives: AtomicU64,
 }
 
 /// One etcd cluster and one key layout.
@@ -303,6 +305,7 @@ impl Store {
         let period = (ttl / 3).max(Duration::from_millis(300));
         loop {
             self.count(8);
+            self.traffic.keepalives.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = keeper.keep_alive().await {
                 return format!("lease keep-alive: {e}");
             }

@@ -90,6 +90,7 @@ struct Checked {
     install_bin: PathBuf,
     cloudinit_bin: PathBuf,
     reboot_manager_bin: PathBuf,
+    fleet_bin: PathBuf,
     epoch: u64,
     formats: Vec<Format>,
 }
@@ -186,6 +187,7 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
     let install_bin = static_bin::INSTALL.find(opts.install_bin.as_deref())?;
     let cloudinit_bin = static_bin::CLOUDINIT.find(None)?;
     let reboot_manager_bin = static_bin::REBOOT_MANAGER.find(None)?;
+    let fleet_bin = static_bin::FLEET.find(None)?;
     let mut tools = vec![
         "cp",
         "mkfs.erofs",
@@ -242,6 +244,7 @@ fn check(opts: &BuildOptions) -> Result<Checked> {
         install_bin,
         cloudinit_bin,
         reboot_manager_bin,
+        fleet_bin,
         epoch,
         formats,
     })
@@ -258,6 +261,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         install_bin,
         cloudinit_bin,
         reboot_manager_bin,
+        fleet_bin,
         epoch,
         formats,
     } = check(opts)?;
@@ -335,6 +339,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             install_bin: &install_bin,
             cloudinit_bin: &cloudinit_bin,
             reboot_manager_bin: &reboot_manager_bin,
+            fleet_bin: &fleet_bin,
             extra_files: &opts.extra_files,
             debug_autologin_serial: opts.debug_autologin_serial,
         },
@@ -464,6 +469,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         install_bin: &install_bin,
         cloudinit_bin: &cloudinit_bin,
         reboot_manager_bin: &reboot_manager_bin,
+        fleet_bin: &fleet_bin,
         extra_bins: &opts.extra_bins,
         extra_files: &opts.extra_files,
         debug_autologin_serial: opts.debug_autologin_serial,

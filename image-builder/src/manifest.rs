@@ -65,6 +65,7 @@ pub struct Inputs {
     pub keel_install: FileInput,
     pub keel_cloudinit: FileInput,
     pub keel_reboot_manager: FileInput,
+    pub keel_fleet: FileInput,
     pub extra_files: Vec<ExtraFile>,
 }
 
@@ -121,6 +122,7 @@ pub struct Record<'a> {
     pub install_bin: &'a Path,
     pub cloudinit_bin: &'a Path,
     pub reboot_manager_bin: &'a Path,
+    pub fleet_bin: &'a Path,
     pub extra_bins: &'a [(String, PathBuf)],
     pub extra_files: &'a [(PathBuf, String)],
     pub debug_autologin_serial: bool,
@@ -272,6 +274,7 @@ fn hash_inputs(r: &Record) -> Result<Inputs> {
         keel_install: file_input(r.install_bin)?,
         keel_cloudinit: file_input(r.cloudinit_bin)?,
         keel_reboot_manager: file_input(r.reboot_manager_bin)?,
+        keel_fleet: file_input(r.fleet_bin)?,
         extra_files,
     })
 }

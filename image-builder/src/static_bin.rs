@@ -55,6 +55,15 @@ pub const REBOOT_MANAGER: StaticBin = StaticBin {
     profile: "release",
 };
 
+/// keel-fleet (fleet/): the fleet agent and fleetctl's verbs; release profile and found like
+/// keel-reboot-manager (same tokio and gRPC stack); `$KEEL_FLEET`.
+pub const FLEET: StaticBin = StaticBin {
+    name: "keel-fleet",
+    flag: "",
+    env: "KEEL_FLEET",
+    profile: "release",
+};
+
 impl StaticBin {
     /// The option, else the environment variable, else a static `NAME` next to `keel`, else
     /// `../x86_64-unknown-linux-gnu/init/NAME` (where ci/build.sh puts it); checked with

@@ -39,6 +39,8 @@ pub struct Inputs<'a> {
     pub cloudinit_bin: &'a Path,
     /// The static keel-reboot-manager and its unit (reboot-manager/units).
     pub reboot_manager_bin: &'a Path,
+    /// The static keel-fleet and fleet.service (fleet/units).
+    pub fleet_bin: &'a Path,
     /// `--extra-file SRC=DEST`: DEST is an absolute path under /usr or /etc.
     pub extra_files: &'a [(PathBuf, String)],
     /// Debug images only: a root shell on the serial console without a password.
@@ -127,6 +129,7 @@ pub fn assemble(staging: &Path, inp: &Inputs) -> Result<PathBuf> {
     crate::installer::install(&root, inp.install_bin)?;
     copy_file(inp.cloudinit_bin, &usr.join("bin/keel-cloudinit"), 0o755)?;
     crate::reboot_manager::install(&root, inp.reboot_manager_bin)?;
+    crate::fleet::install(&root, inp.fleet_bin)?;
     for (src, dest) in inp.extra_files {
         let to = root.join(dest.trim_start_matches('/'));
         let meta = std::fs::symlink_metadata(src).map_err(io_at(src))?;

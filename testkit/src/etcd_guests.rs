@@ -88,6 +88,24 @@ pub fn static_proxy(_n: u8) -> String {
     )
 }
 
+/// What a guest's cloud-config and network hold beyond the cluster's basics.
+#[derive(Default)]
+pub struct Spec<'a> {
+    /// `coreos.etcd2`'s lines (indented by 4 spaces).
+    pub etcd2: &'a str,
+    /// More `coreos.units` entries.
+    pub units: &'a str,
+    /// More lines for the private segment's `[Network]` (indented by 8 spaces).
+    pub network: &'a str,
+    /// Top-level cloud-config keys after `coreos` (`ssh_authorized_keys:`, `write_files:`).
+    pub top: &'a str,
+    /// (host loopback port, guest port) beyond etcd's client port.
+    pub host_forwards: Vec<(u16, u16)>,
+    /// (guest-side address, port, host loopback port): services the guest reaches on the host.
+    pub guest_forwards: Vec<([u8; 4], u16, u16)>,
+    pub memory_mib: Option<u32>,
+}
+
 pub struct Guest {
     pub name: String,
     pub client_port: u16,
@@ -120,11 +138,31 @@ impl Guest {
         network: &str,
         discovery: Option<u16>,
     ) -> Guest {
+        let spec = Spec {
+            etcd2,
+            units,
+            network,
+            guest_forwards: discovery
+                .map(|p| ([10, 0, 2, 100], 8087, p))
+                .into_iter()
+                .collect(),
+            ..Spec::default()
+        };
+        Guest::boot_spec(image, dir, n, lan, &spec)
+    }
+
+    /// The general form: see [`Spec`].
+    pub fn boot_spec(image: &Path, dir: &Path, n: u8, lan: &Lan, spec: &Spec) -> Guest {
         let port = lan.port(n).unwrap();
         let cc = dir.join(format!("core-0{n}.yml"));
         std::fs::write(
             &cc,
-            format!("{}{units}", cloud_config(n, &port, etcd2, network)),
+            format!(
+                "{}{}{}",
+                cloud_config(n, &port, spec.etcd2, spec.network),
+                spec.units,
+                spec.top
+            ),
         )
         .unwrap();
         let client_port = crate::etcd::free_ports(1)[0];
@@ -133,14 +171,20 @@ impl Guest {
         opts.log_path = Some(dir.join(format!("console-0{n}.log")));
         opts.fw_cfg = vec![("opt/org.keel/user-data".into(), cc)];
         opts.lan = Some(port);
+        let mut host_forwards = vec![(client_port, 2379)];
+        host_forwards.extend(&spec.host_forwards);
         opts.net = Some(NetOptions {
-            host_forwards: vec![(client_port, 2379)],
-            guest_forwards: discovery
-                .map(|p| ([10, 0, 2, 100].into(), 8087, p))
-                .into_iter()
+            host_forwards,
+            guest_forwards: spec
+                .guest_forwards
+                .iter()
+                .map(|(a, p, h)| ((*a).into(), *p, *h))
                 .collect(),
             ..NetOptions::default()
         });
+        if let Some(m) = spec.memory_mib {
+            opts.mem_mb = m;
+        }
         let session = Session::start(&opts).unwrap();
         Guest {
             name: format!("core-0{n}"),

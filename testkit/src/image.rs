@@ -171,6 +171,15 @@ pub fn keel_reboot_manager() -> PathBuf {
     )
 }
 
+/// The static `keel-fleet` every image ships: `$KEEL_FLEET`, or where ci/build.sh puts it,
+/// built now if missing (under the lock: do not call it while holding [`lock`]).
+pub fn keel_fleet() -> PathBuf {
+    if let Some(p) = std::env::var_os("KEEL_FLEET") {
+        return PathBuf::from(p);
+    }
+    built_static("release", "keel-fleet", &["--release", "-p", "keel-fleet"])
+}
+
 /// `name` (keel-init, keel-update, keel-install or keel-cloudinit) as ci/build.sh builds it;
 /// all are built together.
 fn static_bin(name: &str) -> PathBuf {
@@ -296,6 +305,7 @@ fn fingerprint(opts: &BuildOpts) -> String {
     hash_file(&mut h, &keel_install());
     hash_file(&mut h, &keel_cloudinit());
     hash_file(&mut h, &keel_reboot_manager());
+    hash_file(&mut h, &keel_fleet());
     hash_file(&mut h, &test_key_dir().join("keel-signing.pub"));
     hash_tree(&mut h, &repo_root().join("boards"));
     hash_tree(&mut h, &repo_root().join("rootfs"));
@@ -366,6 +376,7 @@ pub fn build_image(opts: &BuildOpts) -> Image {
         .args(&args)
         .env("KEEL_CLOUDINIT", keel_cloudinit())
         .env("KEEL_REBOOT_MANAGER", keel_reboot_manager())
+        .env("KEEL_FLEET", keel_fleet())
         .output()
         .expect("run keel build");
     assert!(

@@ -2,8 +2,8 @@
 //!
 //! - Built images: [`build_image`] / [`default_image`] run `keel build` once per fingerprint and
 //!   cache the result under `target/test-images` behind a file lock; `KEEL_BIN`, `KEEL_INIT`,
-//!   `KEEL_UPDATE`, `KEEL_INSTALL`, `KEEL_CLOUDINIT` and `KEEL_REBOOT_MANAGER` select the
-//!   binaries ([`image`]).
+//!   `KEEL_UPDATE`, `KEEL_INSTALL`, `KEEL_CLOUDINIT`, `KEEL_REBOOT_MANAGER` and `KEEL_FLEET`
+//!   select the binaries ([`image`]).
 //! - The end-to-end driver baked into test images ([`driver_files`], [`extra_file_args`]).
 //! - Files and commands: [`sparse_copy`], [`extract`], [`flip_byte`], [`run`], [`stdout_of`].
 //! - Guests without an image: Debian packages and the cloud kernel ([`debian`]), and what an

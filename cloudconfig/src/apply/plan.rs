@@ -280,11 +280,34 @@ pub fn plan(cc: &CloudConfig) -> Vec<Action> {
             },
         );
     }
-    for (key, section) in [
-        ("etcd", &cc.coreos.etcd),
-        ("fleet", &cc.coreos.fleet),
-        ("flannel", &cc.coreos.flannel),
-    ] {
+    if let Some(s) = &cc.coreos.fleet {
+        push(
+            s.line,
+            "coreos.fleet".into(),
+            ActionKind::UnitFile {
+                path: crate::fleet::DROP_IN.into(),
+                content: crate::fleet::drop_in(s),
+            },
+        );
+        // The section turns the agent on (Keel's rule; coreos-cloudinit also needed
+        // `fleet.service` in `coreos.units`, which still works and is not repeated).
+        let commanded = cc
+            .coreos
+            .units
+            .iter()
+            .any(|u| u.name.as_deref() == Some(crate::fleet::UNIT) && u.command.is_some());
+        if !commanded {
+            commands.push(Action {
+                line: s.line,
+                field: "coreos.fleet".into(),
+                kind: ActionKind::RunCommand {
+                    unit: crate::fleet::UNIT.into(),
+                    command: crate::UnitCommand::Start,
+                },
+            });
+        }
+    }
+    for (key, section) in [("etcd", &cc.coreos.etcd), ("flannel", &cc.coreos.flannel)] {
         if let Some(s) = section {
             push(s.line, format!("coreos.{key}"), not_applied(key, s));
         }

@@ -136,7 +136,7 @@ fn the_issue_example() {
 }
 
 #[test]
-fn the_issue_example_with_a_fleet_section_warns_for_it() {
+fn the_issue_example_with_a_fleet_section_configures_the_agent_and_starts_it_once() {
     let t = fixture_root();
     let text = String::from_utf8(include_bytes!("../tests/issue10_example.yml").to_vec())
         .unwrap()
@@ -145,8 +145,22 @@ fn the_issue_example_with_a_fleet_section_warns_for_it() {
             "  fleet:\n    metadata: region=us-west\n  units:\n",
         );
     let report = apply(t.path(), &actions(text.as_bytes()));
-    let warned: Vec<&str> = report.warnings().map(|o| o.field.as_str()).collect();
-    assert_eq!(warned, ["coreos.fleet"]);
+    assert_eq!(report.warnings().count(), 0);
+    assert_eq!(
+        read(
+            t.path(),
+            "run/systemd/system/fleet.service.d/20-cloudinit.conf"
+        ),
+        "# Written by keel-cloudinit from coreos.fleet at every boot.\n[Service]\n\
+         Environment=\"FLEET_METADATA=region=us-west\"\n"
+    );
+    // The example's own `fleet.service` `command: start` is the only start.
+    let starts = report
+        .commands
+        .iter()
+        .filter(|(u, _)| u == "fleet.service")
+        .count();
+    assert_eq!(starts, 1);
 }
 
 #[test]
@@ -333,8 +347,26 @@ fn docs_units_update_locksmith() {
         "LOCKSMITHD_ENDPOINT=http://example.com:2379\n"
     );
 
-    let (_, r) = apply_doc("cc03_coreos_fleet.yml", "");
-    assert_eq!(r.warnings().count(), 1);
+    // coreos.fleet: coreos-cloudinit's documented drop-in (its addresses filled in at apply
+    // time; Keel's agent fills in the placeholder when it starts), and the agent started.
+    let (t, r) = apply_doc("cc03_coreos_fleet.yml", "");
+    assert_eq!(r.warnings().count(), 0);
+    let documented = fs::read_to_string(docs().join("cc03_coreos_fleet.dropin.conf"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>()
+        .replace("203.0.113.29", "$public_ipv4");
+    let written = read(
+        t.path(),
+        "run/systemd/system/fleet.service.d/20-cloudinit.conf",
+    );
+    assert!(
+        written.ends_with(&documented),
+        "{written}\nvs\n{documented}"
+    );
+    assert_eq!(r.commands, [("fleet.service".into(), UnitCommand::Start)]);
 }
 
 /// Every docs example applies to a fixture root, idempotently, with only the errors listed.

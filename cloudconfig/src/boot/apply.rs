@@ -148,7 +148,7 @@ pub fn apply_user_data(
         );
     }
     for (unit, command) in &report.commands {
-        // Units absent from the image (etcd2, fleet until their issues land) fail here with
+        // Units absent from the image fail here with
         // systemd's "Unit X not found": a warning on the console, the rest goes on.
         if let Err(e) = host.systemctl(&["--no-block", command.as_str(), unit]) {
             let _ = writeln!(
