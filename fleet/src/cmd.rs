@@ -591,6 +591,7 @@ impl Ctx {
     fn print_table(
         &self,
         listing: &Listing,
+        known: &[&str],
         default: &[&str],
         rows: Vec<BTreeMap<&'static str, String>>,
     ) -> anyhow::Result<i32> {
@@ -605,14 +606,11 @@ impl Ctx {
         if fields.is_empty() || fields.iter().any(String::is_empty) {
             bail!(FleetError::NotFound("Must define output format".into()));
         }
-        let known: Vec<&str> = rows
-            .first()
-            .map(|r| r.keys().copied().collect())
-            .unwrap_or_default();
         for f in &fields {
-            if !rows.is_empty() && !known.contains(&f.as_str()) {
+            if !known.contains(&f.as_str()) {
                 bail!(FleetError::NotFound(format!(
-                    "Invalid key in output format: {f:?}"
+                    "Invalid key in output format: {f:?} (known: {})",
+                    known.join(",")
                 )));
             }
         }
@@ -659,7 +657,12 @@ impl Ctx {
                 ])
             })
             .collect();
-        self.print_table(l, &["machine", "ip", "metadata"], rows)
+        self.print_table(
+            l,
+            &["machine", "ip", "metadata"],
+            &["machine", "ip", "metadata"],
+            rows,
+        )
     }
 
     fn list_units(&self, l: &Listing) -> anyhow::Result<i32> {
@@ -694,7 +697,12 @@ impl Ctx {
                 ])
             })
             .collect();
-        self.print_table(l, &["unit", "machine", "active", "sub"], rows)
+        self.print_table(
+            l,
+            &["unit", "machine", "active", "sub", "load", "hash"],
+            &["unit", "machine", "active", "sub"],
+            rows,
+        )
     }
 
     fn list_unit_files(&self, l: &Listing) -> anyhow::Result<i32> {
@@ -749,7 +757,14 @@ impl Ctx {
             }
             rows.push(row);
         }
-        self.print_table(l, &["unit", "hash", "dstate", "state", "target"], rows)
+        self.print_table(
+            l,
+            &[
+                "unit", "hash", "dstate", "state", "target", "global", "desc",
+            ],
+            &["unit", "hash", "dstate", "state", "target"],
+            rows,
+        )
     }
 }
 

@@ -309,8 +309,9 @@ impl Store {
             if let Err(e) = keeper.keep_alive().await {
                 return format!("lease keep-alive: {e}");
             }
-            match tokio::time::timeout(self.timeout, responses.message()).await {
-                Err(_) => return format!("lease keep-alive: no answer within {:?}", self.timeout),
+            // A slow answer is not a lost lease: only silence for the whole TTL is.
+            match tokio::time::timeout(ttl, responses.message()).await {
+                Err(_) => return format!("lease keep-alive: no answer within the lease's {ttl:?}"),
                 Ok(Err(e)) => return format!("lease keep-alive: {e}"),
                 Ok(Ok(None)) => return "lease keep-alive: stream closed".into(),
                 Ok(Ok(Some(r))) if r.ttl() <= 0 => return "lease expired".into(),

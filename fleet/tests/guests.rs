@@ -143,6 +143,28 @@ fn until<T>(
     }
 }
 
+/// Fails with the cluster's view and every guest's console tail.
+fn die(guests: &[Guest], f: &Fleetctl, why: &str) -> ! {
+    let views: Vec<String> = [
+        vec!["list-machines", "--full"],
+        vec!["list-unit-files"],
+        vec!["list-units", "--full"],
+    ]
+    .iter()
+    .map(|a| format!("$ keel-fleet {}\n{}", a.join(" "), text(&f.run(a))))
+    .collect();
+    fail(guests, &format!("{why}\n{}", views.join("\n")))
+}
+
+/// `assert!` that fails with [`die`].
+macro_rules! ensure {
+    ($g:expr, $f:expr, $cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            die($g, $f, &format!($($fmt)+))
+        }
+    };
+}
+
 fn units_json(f: &Fleetctl) -> Result<Vec<serde_json::Value>, String> {
     let o = f.run(&["list-units", "--json"]);
     if !o.status.success() {
@@ -238,16 +260,23 @@ fn the_source_documents_fleet_units_on_three_guests() {
     let ids: Vec<String> = (1..=3).map(id_of).collect();
     let table = text(&f.run(&["list-machines"]));
     for n in 1..=3u8 {
-        assert!(table.contains(&address(n)), "{table}");
+        ensure!(&guests, &f, table.contains(&address(n)), "{table}");
     }
-    assert!(table.starts_with("MACHINE\t\tIP\t\tMETADATA\n"), "{table}");
+    ensure!(
+        &guests,
+        &f,
+        table.starts_with("MACHINE\t\tIP\t\tMETADATA\n"),
+        "{table}"
+    );
 
     // The document's `fleetctl start hello_world@*` (the glob matches the two files here).
     let o = f.run(&["start", "--block-attempts", "600", "hello_world@*"]);
     let said = text(&o);
-    assert!(o.status.success(), "{said}");
+    ensure!(&guests, &f, o.status.success(), "{said}");
     for n in 1..=2 {
-        assert!(
+        ensure!(
+            &guests,
+            &f,
             said.contains(&format!("Unit hello_world@{n}.service launched on ")),
             "{said}"
         );
@@ -260,14 +289,16 @@ fn the_source_documents_fleet_units_on_three_guests() {
         "sidecar.service",
         "mover.service",
     ]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(
+    ensure!(&guests, &f, o.status.success(), "{}", text(&o));
+    ensure!(
+        &guests,
+        &f,
         text(&o).contains("Triggered global unit global.service start"),
         "{}",
         text(&o)
     );
     let o = f.run(&["start", "--no-block", "nowhere.service"]);
-    assert!(o.status.success(), "{}", text(&o));
+    ensure!(&guests, &f, o.status.success(), "{}", text(&o));
 
     let rows = until(&guests, "every unit placed and active", FORM, || {
         let rows = units_json(&f)?;
@@ -280,10 +311,19 @@ fn the_source_documents_fleet_units_on_three_guests() {
     });
     let h1 = machines_of(&rows, "hello_world@1.service");
     let h2 = machines_of(&rows, "hello_world@2.service");
-    assert_eq!(h1.len(), 1);
-    assert_ne!(h1, h2, "Conflicts=hello_world@* shared a machine");
+    ensure!(&guests, &f, h1.len() == 1, "{:?} vs {:?}", h1.len(), 1);
+    ensure!(
+        &guests,
+        &f,
+        h1 != h2,
+        "Conflicts=hello_world@* shared a machine ({:?} vs {:?})",
+        h1,
+        h2
+    );
     for h in [&h1[0], &h2[0]] {
-        assert!(
+        ensure!(
+            &guests,
+            &f,
             *h == ids[0] || *h == ids[1],
             "hello_world on a machine without the metadata"
         );
@@ -292,16 +332,29 @@ fn the_source_documents_fleet_units_on_three_guests() {
     global.sort();
     let mut all = ids.clone();
     all.sort();
-    assert_eq!(global, all, "Global=true");
-    assert_eq!(
-        machines_of(&rows, "sidecar.service"),
-        h1,
-        "MachineOf=hello_world@1.service"
+    ensure!(
+        &guests,
+        &f,
+        global == all,
+        "Global=true ({:?} vs {:?})",
+        global,
+        all
     );
-    assert_eq!(
+    ensure!(
+        &guests,
+        &f,
+        machines_of(&rows, "sidecar.service") == h1,
+        "MachineOf=hello_world@1.service ({:?} vs {:?})",
+        machines_of(&rows, "sidecar.service"),
+        h1
+    );
+    ensure!(
+        &guests,
+        &f,
+        machines_of(&rows, "mover.service") == [ids[2].clone()],
+        "least loaded: core-03 ({:?} vs {:?})",
         machines_of(&rows, "mover.service"),
-        [ids[2].clone()],
-        "least loaded: core-03"
+        [ids[2].clone()]
     );
     let files = f.run(&["list-unit-files", "--json"]);
     let files: Vec<serde_json::Value> = serde_json::from_slice(&files.stdout).unwrap();
@@ -309,9 +362,13 @@ fn the_source_documents_fleet_units_on_three_guests() {
         .iter()
         .find(|u| u["unit"] == "nowhere.service")
         .unwrap();
-    assert_eq!(
-        nowhere["unplaced"], "no registered machine has metadata group=db",
-        "{files:?}"
+    ensure!(
+        &guests,
+        &f,
+        nowhere["unplaced"] == "no registered machine has metadata group=db",
+        "{files:?} ({:?} vs {:?})",
+        nowhere["unplaced"],
+        "no registered machine has metadata group=db"
     );
 
     // Docker's Hello World from each instance, read from the host through the tunnel.
@@ -328,7 +385,9 @@ fn the_source_documents_fleet_units_on_three_guests() {
         eprintln!("{unit} via FLEETCTL_TUNNEL:\n{log}");
     }
     let o = f.tunneled(&["status", "sidecar.service"]);
-    assert!(
+    ensure!(
+        &guests,
+        &f,
         text(&o).contains("Active: active (running)"),
         "{}",
         text(&o)
@@ -344,7 +403,9 @@ fn the_source_documents_fleet_units_on_three_guests() {
         .args(["fleetctl", "list-units"])
         .output()
         .unwrap();
-    assert!(
+    ensure!(
+        &guests,
+        &f,
         o.status.success() && text(&o).contains("mover.service"),
         "{}",
         text(&o)
@@ -377,7 +438,20 @@ fn the_source_documents_fleet_units_on_three_guests() {
         started.elapsed().as_secs_f64()
     );
     let rows = units_json(&f).unwrap();
-    assert_eq!(machines_of(&rows, "global.service").len(), 2);
+    ensure!(
+        &guests,
+        &f,
+        machines_of(&rows, "global.service").len() == 2,
+        "{:?} vs {:?}",
+        machines_of(&rows, "global.service").len(),
+        2
+    );
     let o = f.run(&["destroy", "mover.service"]);
-    assert!(text(&o).contains("Destroyed mover.service"), "{}", text(&o));
+    ensure!(
+        &guests,
+        &f,
+        text(&o).contains("Destroyed mover.service"),
+        "{}",
+        text(&o)
+    );
 }
