@@ -3,7 +3,7 @@
 //!
 //! * each guest's cloud-config has the static etcd cluster of the etcd issue and a
 //!   `coreos.fleet` section (metadata `group=hw_webservers` on core-01 and core-02 only,
-//!   `agent-ttl: 10s`), which starts the agent;
+//!   `agent-ttl: 30s`, fleet's default), which starts the agent;
 //! * the source document's `hello_world@1`/`@2` (`MachineMetadata=group=hw_webservers`,
 //!   `Conflicts=hello_world@*`), started as `start 'hello_world@*'`, land on core-01 and
 //!   core-02, one each, and print Docker's `Hello World` (busybox from a registry on the host's
@@ -45,7 +45,8 @@ fn fleet_section(n: u8) -> String {
         format!("name=core-0{n}")
     };
     format!(
-        "  fleet:\n    public-ip: {}\n    metadata: {metadata}\n    agent-ttl: 10s\n",
+        "  fleet:\n    public-ip: {}\n    metadata: {metadata}\n    agent-ttl: 30s\n    \
+         etcd-request-timeout: 10\n",
         address(n)
     )
 }
@@ -58,7 +59,7 @@ fn units() -> String {
          - name: fleet.service\n      drop-ins:\n        - name: 90-console.conf\n          \
          content: |\n            [Service]\n            StandardError=journal+console\n",
         MIRROR[0], MIRROR[1], MIRROR[2], MIRROR[3]
-    )
+    ) + keel_testkit::etcd_guests::ETCD_ON_CONSOLE
 }
 
 fn keypair(dir: &Path) -> (std::path::PathBuf, String) {
@@ -186,8 +187,14 @@ fn the_source_documents_fleet_units_on_three_guests() {
     let image = keel_testkit::default_image();
     let registry = Registry::start();
     registry.push_busybox();
-    let dir = tempfile::tempdir().unwrap();
-    let (key, public) = keypair(dir.path());
+    // Kept when the test fails (consoles, cloud-configs); removed at the end of a pass.
+    let dir = tempfile::Builder::new()
+        .prefix("keel-fleet-guests-")
+        .tempdir()
+        .unwrap()
+        .keep();
+    eprintln!("consoles and configs in {}", dir.display());
+    let (key, public) = keypair(&dir);
     let lan = Lan::start().unwrap();
     let ssh_port = keel_testkit::etcd::free_port();
     let started = Instant::now();
@@ -206,14 +213,14 @@ fn the_source_documents_fleet_units_on_three_guests() {
                 memory_mib: Some(1280),
                 ..Spec::default()
             };
-            Guest::boot_spec(&image.disk, dir.path(), n, &lan, &spec)
+            Guest::boot_spec(&image.disk, &dir, n, &lan, &spec)
         })
         .collect();
     let members: Vec<String> = guests.iter().map(Guest::endpoint).collect();
     until_ok(&guests, &members, &["endpoint", "health"], FORM);
     eprintln!("etcd healthy after {:.0}s", started.elapsed().as_secs_f64());
 
-    let work = dir.path().join("units");
+    let work = dir.join("units");
     std::fs::create_dir(&work).unwrap();
     for (name, text) in [
         ("hello_world@1.service", HELLO),
@@ -432,7 +439,7 @@ fn the_source_documents_fleet_units_on_three_guests() {
         },
     );
     eprintln!(
-        "mover.service active on {} {:.0}s after core-03 was powered off (agent-ttl 10s); whole test {:.0}s",
+        "mover.service active on {} {:.0}s after core-03 was powered off (agent-ttl 30s); whole test {:.0}s",
         moved[0],
         off.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64()
@@ -447,6 +454,7 @@ fn the_source_documents_fleet_units_on_three_guests() {
         2
     );
     let o = f.run(&["destroy", "mover.service"]);
+    let _ = std::fs::remove_dir_all(&dir);
     ensure!(
         &guests,
         &f,
