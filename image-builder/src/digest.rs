@@ -5,10 +5,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use nix::unistd::{lseek, Whence};
 use ring::digest::{Context, SHA256};
 
 use crate::error::{io_at, Result};
+use crate::extents;
 
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(ring::digest::digest(&SHA256, data).as_ref())
@@ -28,23 +28,12 @@ pub fn file_sha256(path: &Path, mut progress: impl FnMut(u64)) -> Result<String>
     let len = f.metadata().map_err(io_at(path))?.len();
     let mut ctx = Context::new(&SHA256);
     let mut buf = vec![0u8; 4 << 20];
-    let zeros = vec![0u8; 4 << 20];
     let mut pos = 0u64;
-    while pos < len {
-        let data_at = next_data(&f, pos).unwrap_or(pos).min(len);
-        while pos < data_at {
-            let n = (zeros.len() as u64).min(data_at - pos) as usize;
-            ctx.update(&zeros[..n]);
-            pos += n as u64;
-            progress(pos);
-        }
-        if pos >= len {
-            break;
-        }
-        let hole_at = next_hole(&f, pos).unwrap_or(len).min(len);
+    for range in extents::data(&f, len).collect::<Vec<_>>() {
+        hash_zeros(&mut ctx, &mut pos, range.start, &mut progress);
         f.seek(SeekFrom::Start(pos)).map_err(io_at(path))?;
-        while pos < hole_at {
-            let want = (buf.len() as u64).min(hole_at - pos) as usize;
+        while pos < range.end {
+            let want = (buf.len() as u64).min(range.end - pos) as usize;
             let n = f.read(&mut buf[..want]).map_err(io_at(path))?;
             if n == 0 {
                 return Err(io_at(path)(std::io::ErrorKind::UnexpectedEof.into()));
@@ -54,23 +43,21 @@ pub fn file_sha256(path: &Path, mut progress: impl FnMut(u64)) -> Result<String>
             progress(pos);
         }
     }
+    hash_zeros(&mut ctx, &mut pos, len, &mut progress);
     Ok(hex::encode(ctx.finish().as_ref()))
 }
 
-/// `lseek(SEEK_DATA)`: the next offset at or after `from` that holds data (`None` if the
-/// filesystem cannot tell, then everything counts as data).
-fn next_data(f: &File, from: u64) -> Option<u64> {
-    seek_whence(f, from, Whence::SeekData)
-}
-
-fn next_hole(f: &File, from: u64) -> Option<u64> {
-    seek_whence(f, from, Whence::SeekHole)
-}
-
-/// Moves the file offset, which every reader here sets explicitly before reading.
-fn seek_whence(f: &File, from: u64, whence: Whence) -> Option<u64> {
-    let r = lseek(f, i64::try_from(from).ok()?, whence).ok()?;
-    u64::try_from(r).ok()
+/// A hole from `pos` to `end`, hashed as the zeros it reads as.
+fn hash_zeros(ctx: &mut Context, pos: &mut u64, end: u64, progress: &mut impl FnMut(u64)) {
+    const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    while *pos < end {
+        let n = (ZEROS.len() as u64).min(end - *pos) as usize;
+        ctx.update(&ZEROS[..n]);
+        *pos += n as u64;
+        if *pos % (4 << 20) == 0 || *pos == end {
+            progress(*pos);
+        }
+    }
 }
 
 /// A digest over a directory tree: relative paths, kinds, executable bits, contents and

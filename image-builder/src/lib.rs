@@ -19,6 +19,7 @@ pub mod digest;
 pub mod disk;
 pub mod error;
 pub mod esp;
+pub mod extents;
 pub mod fleet;
 pub mod grub_bios;
 pub mod initramfs;

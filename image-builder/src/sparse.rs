@@ -6,11 +6,14 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use crate::error::{io_at, Result};
+use crate::extents;
 
 const BLOCK: usize = 4096;
 
-/// Copy all of `src` into `dst` at `offset`, skipping all-zero 4 KiB blocks (the destination
-/// is a fresh sparse file, so skipped blocks read as zeros). Returns the bytes copied.
+/// Copy all of `src` into `dst` at `offset`: only the data ranges of `src` are read (its holes
+/// are skipped: [`extents`]), and all-zero 4 KiB blocks within them are not written (the
+/// destination is a fresh sparse file, so what is skipped reads as zeros). `progress` gets the
+/// bytes of `src` done so far, holes included. Returns the length of `src`.
 pub fn copy_into(
     src: &Path,
     dst: &mut File,
@@ -19,18 +22,25 @@ pub fn copy_into(
     mut progress: impl FnMut(u64),
 ) -> Result<u64> {
     let mut f = File::open(src).map_err(io_at(src))?;
+    let len = f.metadata().map_err(io_at(src))?.len();
     let mut buf = vec![0u8; 4 << 20];
-    let mut done = 0u64;
-    loop {
-        let n = read_full(&mut f, &mut buf).map_err(io_at(src))?;
-        if n == 0 {
-            break;
+    for range in extents::data(&f, len).collect::<Vec<_>>() {
+        f.seek(SeekFrom::Start(range.start)).map_err(io_at(src))?;
+        let mut pos = range.start;
+        while pos < range.end {
+            let want = (buf.len() as u64).min(range.end - pos) as usize;
+            let n = read_full(&mut f, &mut buf[..want]).map_err(io_at(src))?;
+            if n == 0 {
+                // The file shrank under us.
+                return Err(io_at(src)(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            write_skipping_zeros(dst, dst_path, offset + pos, &buf[..n])?;
+            pos += n as u64;
+            progress(pos);
         }
-        write_skipping_zeros(dst, dst_path, offset + done, &buf[..n])?;
-        done += n as u64;
-        progress(done);
     }
-    Ok(done)
+    progress(len);
+    Ok(len)
 }
 
 pub fn write_skipping_zeros(
@@ -82,6 +92,34 @@ mod tests {
         drop(dst);
         let out = std::fs::read(&dstp).unwrap();
         assert_eq!(&out[1 << 20..(1 << 20) + data.len()], &data[..]);
+        assert!(std::fs::metadata(&dstp).unwrap().blocks() * 512 < 1 << 20);
+    }
+
+    /// A sparse source (holes, data, a trailing hole): the copy reads the same bytes as the
+    /// source, progress ends at its length, and its holes stay holes.
+    #[test]
+    fn copies_a_sparse_source_byte_for_byte() {
+        use std::os::unix::fs::FileExt;
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("src");
+        let f = File::create(&src).unwrap();
+        let len = 48u64 << 20;
+        f.set_len(len).unwrap();
+        f.write_all_at(&[0xab; 10_000], 3 << 20).unwrap();
+        f.write_all_at(b"tail of the data", (20 << 20) - 16)
+            .unwrap();
+        drop(f);
+        let dstp = d.path().join("dst");
+        let mut dst = File::create(&dstp).unwrap();
+        dst.set_len(64 << 20).unwrap();
+        let mut last = 0;
+        let n = copy_into(&src, &mut dst, &dstp, 2 << 20, |p| last = p).unwrap();
+        drop(dst);
+        assert_eq!((n, last), (len, len));
+        let out = std::fs::read(&dstp).unwrap();
+        let want = std::fs::read(&src).unwrap();
+        assert_eq!(&out[2 << 20..(2 << 20) + len as usize], &want[..]);
+        assert!(out[..2 << 20].iter().all(|&b| b == 0));
         assert!(std::fs::metadata(&dstp).unwrap().blocks() * 512 < 1 << 20);
     }
 }
