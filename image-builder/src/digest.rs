@@ -49,12 +49,12 @@ pub fn file_sha256(path: &Path, mut progress: impl FnMut(u64)) -> Result<String>
 
 /// A hole from `pos` to `end`, hashed as the zeros it reads as.
 fn hash_zeros(ctx: &mut Context, pos: &mut u64, end: u64, progress: &mut impl FnMut(u64)) {
-    const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
     while *pos < end {
         let n = (ZEROS.len() as u64).min(end - *pos) as usize;
         ctx.update(&ZEROS[..n]);
         *pos += n as u64;
-        if *pos % (4 << 20) == 0 || *pos == end {
+        if pos.is_multiple_of(4 << 20) || *pos == end {
             progress(*pos);
         }
     }
