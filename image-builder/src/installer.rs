@@ -18,6 +18,10 @@ pub fn install(root: &Path, bin: &Path) -> Result<()> {
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent).map_err(io_at(parent))?;
     }
+    // Replaced, never written in place: the staged tree's files are the rootfs cache's (usr_tree).
+    if to.symlink_metadata().is_ok() {
+        std::fs::remove_file(&to).map_err(io_at(&to))?;
+    }
     std::fs::copy(bin, &to).map_err(io_at(bin))?;
     std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).map_err(io_at(&to))?;
     let alias = root.join(ALIAS);

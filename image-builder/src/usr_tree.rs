@@ -2,6 +2,13 @@
 //! initramfs under /usr/lib/modules/<release>/, factory /etc and /var under /usr/share/keel/,
 //! an empty machine-id (so systemd treats the first boot as one), os-release, the release file,
 //! the files overlay, enabled units and any extra binaries.
+//!
+//! The staging tree shares its files with the rootfs cache: [`stage`] hard-links them (a copy
+//! of the 270 MiB tree took 4 s, the links 0.3 s) when both are on one filesystem. So nothing
+//! here may open a staged file for writing or change its mode or owner: every change replaces
+//! the entry (unlink, then create), as `write` does, and leaves the cache's file untouched.
+//! mkfs.erofs gives every inode the same fixed time (`-T`), so the links change nothing in the
+//! filesystem it makes.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -73,11 +80,7 @@ pub fn assemble(staging: &Path, inp: &Inputs) -> Result<PathBuf> {
     for top in ["usr", "etc", "var"] {
         let src = inp.tree.join(top);
         if src.is_dir() {
-            Tool::new("cp")?
-                .args(["-a", "--reflink=auto"])
-                .arg(&src)
-                .arg(root.join(top))
-                .run()?;
+            stage(&src, &root.join(top))?;
         }
     }
     if let Some(files) = &inp.rootfs.files {
@@ -176,6 +179,37 @@ pub fn assemble(staging: &Path, inp: &Inputs) -> Result<PathBuf> {
         }
     }
     Ok(usr)
+}
+
+/// Lay the directory `src` of the cached tree at `dst` (which does not exist yet): new
+/// directories with `src`'s modes, owners and ACLs, holding hard links to `src`'s files when
+/// both are on one filesystem (`cp -a --link`), else copies (`cp -a --reflink=auto`). Hard
+/// links within `src` stay hard links either way.
+pub fn stage(src: &Path, dst: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let parent = dst.parent().unwrap_or(Path::new("."));
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).map_err(io_at(p));
+    if dev(src)? == dev(parent)? {
+        let linked = Tool::new("cp")?
+            .args(["-a", "--link"])
+            .arg(src)
+            .arg(dst)
+            .run();
+        if linked.is_ok() {
+            return Ok(());
+        }
+        // One device number does not always mean one filesystem for link(2) (bind mounts
+        // of another, overlayfs): copy instead.
+        if dst.symlink_metadata().is_ok() {
+            remove_any(dst)?;
+        }
+    }
+    Tool::new("cp")?
+        .args(["-a", "--reflink=auto"])
+        .arg(src)
+        .arg(dst)
+        .run()?;
+    Ok(())
 }
 
 pub fn os_release(r: &Release) -> String {
@@ -351,6 +385,169 @@ fn drop_build_leftovers(root: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bzimage::KernelVersion;
+    use crate::definition::rootfs::Variant;
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::MetadataExt;
+
+    /// Every entry under `root`: kind, mode, owner, and content or link target.
+    fn snapshot(root: &Path) -> BTreeMap<String, String> {
+        fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                let m = std::fs::symlink_metadata(&p).unwrap();
+                let rel = p.strip_prefix(root).unwrap().display().to_string();
+                let what = if m.file_type().is_symlink() {
+                    format!("link {}", std::fs::read_link(&p).unwrap().display())
+                } else if m.is_dir() {
+                    walk(root, &p, out);
+                    "dir".to_string()
+                } else {
+                    format!("file {:?}", std::fs::read(&p).unwrap())
+                };
+                out.insert(
+                    rel,
+                    format!("{what} {:o} {}:{}", m.mode(), m.uid(), m.gid()),
+                );
+            }
+        }
+        let mut out = BTreeMap::new();
+        walk(root, root, &mut out);
+        out
+    }
+
+    fn put(root: &Path, rel: &str, text: &str) {
+        let p = root.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    /// The staging tree links the cache's files, and every file assemble replaces, adds or
+    /// removes (binaries, units, os-release, machine-id, host keys, overlay and extra files,
+    /// the dpkg database, the kernel) leaves the cache's copy as it was.
+    #[test]
+    fn assemble_leaves_the_cached_tree_untouched() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = d.path().join("tree");
+        let rel = "6.1.0-test";
+        let unit =
+            "[Unit]\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n";
+        for f in [
+            "usr/bin/keel-install",
+            "usr/bin/keel-update",
+            "usr/bin/keel-cloudinit",
+            "usr/bin/keel-reboot-manager",
+            "usr/bin/keel-fleet",
+            "usr/bin/extra",
+            "usr/bin/tool",
+            "usr/lib/os-release",
+            "usr/share/doc/untouched",
+            "etc/os-release",
+            "etc/machine-id",
+            "etc/hostname",
+            "etc/ssh/ssh_host_ed25519_key",
+            "etc/extra.conf",
+            "var/lib/dbus/machine-id",
+            "var/lib/dpkg/status",
+            "var/log/dpkg.log",
+            "boot/vmlinuz",
+        ] {
+            put(&tree, f, &format!("cached {f}\n"));
+        }
+        put(&tree, &format!("usr/lib/modules/{rel}/modules.dep"), "");
+        put(
+            &tree,
+            &format!("usr/lib/modules/{rel}/vmlinuz"),
+            "old kernel",
+        );
+        put(
+            &tree,
+            &format!("usr/lib/modules/{rel}/keel-initramfs.img"),
+            "old",
+        );
+        for u in [
+            "hello.service",
+            "keel-update-agent.service",
+            "keel-reboot-manager.service",
+            "fleet.service",
+        ] {
+            put(&tree, &format!("usr/lib/systemd/system/{u}"), unit);
+        }
+        let files = d.path().join("files");
+        put(&files, "etc/hostname", "overlay\n");
+        put(&files, "usr/bin/tool", "overlay tool\n");
+        let bin = d.path().join("bin");
+        std::fs::write(&bin, "new binary").unwrap();
+        let extra_file = d.path().join("extra.conf");
+        std::fs::write(&extra_file, "extra").unwrap();
+        let before = snapshot(&tree);
+
+        let rootfs = Rootfs {
+            path: d.path().join("rootfs.yaml"),
+            suite: "bookworm".into(),
+            variant: Variant::Minbase,
+            mirrors: vec![],
+            packages: vec![],
+            dpkg_path_excludes: vec![],
+            dpkg_path_includes: vec![],
+            files: Some(files),
+            enable_units: vec!["hello.service".into()],
+            disable_units: vec![],
+            source_date_epoch: 1_700_000_000,
+        };
+        let kernel = Kernel {
+            image: tree.join("boot/vmlinuz"),
+            modules_dir: tree.join("usr/lib/modules").join(rel),
+            version: KernelVersion {
+                release: rel.into(),
+                build: "#1".into(),
+            },
+        };
+        let key = keel_signing::Key::from_seed([3; 32]);
+        let release = Release {
+            version: "1.0.0".into(),
+            channel: "stable".into(),
+            board: "test".into(),
+            arch: "x86_64".into(),
+        };
+        let stage = d.path().join("stage");
+        let usr = assemble(
+            &stage,
+            &Inputs {
+                tree: &tree,
+                rootfs: &rootfs,
+                kernel: &kernel,
+                initramfs: b"new initramfs",
+                release: &release,
+                extra_bins: &[("extra".into(), bin.clone())],
+                update_bin: &bin,
+                trusted: &[key.public()],
+                install_bin: &bin,
+                cloudinit_bin: &bin,
+                reboot_manager_bin: &bin,
+                fleet_bin: &bin,
+                extra_files: &[(extra_file, "/etc/extra.conf".into())],
+                debug_autologin_serial: false,
+            },
+        )
+        .unwrap();
+
+        assert_eq!(snapshot(&tree), before, "assemble changed the cached tree");
+        assert_eq!(
+            std::fs::read_to_string(usr.join("bin/keel-install")).unwrap(),
+            "new binary"
+        );
+        assert_eq!(
+            std::fs::read_to_string(usr.join("share/keel/etc/hostname")).unwrap(),
+            "overlay\n"
+        );
+        let ino = |p: &Path| std::fs::metadata(p).unwrap().ino();
+        assert_eq!(
+            ino(&usr.join("share/doc/untouched")),
+            ino(&tree.join("usr/share/doc/untouched")),
+            "one filesystem: the staged file is the cache's, linked"
+        );
+    }
 
     #[test]
     fn overlay_refuses_paths_outside_usr_etc_var() {
