@@ -200,6 +200,7 @@ impl<S: Systemd> Agent<S> {
         let rewrite = before.is_none_or(|b| b.hash != hash);
         let was_launched = before.is_some_and(|b| b.target == TargetState::Launched);
         if rewrite {
+            self.say(format_args!("writing {} ({})", a.name, a.target));
             if let Err(e) = self.systemd.write(&a.name, &a.content) {
                 self.say(format_args!("{}: {e}", a.name));
             }

@@ -466,11 +466,24 @@ impl Ctx {
             .filter(|n| !global.contains(n))
             .cloned()
             .collect();
+        let mut failing = String::new();
         let mut told: BTreeMap<String, String> = BTreeMap::new();
         let mut reached = Vec::new();
         loop {
-            let views = self.block(self.registry.views())?;
-            let unplaced = self.block(self.registry.unplaced())?;
+            // A slow or failed poll is retried until the deadline (a busy cluster is not a
+            // failed start); the last error is said when the wait gives up.
+            let polled = self
+                .block(self.registry.views())
+                .and_then(|v| Ok((v, self.block(self.registry.unplaced())?)));
+            let (views, unplaced) = match polled {
+                Ok(p) => p,
+                Err(e) if Instant::now() < deadline => {
+                    failing = e.to_string();
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             pending.retain(|n| {
                 let rows: Vec<&UnitView> = views.iter().filter(|v| &v.unit == n).collect();
                 let done = match target {
@@ -508,6 +521,9 @@ impl Ctx {
                 return Ok(exit::OK);
             }
             if Instant::now() > deadline {
+                if !failing.is_empty() {
+                    eprintln!("(an earlier poll failed: {failing})");
+                }
                 for n in &pending {
                     eprintln!("Error waiting for units: timed out waiting for unit {n} to report state {target}");
                 }

@@ -18,6 +18,9 @@ use thiserror::Error;
 use crate::model::Keys;
 use crate::unit::UnitError;
 
+/// Between attempts at a request that met a member that is down.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
 /// etcd's default `--max-txn-ops`.
 pub const MAX_TXN_OPS: usize = 128;
 
@@ -131,28 +134,48 @@ impl Store {
             .fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
-    async fn call<T, F>(&self, what: &'static str, key: &str, fut: F) -> Result<T>
+    /// Runs `request` (a fresh attempt each call) within the timeout. A member that is down
+    /// answers `Unavailable` while the client still balances onto it: such a request is sent
+    /// again, to another member, until the timeout.
+    async fn call<T, F, Fut>(&self, what: &'static str, key: &str, mut request: F) -> Result<T>
     where
-        F: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+        F: FnMut(Client) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
     {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Err(_) => Err(FleetError::Timeout {
-                endpoints: self.endpoints.clone(),
-                secs: self.timeout.as_secs(),
-                what,
-                key: key.to_string(),
-            }),
-            Ok(Err(source)) => Err(FleetError::Request {
-                endpoints: self.endpoints.clone(),
-                what,
-                key: key.to_string(),
-                source,
-            }),
-            Ok(Ok(v)) => Ok(v),
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            match tokio::time::timeout_at(deadline, request(self.client())).await {
+                Err(_) => {
+                    return Err(FleetError::Timeout {
+                        endpoints: self.endpoints.clone(),
+                        secs: self.timeout.as_secs(),
+                        what,
+                        key: key.to_string(),
+                    })
+                }
+                Ok(Err(e))
+                    if keel_coordination::etcd::unavailable(&e)
+                        && tokio::time::Instant::now() + RETRY_PAUSE < deadline =>
+                {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Ok(Err(source)) => {
+                    return Err(FleetError::Request {
+                        endpoints: self.endpoints.clone(),
+                        what,
+                        key: key.to_string(),
+                        source,
+                    })
+                }
+                Ok(Ok(v)) => return Ok(v),
+            }
         }
     }
 
     /// Every key under `dir` decoded as `T`, and the revision the read saw (or read at `rev`).
+    /// Reads are serializable (answered by the member asked, without a raft round): a reader
+    /// that then watches from the revision it saw misses nothing, and listings may lag by the
+    /// member's replication delay, which is what fleetctl's listings showed too.
     pub async fn list<T: DeserializeOwned>(
         &self,
         dir: &str,
@@ -160,12 +183,16 @@ impl Store {
         rev: Option<i64>,
     ) -> Result<(Vec<(String, T)>, i64)> {
         self.count(dir.len());
-        let mut options = GetOptions::new().with_prefix();
+        let mut options = GetOptions::new().with_prefix().with_serializable();
         if let Some(r) = rev {
             options = options.with_revision(r);
         }
-        let mut c = self.client();
-        let resp = self.call("get", dir, c.get(dir, Some(options))).await?;
+        let resp = self
+            .call("get", dir, |mut c| {
+                let o = options.clone();
+                async move { c.get(dir, Some(o)).await }
+            })
+            .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         let mut out = Vec::with_capacity(resp.kvs().len());
         for kv in resp.kvs() {
@@ -176,14 +203,17 @@ impl Store {
         Ok((out, revision))
     }
 
+    /// One key, read linearizably (a read-modify-write such as a target-state change must see
+    /// the latest value).
     pub async fn get<T: DeserializeOwned>(
         &self,
         key: &str,
         what: &'static str,
     ) -> Result<Option<T>> {
         self.count(key.len());
-        let mut c = self.client();
-        let resp = self.call("get", key, c.get(key, None)).await?;
+        let resp = self
+            .call("get", key, |mut c| async move { c.get(key, None).await })
+            .await?;
         resp.kvs()
             .first()
             .map(|kv| decode(key, what, kv.value()))
@@ -194,8 +224,11 @@ impl Store {
         let bytes = encode(value);
         self.count(key.len() + bytes.len());
         let options = lease.map(|l| PutOptions::new().with_lease(l));
-        let mut c = self.client();
-        self.call("put", key, c.put(key, bytes, options)).await?;
+        self.call("put", key, |mut c| {
+            let (b, o) = (bytes.clone(), options.clone());
+            async move { c.put(key, b, o).await }
+        })
+        .await?;
         Ok(())
     }
 
@@ -206,28 +239,36 @@ impl Store {
         let txn = Txn::new()
             .when([Compare::version(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, bytes, None)]);
-        let mut c = self.client();
-        Ok(self.call("create", key, c.txn(txn)).await?.succeeded())
+        let done = self
+            .call("create", key, |mut c| {
+                let t = txn.clone();
+                async move { c.txn(t).await }
+            })
+            .await?;
+        Ok(done.succeeded())
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool> {
         self.count(key.len());
-        let mut c = self.client();
-        Ok(self
-            .call("delete", key, c.delete(key, None))
-            .await?
-            .deleted()
-            > 0)
+        let done = self
+            .call(
+                "delete",
+                key,
+                |mut c| async move { c.delete(key, None).await },
+            )
+            .await?;
+        Ok(done.deleted() > 0)
     }
 
     pub async fn delete_prefix(&self, dir: &str) -> Result<i64> {
         self.count(dir.len());
-        let mut c = self.client();
-        let opts = DeleteOptions::new().with_prefix();
-        Ok(self
-            .call("delete", dir, c.delete(dir, Some(opts)))
-            .await?
-            .deleted())
+        let done = self
+            .call("delete", dir, |mut c| async move {
+                c.delete(dir, Some(DeleteOptions::new().with_prefix()))
+                    .await
+            })
+            .await?;
+        Ok(done.deleted())
     }
 
     /// Writes `ops` in transactions of at most [`MAX_TXN_OPS`], each only while `guard` holds
@@ -259,8 +300,13 @@ impl Store {
                     guard.1,
                 )])
                 .and_then(txn_ops);
-            let mut c = self.client();
-            if !self.call("txn", &guard.0, c.txn(txn)).await?.succeeded() {
+            let done = self
+                .call("txn", &guard.0, |mut c| {
+                    let t = txn.clone();
+                    async move { c.txn(t).await }
+                })
+                .await?;
+            if !done.succeeded() {
                 return Err(FleetError::NotLeader);
             }
         }
@@ -270,33 +316,40 @@ impl Store {
     /// A watch on every key under `dir`, from revision `from`.
     pub async fn watch(&self, dir: &str, from: i64) -> Result<WatchStream> {
         self.count(dir.len());
-        let mut c = self.client();
         let options = WatchOptions::new().with_prefix().with_start_revision(from);
-        self.call("watch", dir, c.watch(dir, Some(options))).await
+        self.call("watch", dir, |mut c| {
+            let o = options.clone();
+            async move { c.watch(dir, Some(o)).await }
+        })
+        .await
     }
 
     pub async fn grant(&self, ttl: Duration) -> Result<i64> {
         self.count(16);
-        let mut c = self.client();
         let secs = ttl.as_secs().max(1) as i64;
-        Ok(self
-            .call("lease grant", "", c.lease_grant(secs, None))
-            .await?
-            .id())
+        let granted = self
+            .call("lease grant", "", |mut c| async move {
+                c.lease_grant(secs, None).await
+            })
+            .await?;
+        Ok(granted.id())
     }
 
     pub async fn revoke(&self, lease: i64) -> Result<()> {
         self.count(8);
-        let mut c = self.client();
-        self.call("lease revoke", "", c.lease_revoke(lease)).await?;
+        self.call("lease revoke", "", |mut c| async move {
+            c.lease_revoke(lease).await
+        })
+        .await?;
         Ok(())
     }
 
     /// Keeps `lease` alive, refreshing every third of `ttl`; returns (why) once it cannot.
     pub async fn keep_alive(&self, lease: i64, ttl: Duration) -> String {
-        let mut c = self.client();
         let (mut keeper, mut responses) = match self
-            .call("lease keep-alive", "", c.lease_keep_alive(lease))
+            .call("lease keep-alive", "", |mut c| async move {
+                c.lease_keep_alive(lease).await
+            })
             .await
         {
             Ok(k) => k,
