@@ -7,6 +7,9 @@
 //! terminal.
 //!
 //! Libraries take `&dyn Progress` (or a [`Reporter`]) and never decide how it is shown.
+//!
+//! A [`Reporter::timed`] reporter also keeps each finished step's start and duration, shown
+//! or not, from whichever thread ran it ([`Reporter::timings`]: `keel build --timings`).
 
 use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
@@ -43,6 +46,29 @@ pub struct Reporter {
     step_lines: Option<&'static str>,
     /// The step [`Progress::phase`] started, ended by the next one or by `finish`.
     current: Arc<Mutex<Option<Step>>>,
+    /// [`Reporter::timed`]: finished steps, in the order they finished.
+    timings: Option<Timings>,
+}
+
+/// One finished step of a [`Reporter::timed`] reporter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StepTime {
+    pub name: String,
+    /// When it started, counted from the moment the reporter was made timed.
+    pub start: Duration,
+    pub took: Duration,
+}
+
+#[derive(Clone)]
+struct Timings {
+    origin: Instant,
+    done: Arc<Mutex<Vec<StepTime>>>,
+}
+
+impl Timings {
+    fn done(&self) -> std::sync::MutexGuard<'_, Vec<StepTime>> {
+        self.done.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl Reporter {
@@ -54,6 +80,7 @@ impl Reporter {
             quiet,
             step_lines: None,
             current: Arc::default(),
+            timings: None,
         }
     }
 
@@ -73,7 +100,37 @@ impl Reporter {
             quiet: true,
             step_lines: None,
             current: Arc::default(),
+            timings: None,
         }
+    }
+
+    /// The same reporter, also keeping every finished step's start and duration from now on
+    /// ([`Reporter::timings`]), shown or not. Clones share them.
+    pub fn timed(self) -> Reporter {
+        Reporter {
+            timings: Some(Timings {
+                origin: Instant::now(),
+                done: Arc::default(),
+            }),
+            ..self
+        }
+    }
+
+    /// The steps finished so far (by [`Step::done`]), ordered by start; empty unless
+    /// [`Reporter::timed`].
+    pub fn timings(&self) -> Vec<StepTime> {
+        let mut v = self
+            .timings
+            .as_ref()
+            .map(|t| t.done().clone())
+            .unwrap_or_default();
+        v.sort_by_key(|t| t.start);
+        v
+    }
+
+    /// Time since [`Reporter::timed`] (`None` for a reporter that is not timed).
+    pub fn elapsed(&self) -> Option<Duration> {
+        self.timings.as_ref().map(|t| t.origin.elapsed())
     }
 
     pub fn is_visible(&self) -> bool {
@@ -124,6 +181,7 @@ impl Reporter {
             bar,
             what: what.to_string(),
             started: Instant::now(),
+            timings: self.timings.clone(),
         }
     }
 
@@ -179,6 +237,7 @@ pub struct Step {
     bar: ProgressBar,
     what: String,
     started: Instant,
+    timings: Option<Timings>,
 }
 
 impl Step {
@@ -190,9 +249,17 @@ impl Step {
         self.bar.set_message(format!("{}: {msg}", self.what));
     }
 
-    /// Replace the bar with a one-line summary; returns how long the step took.
+    /// Replace the bar with a one-line summary; returns how long the step took (and keeps it,
+    /// for a [`Reporter::timed`] reporter).
     pub fn done(self, detail: &str) -> Duration {
         let took = self.started.elapsed();
+        if let Some(t) = &self.timings {
+            t.done().push(StepTime {
+                name: self.what.clone(),
+                start: self.started.saturating_duration_since(t.origin),
+                took,
+            });
+        }
         if !self.bar.is_hidden() {
             let line = if detail.is_empty() {
                 format!("✓ {} ({:.1}s)", self.what, took.as_secs_f64())
@@ -240,5 +307,29 @@ mod tests {
         let step = r.step("a step");
         std::thread::sleep(Duration::from_millis(5));
         assert!(step.done("") >= Duration::from_millis(5));
+        assert!(r.timings().is_empty(), "an untimed reporter keeps nothing");
+    }
+
+    /// A timed reporter keeps the steps that finished, from any thread, ordered by start;
+    /// a step dropped without `done` (it failed) is not one of them.
+    #[test]
+    fn a_timed_reporter_keeps_finished_steps() {
+        let r = Reporter::hidden().timed();
+        let first = r.step("first");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let other = r.step("beside");
+                std::thread::sleep(Duration::from_millis(5));
+                other.done("");
+            });
+        });
+        drop(r.step("failed"));
+        first.done("");
+        let t = r.timings();
+        let names: Vec<&str> = t.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["first", "beside"]);
+        assert!(t[1].took >= Duration::from_millis(5));
+        assert!(t[0].start <= t[1].start && t[0].took >= t[1].took);
+        assert!(r.elapsed().unwrap() >= t[0].start + t[0].took);
     }
 }

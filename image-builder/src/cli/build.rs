@@ -6,6 +6,7 @@ use clap::Args;
 use keel_cli_support::exit;
 use keel_cli_support::progress::Reporter;
 
+use super::timings;
 use crate::build::{self, BuildOptions};
 use crate::definition::board::Format;
 use crate::keys;
@@ -69,6 +70,10 @@ pub struct BuildArgs {
     /// Print the manifest as JSON on stdout
     #[arg(long)]
     pub json: bool,
+    /// Print each step's start and time as a table on stderr at the end (with --json, also as
+    /// `timings` in the printed object; manifest.json never has them)
+    #[arg(long)]
+    pub timings: bool,
 }
 
 fn parse_format(s: &str) -> Result<Format, String> {
@@ -104,7 +109,10 @@ pub fn run(a: &BuildArgs, quiet: bool) -> i32 {
 
 /// Results go to stdout (only `--quiet` silences them); progress and warnings to stderr.
 fn build(a: &BuildArgs, quiet: bool) -> anyhow::Result<i32> {
-    let reporter = Reporter::new(quiet || a.json);
+    let mut reporter = Reporter::new(quiet || a.json);
+    if a.timings {
+        reporter = reporter.timed();
+    }
     let board = match a.board.clone() {
         Some(b) => b,
         None => keys::default_board()?,
@@ -128,7 +136,18 @@ fn build(a: &BuildArgs, quiet: bool) -> anyhow::Result<i32> {
     };
     let report = build::build(&opts, &reporter)?;
     let m = &report.manifest;
-    if a.json {
+    let steps = reporter.timings();
+    let wall = reporter.elapsed().unwrap_or_default();
+    if a.timings {
+        eprint!("{}", timings::table(&steps, wall));
+    }
+    if a.json && a.timings {
+        let mut v = serde_json::to_value(m)?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("timings".into(), timings::json(&steps, wall));
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if a.json {
         println!("{}", serde_json::to_string_pretty(m)?);
     } else if !quiet {
         println!(

@@ -5,6 +5,7 @@
 pub mod build;
 pub mod inspect;
 pub mod keygen;
+pub mod timings;
 
 use std::path::PathBuf;
 
