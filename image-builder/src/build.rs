@@ -21,6 +21,7 @@ use crate::keys;
 use crate::manifest::{self, Manifest};
 use crate::mkfs;
 use crate::ova;
+use crate::partition_images;
 use crate::pxe;
 use crate::qcow2;
 use crate::rootfs_cache;
@@ -316,104 +317,78 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         ramfs.config.modules.len()
     ));
 
-    // 3. The USR tree and its filesystem.
+    // 3-6. Two branches at once: the USR slot (tree, mkfs.erofs, verity and signature), whose
+    // mkfs.erofs is the longest step and uses one core, and the partition images that do not
+    // depend on it (UKI and ESP, OEM and ROOT). Each writes its own files in `work`.
     let rel_info = Release {
         version: opts.version.clone(),
         channel: channel.clone(),
         board: board.name.clone(),
         arch: board.arch.as_str().into(),
     };
-    let step = reporter.step("USR tree");
-    let stage = work.join("stage");
-    let usr = usr_tree::assemble(
-        &stage,
-        &usr_tree::Inputs {
-            tree: &cached.dir,
-            rootfs: &rootfs,
-            kernel: &kernel,
-            initramfs: &ramfs.bytes,
-            release: &rel_info,
-            extra_bins: &opts.extra_bins,
-            update_bin: &update_bin,
-            trusted: &trusted,
-            install_bin: &install_bin,
-            cloudinit_bin: &cloudinit_bin,
-            reboot_manager_bin: &reboot_manager_bin,
-            fleet_bin: &fleet_bin,
-            extra_files: &opts.extra_files,
-            debug_autologin_serial: opts.debug_autologin_serial,
-        },
-    )?;
-    step.done("");
-    let step = reporter.step("mkfs.erofs");
-    let body = work.join("usr.body");
-    let fs_seed = format!("{}:{}:{}:{epoch}", board.name, opts.version, channel);
-    mkfs::erofs(
-        &usr,
-        &body,
-        epoch,
-        mkfs::derived_uuid("usr-fs", &fs_seed),
-        board.usr.compression,
-    )?;
-    std::fs::remove_dir_all(&stage).map_err(io_at(&stage))?;
-    let fs_size = std::fs::metadata(&body).map_err(io_at(&body))?.len();
-    step.done(&format!("{} MiB", fs_size >> 20));
-
-    // 4. Verity and the signed metadata.
-    let slot = usr_slot::seal(
-        &body,
-        usr_slot::Describe {
-            version: opts.version.clone(),
-            channel: channel.clone(),
-            arch: board.arch.as_str().into(),
-            board: board.name.clone(),
-            build_time: epoch,
-            kernel: KernelInfo {
-                release: release.clone(),
-                build: kernel.version.build.clone(),
-                image: usr_tree::kernel_image_path(&release),
-                initramfs: usr_tree::initramfs_path(&release),
-            },
-        },
-        key,
-        reporter,
-    )?;
-
-    // 5. The ESP with the unified kernel image (and GRUB's files for BIOS).
-    let step = reporter.step("UKI and ESP");
     let cmdline = std::iter::once(board.cmdline_string())
         .chain(opts.kernel_args.iter().cloned())
         .collect::<Vec<_>>()
         .join(" ");
-    let esp = esp::build(&esp::Inputs {
+    let os_release = usr_tree::os_release(&rel_info);
+    let esp_inputs = esp::Inputs {
         board: &board,
         kernel: &kernel.image,
         initramfs: &initrd_path,
-        os_release: &usr_tree::os_release(&rel_info),
+        os_release: &os_release,
         cmdline: &cmdline,
         work,
         epoch,
+    };
+    let usr_inputs = usr_tree::Inputs {
+        tree: &cached.dir,
+        rootfs: &rootfs,
+        kernel: &kernel,
+        initramfs: &ramfs.bytes,
+        release: &rel_info,
+        extra_bins: &opts.extra_bins,
+        update_bin: &update_bin,
+        trusted: &trusted,
+        install_bin: &install_bin,
+        cloudinit_bin: &cloudinit_bin,
+        reboot_manager_bin: &reboot_manager_bin,
+        fleet_bin: &fleet_bin,
+        extra_files: &opts.extra_files,
+        debug_autologin_serial: opts.debug_autologin_serial,
+    };
+    let describe = usr_slot::Describe {
+        version: opts.version.clone(),
+        channel: channel.clone(),
+        arch: board.arch.as_str().into(),
+        board: board.name.clone(),
+        build_time: epoch,
+        kernel: KernelInfo {
+            release: release.clone(),
+            build: kernel.version.build.clone(),
+            image: usr_tree::kernel_image_path(&release),
+            initramfs: usr_tree::initramfs_path(&release),
+        },
+    };
+    let fs_seed = format!("{}:{}:{}:{epoch}", board.name, opts.version, channel);
+    let (slot, parts) = std::thread::scope(|s| {
+        let parts = s.spawn(|| partition_images::build(&esp_inputs, reporter));
+        let slot = usr_slot_branch(
+            work,
+            &usr_inputs,
+            &UsrFs {
+                epoch,
+                uuid: mkfs::derived_uuid("usr-fs", &fs_seed),
+                compression: board.usr.compression,
+            },
+            describe,
+            key,
+            reporter,
+        );
+        let parts = parts
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Ok::<_, Error>((slot?, parts?))
     })?;
-    step.done(&format!("UKI {} MiB", esp.uki_bytes >> 20));
-
-    // 6. OEM and ROOT.
-    let step = reporter.step("OEM and ROOT (ext4)");
-    let oem = work.join("oem.img");
-    let root = work.join("root.img");
-    for (img, label, mib) in [
-        (&oem, "OEM", board.partitions.oem_mib),
-        (&root, "ROOT", board.partitions.root_mib),
-    ] {
-        mkfs::ext4(
-            img,
-            mib << 20,
-            label,
-            mkfs::derived_uuid(&format!("{label}-fs"), &board.name),
-            mkfs::derived_uuid(&format!("{label}-hash-seed"), &board.name),
-            epoch,
-        )?;
-    }
-    step.done("");
 
     // 7. The disk and the payload.
     let plan = disk::plan(&board.partitions);
@@ -422,11 +397,11 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         &disk_path,
         &plan,
         &disk::Contents {
-            esp: &esp.image,
+            esp: &parts.esp.image,
             usr_a_body: &slot.body,
             usr_a_metadata: &slot.block,
-            oem: &oem,
-            root: &root,
+            oem: &parts.oem,
+            root: &parts.root,
         },
         reporter,
     )?;
@@ -435,21 +410,36 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         let core = grub_bios::install_built(&disk_path, work, plan.get(layout::BIOS_BOOT))?;
         step.done(&format!("core.img {} KiB", core / 1024));
     }
+    let step = reporter.step("writing usr.img");
     let payload_path = work.join("usr.img");
     usr_slot::write_payload(&slot, &payload_path)?;
+    step.done("");
 
-    // 8. The other forms users boot.
+    // 8. The other forms users boot, with disk.raw and usr.img hashed beside them (qemu-img
+    // convert -c, the longest of them, uses one core).
     let mut names: Vec<String> = vec!["disk.raw".into(), "usr.img".into()];
-    let (files, placed) = write_formats(&FormatInputs {
-        formats: &formats,
-        work,
-        board: &board,
-        version: &opts.version,
-        kernel: &kernel.image,
-        initramfs: &ramfs.bytes,
-        cmdline: &cmdline,
-        epoch,
-        reporter,
+    let ((files, placed), hashed) = std::thread::scope(|s| {
+        let hashes = s.spawn(|| {
+            names
+                .iter()
+                .map(|n| manifest::hash_output(work, n, reporter))
+                .collect::<Result<Vec<_>>>()
+        });
+        let written = write_formats(&FormatInputs {
+            formats: &formats,
+            work,
+            board: &board,
+            version: &opts.version,
+            kernel: &kernel.image,
+            initramfs: &ramfs.bytes,
+            cmdline: &cmdline,
+            epoch,
+            reporter,
+        });
+        let hashed = hashes
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Ok::<_, Error>((written?, hashed?))
     })?;
     names.extend(files);
 
@@ -457,6 +447,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
     let manifest = manifest::record(&manifest::Record {
         work,
         outputs: &names,
+        hashed: &hashed,
         key,
         reporter,
         version: &opts.version,
@@ -499,6 +490,36 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         dev_key_created: signing.created.then(|| signing.path.clone()),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// How the USR filesystem is made.
+struct UsrFs {
+    epoch: u64,
+    uuid: uuid::Uuid,
+    compression: crate::definition::board::Compression,
+}
+
+/// The USR slot: the tree staged in `work/stage`, its erofs filesystem, sealed (dm-verity,
+/// signed metadata).
+fn usr_slot_branch(
+    work: &Path,
+    tree: &usr_tree::Inputs,
+    fs: &UsrFs,
+    describe: usr_slot::Describe,
+    key: &keel_signing::Key,
+    reporter: &Reporter,
+) -> Result<usr_slot::Slot> {
+    let step = reporter.step("USR tree");
+    let stage = work.join("stage");
+    let usr = usr_tree::assemble(&stage, tree)?;
+    step.done("");
+    let step = reporter.step("mkfs.erofs");
+    let body = work.join("usr.body");
+    mkfs::erofs(&usr, &body, fs.epoch, fs.uuid, fs.compression)?;
+    std::fs::remove_dir_all(&stage).map_err(io_at(&stage))?;
+    let fs_size = std::fs::metadata(&body).map_err(io_at(&body))?.len();
+    step.done(&format!("{} MiB", fs_size >> 20));
+    usr_slot::seal(&body, describe, key, reporter)
 }
 
 struct FormatInputs<'a> {

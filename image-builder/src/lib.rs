@@ -32,6 +32,7 @@ pub mod manifest;
 pub mod mkfs;
 pub mod modules;
 pub mod ova;
+pub mod partition_images;
 pub mod pxe;
 pub mod qcow2;
 pub mod reboot_manager;

@@ -97,7 +97,7 @@ pub struct Initramfs {
     pub builtin_modules: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Output {
     pub name: String,
     pub sha256: String,
@@ -110,6 +110,8 @@ pub struct Record<'a> {
     pub work: &'a Path,
     /// The outputs in `work` to hash, disk.raw first.
     pub outputs: &'a [String],
+    /// Outputs hashed already ([`hash_output`]), which are not read again.
+    pub hashed: &'a [Output],
     pub key: &'a Key,
     pub reporter: &'a Reporter,
     pub version: &'a str,
@@ -175,15 +177,9 @@ pub fn record(r: &Record) -> Result<Manifest> {
 fn hash_outputs(r: &Record) -> Result<Vec<Output>> {
     let mut outputs = Vec::new();
     for name in r.outputs {
-        let p = r.work.join(name);
-        let size = std::fs::metadata(&p).map_err(io_at(&p))?.len();
-        let bar = r.reporter.bytes(&format!("sha256 {name}"), size);
-        let sha256 = digest::file_sha256(&p, |n| bar.set(n))?;
-        bar.done("");
-        outputs.push(Output {
-            name: name.clone(),
-            sha256,
-            size,
+        outputs.push(match r.hashed.iter().find(|o| &o.name == name) {
+            Some(o) => o.clone(),
+            None => hash_output(r.work, name, r.reporter)?,
         });
     }
     let raw = &outputs[0];
@@ -210,6 +206,20 @@ fn hash_outputs(r: &Record) -> Result<Vec<Output>> {
         },
     );
     Ok(outputs)
+}
+
+/// The size and SHA-256 of the output `name` in `work` (a `sha256 NAME` step).
+pub fn hash_output(work: &Path, name: &str, reporter: &Reporter) -> Result<Output> {
+    let p = work.join(name);
+    let size = std::fs::metadata(&p).map_err(io_at(&p))?.len();
+    let bar = reporter.bytes(&format!("sha256 {name}"), size);
+    let sha256 = digest::file_sha256(&p, |n| bar.set(n))?;
+    bar.done("");
+    Ok(Output {
+        name: name.to_string(),
+        sha256,
+        size,
+    })
 }
 
 fn file_input(p: &Path) -> Result<FileInput> {
