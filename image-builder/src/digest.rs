@@ -23,7 +23,15 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// SHA-256 of a file, calling `progress` with the bytes hashed so far. Holes of a sparse file
 /// are hashed as the zeros they read as, without reading them (a disk image is mostly holes).
-pub fn file_sha256(path: &Path, mut progress: impl FnMut(u64)) -> Result<String> {
+pub fn file_sha256(path: &Path, progress: impl FnMut(u64)) -> Result<String> {
+    Ok(hex::encode(
+        file_sha256_state(path, progress)?.finish().as_ref(),
+    ))
+}
+
+/// As [`file_sha256`], but the unfinished hash state: bytes that will follow the file (say,
+/// what is appended to it next) can be added without reading it again.
+pub fn file_sha256_state(path: &Path, mut progress: impl FnMut(u64)) -> Result<Context> {
     let mut f = File::open(path).map_err(io_at(path))?;
     let len = f.metadata().map_err(io_at(path))?.len();
     let mut ctx = Context::new(&SHA256);
@@ -44,7 +52,7 @@ pub fn file_sha256(path: &Path, mut progress: impl FnMut(u64)) -> Result<String>
         }
     }
     hash_zeros(&mut ctx, &mut pos, len, &mut progress);
-    Ok(hex::encode(ctx.finish().as_ref()))
+    Ok(ctx)
 }
 
 /// A hole from `pos` to `end`, hashed as the zeros it reads as.
@@ -140,6 +148,21 @@ mod tests {
         let empty = d.path().join("empty");
         std::fs::write(&empty, b"").unwrap();
         assert_eq!(file_sha256(&empty, |_| {}).unwrap(), sha256_hex(b""));
+    }
+
+    /// The state of a file's hash, continued with more bytes, is the hash of the file with
+    /// those bytes appended.
+    #[test]
+    fn a_continued_state_hashes_what_follows() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        std::fs::write(&p, b"head").unwrap();
+        let mut ctx = file_sha256_state(&p, |_| {}).unwrap();
+        ctx.update(b" and tail");
+        assert_eq!(
+            hex::encode(ctx.finish().as_ref()),
+            sha256_hex(b"head and tail")
+        );
     }
 
     #[test]

@@ -44,15 +44,19 @@ pub fn seal(body: &Path, d: Describe, key: &Key, reporter: &Reporter) -> Result<
             .map_err(io_at(body))?;
         f.set_len(data_size).map_err(io_at(body))?;
     }
-    let fs_sha = digest::file_sha256(body, |_| {})?;
+    // Two passes over the filesystem: its SHA-256 (which the salt and UUID derive from, and
+    // which, continued over the hash area, is the body's), then the hash tree.
+    let bar = reporter.bytes("sha256 and dm-verity hash tree", 2 * data_size);
+    let fs_state = digest::file_sha256_state(body, |n| bar.set(n))?;
+    let fs_sha = hex::encode(fs_state.clone().finish().as_ref());
     let salt = digest::sha256(format!("keel-verity-salt:{fs_sha}").as_bytes());
     let uuid = crate::mkfs::derived_uuid("verity-uuid", &fs_sha);
 
-    let bar = reporter.bytes("dm-verity hash tree", data_size);
     let mut reader = BufReader::new(File::open(body).map_err(io_at(body))?);
-    let tree = verity::build(&mut reader, data_size, &salt, uuid, |n| bar.set(n))
-        .map_err(|e| Error::Format(format!("{}: {e}", body.display())))?;
-    bar.done(&format!("root {}", hex::encode(tree.root_hash)));
+    let tree = verity::build(&mut reader, data_size, &salt, uuid, |n| {
+        bar.set(data_size + n)
+    })
+    .map_err(|e| Error::Format(format!("{}: {e}", body.display())))?;
     let mut f = OpenOptions::new()
         .append(true)
         .open(body)
@@ -60,8 +64,10 @@ pub fn seal(body: &Path, d: Describe, key: &Key, reporter: &Reporter) -> Result<
     f.write_all(&tree.hash_area).map_err(io_at(body))?;
     f.sync_all().map_err(io_at(body))?;
     drop(f);
-
-    let body_sha256 = digest::file_sha256(body, |_| {})?;
+    let mut body_state = fs_state;
+    body_state.update(&tree.hash_area);
+    let body_sha256 = hex::encode(body_state.finish().as_ref());
+    bar.done(&format!("root {}", hex::encode(tree.root_hash)));
     let meta = SlotMetadata {
         version: d.version,
         channel: d.channel,
