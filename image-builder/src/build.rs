@@ -416,7 +416,8 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
     step.done("");
 
     // 8. The other forms users boot, with disk.raw and usr.img hashed beside them (qemu-img
-    // convert -c, the longest of them, uses one core).
+    // convert -c, the longest of them, uses one core), and the USR stage removed (unlinking
+    // ~10,000 hard links into the cache takes a while too).
     let mut names: Vec<String> = vec!["disk.raw".into(), "usr.img".into()];
     let ((files, placed), hashed) = std::thread::scope(|s| {
         let hashes = s.spawn(|| {
@@ -424,6 +425,13 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
                 .iter()
                 .map(|n| manifest::hash_output(work, n, reporter))
                 .collect::<Result<Vec<_>>>()
+        });
+        let stage = work.join("stage");
+        let cleanup = s.spawn(move || {
+            let step = reporter.step("removing the USR stage");
+            std::fs::remove_dir_all(&stage).map_err(io_at(&stage))?;
+            step.done("");
+            Ok::<_, Error>(())
         });
         let written = write_formats(&FormatInputs {
             formats: &formats,
@@ -439,6 +447,9 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         let hashed = hashes
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        cleanup
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
         Ok::<_, Error>((written?, hashed?))
     })?;
     names.extend(files);
@@ -499,8 +510,8 @@ struct UsrFs {
     compression: crate::definition::board::Compression,
 }
 
-/// The USR slot: the tree staged in `work/stage`, its erofs filesystem, sealed (dm-verity,
-/// signed metadata).
+/// The USR slot: the tree staged in `work/stage` (left there: it is removed beside the formats),
+/// its erofs filesystem, sealed (dm-verity, signed metadata).
 fn usr_slot_branch(
     work: &Path,
     tree: &usr_tree::Inputs,
@@ -516,7 +527,6 @@ fn usr_slot_branch(
     let step = reporter.step("mkfs.erofs");
     let body = work.join("usr.body");
     mkfs::erofs(&usr, &body, fs.epoch, fs.uuid, fs.compression)?;
-    std::fs::remove_dir_all(&stage).map_err(io_at(&stage))?;
     let fs_size = std::fs::metadata(&body).map_err(io_at(&body))?.len();
     step.done(&format!("{} MiB", fs_size >> 20));
     usr_slot::seal(&body, describe, key, reporter)
