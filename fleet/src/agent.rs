@@ -78,6 +78,17 @@ impl<S: Systemd> Agent<S> {
         }
     }
 
+    /// A call into systemd; a blocking one (systemctl: a daemon-reload took 17 s in a busy
+    /// guest) leaves this worker thread to the runtime's other tasks meanwhile, so the lease
+    /// keep-alive and the engine go on.
+    fn sys<T>(&mut self, f: impl FnOnce(&mut S) -> T) -> T {
+        if S::BLOCKING {
+            tokio::task::block_in_place(|| f(&mut self.systemd))
+        } else {
+            f(&mut self.systemd)
+        }
+    }
+
     fn say(&self, what: std::fmt::Arguments) {
         if self.cfg.verbose {
             eprintln!("keel-fleet agent {}: {what}", short(&self.cfg.machine_id));
@@ -201,20 +212,20 @@ impl<S: Systemd> Agent<S> {
         let was_launched = before.is_some_and(|b| b.target == TargetState::Launched);
         if rewrite {
             self.say(format_args!("writing {} ({})", a.name, a.target));
-            if let Err(e) = self.systemd.write(&a.name, &a.content) {
+            if let Err(e) = self.sys(|s| s.write(&a.name, &a.content)) {
                 self.say(format_args!("{}: {e}", a.name));
             }
         }
         match a.target {
             TargetState::Launched if rewrite || !was_launched => {
                 self.say(format_args!("starting {}", a.name));
-                if let Err(e) = self.systemd.start(&a.name) {
+                if let Err(e) = self.sys(|s| s.start(&a.name)) {
                     self.say(format_args!("{e}"));
                 }
             }
             TargetState::Loaded | TargetState::Inactive if was_launched => {
                 self.say(format_args!("stopping {}", a.name));
-                if let Err(e) = self.systemd.stop(&a.name) {
+                if let Err(e) = self.sys(|s| s.stop(&a.name)) {
                     self.say(format_args!("{e}"));
                 }
             }
@@ -233,7 +244,7 @@ impl<S: Systemd> Agent<S> {
     async fn unapply(&mut self, name: &str) -> Result<()> {
         if self.applied.remove(name).is_some() {
             self.say(format_args!("removing {name}"));
-            if let Err(e) = self.systemd.remove(name) {
+            if let Err(e) = self.sys(|s| s.remove(name)) {
                 self.say(format_args!("{e}"));
             }
         }
@@ -245,17 +256,18 @@ impl<S: Systemd> Agent<S> {
 
     /// Puts the unit's states when they differ from what was last reported.
     async fn report(&mut self, name: &str, lease: i64) -> Result<()> {
-        let Some(applied) = self.applied.get(name) else {
+        let Some((hash, target)) = self.applied.get(name).map(|a| (a.hash.clone(), a.target))
+        else {
             return Ok(());
         };
-        let s = self.systemd.states(name);
+        let s = self.sys(|s| s.states(name));
         let status = UnitStatus {
             machine: self.cfg.machine_id.clone(),
             load: s.load,
             active: s.active,
             sub: s.sub,
-            hash: applied.hash.clone(),
-            target: applied.target,
+            hash,
+            target,
         };
         if self.reported.get(name) == Some(&status) {
             return Ok(());
@@ -270,7 +282,7 @@ impl<S: Systemd> Agent<S> {
     async fn leave(&mut self, lease: i64) {
         let names: Vec<String> = self.applied.keys().cloned().collect();
         for n in names {
-            let _ = self.systemd.remove(&n);
+            let _ = self.sys(|s| s.remove(&n));
             self.applied.remove(&n);
         }
         if let Err(e) = self.store.revoke(lease).await {

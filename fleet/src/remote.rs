@@ -48,13 +48,34 @@ impl SshOptions {
     pub fn command_on(&self, host: &str, argv: &[String]) -> Command {
         let mut c = self.ssh();
         if let Some(t) = &self.tunnel {
+            // Not `-J`: the jump's own ssh would not get these `-o` options (host key
+            // checking, identity), so the hop is a ProxyCommand built from the same ones.
             let (h, p) = host_port(t);
-            c.arg("-J").arg(format!("{}@{h}:{p}", self.user));
+            let hop = self.ssh();
+            let mut words: Vec<String> = std::iter::once(hop.get_program())
+                .chain(hop.get_args())
+                .map(|a| shell_quote(&a.to_string_lossy()))
+                .collect();
+            words.extend(["-p".into(), p.to_string(), "-W".into(), "%h:%p".into()]);
+            words.push(shell_quote(&format!("{}@{h}", self.user)));
+            c.arg("-o").arg(format!("ProxyCommand={}", words.join(" ")));
         }
         c.arg(format!("{}@{host}", self.user));
         c.arg("--");
         c.args(argv);
         c
+    }
+}
+
+/// `s` as one word for /bin/sh (which runs a ProxyCommand).
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -158,6 +179,38 @@ impl Drop for Tunnel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_hop_through_the_tunnel_keeps_the_options() {
+        let o = SshOptions {
+            user: "core".into(),
+            strict: false,
+            known_hosts: None,
+            tunnel: Some("127.0.0.1:2222".into()),
+            forward_agent: false,
+            identity: Some("/tmp/my key".into()),
+            timeout_secs: 10,
+        };
+        let c = o.command_on("192.168.77.12", &["journalctl".into()]);
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let proxy = args
+            .iter()
+            .find(|a| a.starts_with("ProxyCommand="))
+            .unwrap();
+        assert!(proxy.contains("StrictHostKeyChecking=no"), "{proxy}");
+        assert!(proxy.contains("-i '/tmp/my key'"), "{proxy}");
+        assert!(
+            proxy.ends_with("-p 2222 -W %h:%p core@127.0.0.1"),
+            "{proxy}"
+        );
+        assert_eq!(
+            args[args.len() - 3..],
+            ["core@192.168.77.12", "--", "journalctl"]
+        );
+    }
 
     #[test]
     fn tunnel_hosts() {

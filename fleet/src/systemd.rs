@@ -17,6 +17,10 @@ pub struct States {
 }
 
 pub trait Systemd: Send + 'static {
+    /// Whether calls block the thread (they then run beside the async runtime's workers,
+    /// which needs a multi-thread runtime).
+    const BLOCKING: bool;
+
     /// Writes the unit file and makes systemd read it.
     fn write(&mut self, name: &str, content: &str) -> Result<(), String>;
     fn start(&mut self, name: &str) -> Result<(), String>;
@@ -58,6 +62,8 @@ fn systemctl(args: &[&str]) -> Result<String, String> {
 }
 
 impl Systemd for Systemctl {
+    const BLOCKING: bool = true;
+
     fn write(&mut self, name: &str, content: &str) -> Result<(), String> {
         std::fs::create_dir_all(&self.unit_dir)
             .map_err(|e| format!("{}: {e}", self.unit_dir.display()))?;
@@ -137,6 +143,8 @@ impl Recorder {
 }
 
 impl Systemd for Recorder {
+    const BLOCKING: bool = false;
+
     fn write(&mut self, name: &str, _content: &str) -> Result<(), String> {
         self.record(format!("write {name}"));
         self.units

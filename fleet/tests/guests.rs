@@ -107,6 +107,8 @@ impl Fleetctl {
             .env("FLEETCTL_TUNNEL", &self.tunnel)
             .env("FLEETCTL_SSH_IDENTITY", &self.key)
             .env("FLEETCTL_STRICT_HOST_KEY_CHECKING", "false")
+            // sshd in a guest under TCG can take longer than ssh's 10 s to say hello.
+            .env("FLEETCTL_SSH_TIMEOUT", "90")
             .args(args)
             .output()
             .unwrap()
@@ -405,7 +407,14 @@ fn the_source_documents_fleet_units_on_three_guests() {
         .arg(&key)
         .args(["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
         .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
-        .args(["-J", &format!("core@127.0.0.1:{ssh_port}")])
+        .args(["-o", "ConnectTimeout=90"])
+        .arg("-o")
+        .arg(format!(
+            "ProxyCommand=ssh -i {} -o BatchMode=yes -o StrictHostKeyChecking=no \
+             -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o ConnectTimeout=90 \
+             -p {ssh_port} -W %h:%p core@127.0.0.1",
+            key.display()
+        ))
         .arg(format!("core@{}", address(3)))
         .args(["fleetctl", "list-units"])
         .output()

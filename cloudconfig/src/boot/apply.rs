@@ -19,8 +19,9 @@ pub enum Verdict {
     Halt,
 }
 
-/// Groups `core` joins when the image has them, as on Flatcar: `docker` runs containers.
-pub const CORE_GROUPS: &[&str] = &["docker"];
+/// Groups `core` joins when the image has them, as on Flatcar: `docker` runs containers,
+/// `systemd-journal` reads every unit's journal (what `fleetctl journal` runs over SSH).
+pub const CORE_GROUPS: &[&str] = &["docker", "systemd-journal"];
 
 /// The user every Keel machine has (made on first boot, before any config is applied), in
 /// those of `groups` that exist.
@@ -224,10 +225,15 @@ mod core_tests {
         let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
         assert!(!group.contains("docker"), "{group}");
 
-        std::fs::write(root.join("etc/group"), format!("{group}docker:x:998:\n")).unwrap();
+        std::fs::write(
+            root.join("etc/group"),
+            format!("{group}docker:x:998:\nsystemd-journal:x:999:\n"),
+        )
+        .unwrap();
         ensure_core(root, &mut out);
         assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
         let group = std::fs::read_to_string(root.join("etc/group")).unwrap();
         assert!(group.contains("docker:x:998:core\n"), "{group}");
+        assert!(group.contains("systemd-journal:x:999:core\n"), "{group}");
     }
 }
