@@ -65,7 +65,37 @@ impl<T> Drop for Abort<T> {
     }
 }
 
-pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The pause before a session starts again after a failure: 0.5 s doubling to 5 s, back to
+/// 0.5 s after a session that lasted a while.
+pub(crate) struct Backoff {
+    pub next: Duration,
+}
+
+const FIRST_PAUSE: Duration = Duration::from_millis(500);
+const MAX_PAUSE: Duration = Duration::from_secs(5);
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { next: FIRST_PAUSE }
+    }
+}
+
+impl Backoff {
+    /// Waits before the next session (the one that began at `began` failed); `true` when
+    /// `stop` turned meanwhile.
+    pub async fn pause(&mut self, began: Instant, stop: &mut watch::Receiver<bool>) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(self.next) => {}
+            _ = stop.changed() => return true,
+        }
+        self.next = if began.elapsed() > MAX_PAUSE * 2 {
+            FIRST_PAUSE
+        } else {
+            (self.next * 2).min(MAX_PAUSE)
+        };
+        false
+    }
+}
 
 impl<S: Systemd> Agent<S> {
     pub fn new(store: Store, cfg: AgentConfig, systemd: S) -> Self {
@@ -98,22 +128,16 @@ impl<S: Systemd> Agent<S> {
     /// Runs until `stop` turns true; then stops its units and gives up its lease, so the leader
     /// moves them at once.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = Backoff::default();
         loop {
             let began = Instant::now();
             match self.session(&mut stop).await {
                 Ok(()) => return,
-                Err(e) => self.say(format_args!("{e}; retrying in {backoff:?}")),
+                Err(e) => self.say(format_args!("{e}; retrying in {:?}", backoff.next)),
             }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => return,
+            if backoff.pause(began, &mut stop).await {
+                return;
             }
-            backoff = if began.elapsed() > MAX_BACKOFF * 2 {
-                Duration::from_millis(500)
-            } else {
-                (backoff * 2).min(MAX_BACKOFF)
-            };
         }
     }
 

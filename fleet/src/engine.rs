@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{EventType, ResignOptions};
 use tokio::sync::watch;
 
-use crate::agent::{short, Abort, MAX_BACKOFF};
+use crate::agent::{short, Abort, Backoff};
 use crate::model::{Assignment, MachineRecord, UnitRecord, Unplaced};
 use crate::schedule::{self, Job, Machine};
 use crate::store::{encode, FleetError, Op, Result, Store};
@@ -66,22 +66,19 @@ pub async fn run_reporting(
     stop: &mut watch::Receiver<bool>,
     mut on_pass: impl FnMut(Pass),
 ) {
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::default();
     loop {
         let began = Instant::now();
         match session(&store, &cfg, stop, &mut on_pass).await {
             Ok(()) => return,
-            Err(e) => say(&cfg, format_args!("{e}; campaigning again in {backoff:?}")),
+            Err(e) => say(
+                &cfg,
+                format_args!("{e}; campaigning again in {:?}", backoff.next),
+            ),
         }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stop.changed() => return,
+        if backoff.pause(began, stop).await {
+            return;
         }
-        backoff = if began.elapsed() > MAX_BACKOFF * 2 {
-            Duration::from_millis(500)
-        } else {
-            (backoff * 2).min(MAX_BACKOFF)
-        };
     }
 }
 
