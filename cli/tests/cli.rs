@@ -27,19 +27,28 @@ fn every_command_has_help() {
     assert_eq!(r.status.code(), Some(exit::USAGE));
 }
 
-/// `keel serve` and `keel lockd` hand over to the binaries beside keel (built by the same
+/// `keel serve`, `keel lockd` and `keel fleet` hand over to the binaries beside keel (built by the same
 /// `cargo build`/`cargo test` of the workspace): their own help comes back.
 #[test]
-fn serve_and_lockd_are_the_service_binaries() {
-    for (cmd, tool_usage) in [
-        ("serve", "Usage: keel-update-server serve"),
-        ("lockd", "Usage: keel-reboot-manager lockd"),
+fn serve_lockd_and_fleet_are_the_service_binaries() {
+    for (cmd, tool, tool_usage) in [
+        (
+            "serve",
+            "keel-update-server",
+            "Usage: keel-update-server serve",
+        ),
+        (
+            "lockd",
+            "keel-reboot-manager",
+            "Usage: keel-reboot-manager lockd",
+        ),
+        (
+            "fleet",
+            "keel-fleet",
+            "Usage: keel-fleet [OPTIONS] <COMMAND>",
+        ),
     ] {
-        let beside = keel_bin().with_file_name(if cmd == "serve" {
-            "keel-update-server"
-        } else {
-            "keel-reboot-manager"
-        });
+        let beside = keel_bin().with_file_name(tool);
         if !beside.exists() {
             panic!("{} missing: ci/build.sh builds it", beside.display());
         }
