@@ -1,12 +1,9 @@
 //! The end-to-end test driver baked into test images (`--extra-file`), through which tests talk
-//! to a booted guest.
+//! to a booted guest: the files' texts and how they are written. Which image gets them, and
+//! where they are kept, is `image.rs`'s business.
 
-use std::collections::hash_map::DefaultHasher;
 use std::fs;
-use std::hash::Hasher;
 use std::path::Path;
-
-use crate::image::{images_dir, lock};
 
 /// TEST IMAGES ONLY. The e2e test driver: a unit that, at every boot after multi-user.target,
 /// runs the script on /dev/vdb (the first extra disk: a shell script padded with zeros) with its
@@ -67,22 +64,6 @@ pub fn driver_files() -> Vec<(&'static str, &'static str, &'static str)> {
     ]
 }
 
-/// `files` written into the image cache (in a directory named after their content, since the
-/// image cache key covers the build arguments, not the files' bytes), as `--extra-file`
-/// arguments for `keel build`.
-pub fn extra_file_args(files: &[(&str, &str, &str)]) -> Vec<String> {
-    let mut h = DefaultHasher::new();
-    for (name, dest, text) in files {
-        for part in [name, dest, text] {
-            h.write(part.as_bytes());
-        }
-    }
-    let dir = images_dir().join(format!("e2e-files-{:016x}", h.finish()));
-    // Builds read these files while holding the lock: never rewrite one under them.
-    let _l = lock();
-    write_extra_files(&dir, files)
-}
-
 /// `files` written into `dir` (made if missing), as `--extra-file` arguments for `keel build`:
 /// scripts (`#!`) mode 0755, other text 0644, `symlink:TARGET` a symlink (an existing one
 /// stands: parallel callers make the same links).
@@ -107,16 +88,4 @@ pub fn write_extra_files(dir: &Path, files: &[(&str, &str, &str)]) -> Vec<String
         args.push(format!("{}={dest}", src.display()));
     }
     args
-}
-
-/// The e2e image at `version` (the default board with the boot marker and the test driver):
-/// `e2e_opts("e2e-v1", "1.0.0")` is the image every update test starts from, shared through
-/// the image cache.
-pub fn e2e_opts(name: &str, version: &str) -> crate::image::BuildOpts {
-    crate::image::BuildOpts {
-        name: name.into(),
-        version: version.into(),
-        extra_args: extra_file_args(&[boot_marker_files(), driver_files()].concat()),
-        ..crate::image::BuildOpts::default()
-    }
 }

@@ -34,7 +34,7 @@ impl Default for BuildOpts {
             version: "1.0.0".into(),
             channel: None,
             source_date_epoch: None,
-            extra_args: crate::driver::extra_file_args(&crate::driver::boot_marker_files()),
+            extra_args: extra_file_args(&crate::driver::boot_marker_files()),
         }
     }
 }
@@ -414,4 +414,38 @@ pub fn metal_opts() -> BuildOpts {
 /// Path of the default image's disk.raw.
 pub fn built_image() -> PathBuf {
     default_image().disk
+}
+
+/// `files` written into the image cache (in a directory named after their content, since the
+/// image cache key covers the build arguments, not the files' bytes), as `--extra-file`
+/// arguments for `keel build`.
+pub fn extra_file_args(files: &[(&str, &str, &str)]) -> Vec<String> {
+    let mut h = DefaultHasher::new();
+    for (name, dest, text) in files {
+        for part in [name, dest, text] {
+            h.write(part.as_bytes());
+        }
+    }
+    let dir = images_dir().join(format!("e2e-files-{:016x}", h.finish()));
+    // Builds read these files while holding the lock: never rewrite one under them.
+    let _l = lock();
+    crate::driver::write_extra_files(&dir, files)
+}
+
+/// The e2e image at `version` (the default board with the boot marker and the test driver):
+/// `e2e_opts("e2e-v1", "1.0.0")` is the image every update test starts from, shared through
+/// the image cache.
+pub fn e2e_opts(name: &str, version: &str) -> BuildOpts {
+    BuildOpts {
+        name: name.into(),
+        version: version.into(),
+        extra_args: extra_file_args(
+            &[
+                crate::driver::boot_marker_files(),
+                crate::driver::driver_files(),
+            ]
+            .concat(),
+        ),
+        ..BuildOpts::default()
+    }
 }
