@@ -62,7 +62,7 @@ fn mutated_unit_files_never_panic_and_what_parses_is_consistent() {
             parsed += 1;
             // The contradictions fleet refuses never come out of a successful parse.
             assert!(!(r.global && (r.machine_id.is_some() || !r.conflicts.is_empty())));
-            assert!(!(r.machine_id.is_some() && !r.machine_of.is_empty()));
+            assert!(r.machine_id.is_none() || r.machine_of.is_empty());
             assert!(!r.machine_of.iter().any(|m| m == name), "{text:?}");
             for (k, vals) in &r.metadata {
                 assert!(
