@@ -290,15 +290,7 @@ fn keel(inp: &Inputs, dir: &Path, fs: UsrFs) -> Result<Run> {
     let (usr_fs, beside) = std::thread::scope(|scope| {
         let beside = scope.spawn(|| -> Result<Steps> {
             let mut t = Steps::default();
-            t.run("vfat", || {
-                mkfs::vfat(
-                    &esp,
-                    inp.sizes.esp_mib * MIB,
-                    "EFI-SYSTEM",
-                    EPOCH,
-                    &[(&inp.uki, "EFI/BOOT/BOOTX64.EFI")],
-                )
-            })?;
+            t.run("vfat", || esp_image(inp, &esp))?;
             t.run("ext4", || -> keel_builder::Result<()> {
                 for (img, label, mib) in [
                     (&oem, "OEM", inp.sizes.oem_mib),
@@ -403,15 +395,7 @@ fn repart(inp: &Inputs, dir: &Path) -> Result<Run> {
     let mut s = Steps::default();
     // repart 252 fills a vfat partition by mounting it, and this host's kernel has no vfat:
     // the ESP is made by the same call keel uses and handed to repart with CopyBlocks=.
-    s.run("vfat", || {
-        mkfs::vfat(
-            &esp,
-            inp.sizes.esp_mib * MIB,
-            "EFI-SYSTEM",
-            EPOCH,
-            &[(&inp.uki, "EFI/BOOT/BOOTX64.EFI")],
-        )
-    })?;
+    s.run("vfat", || esp_image(inp, &esp))?;
     s.run("systemd-repart", || -> Result<()> {
         command::run(
             Command::new("systemd-repart")
@@ -773,4 +757,16 @@ fn read_range(path: &Path, offset: u64, len: u64) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len as usize];
     f.read_exact(&mut buf)?;
     Ok(buf)
+}
+
+/// The ESP with the UKI, made the way keel build makes it (both runs use it: repart 252 would
+/// mount a vfat, which this host's kernel lacks).
+fn esp_image(inp: &Inputs, esp: &Path) -> keel_builder::Result<()> {
+    mkfs::vfat(
+        esp,
+        inp.sizes.esp_mib * MIB,
+        "EFI-SYSTEM",
+        EPOCH,
+        &[(&inp.uki, "EFI/BOOT/BOOTX64.EFI")],
+    )
 }
