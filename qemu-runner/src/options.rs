@@ -99,9 +99,9 @@ pub struct BootOptions {
     /// then printed nothing for this long (a hung guest, e.g. one out of memory, instead of
     /// the whole timeout). `None`: waits only end on their timeout.
     pub silence_limit: Option<std::time::Duration>,
-    /// A guest whose kernel restarted the machine and whose firmware then printed nothing
-    /// for this long is reset again, at most twice per session (`reset_watch`: OVMF under
-    /// TCG has been seen to hang after a reset).
+    /// A guest the emulator hung is reset after this long of silence, at most twice per
+    /// session (`reset_watch`, both seen under TCG: OVMF silent after a restart; a kernel
+    /// silent before init with every vCPU busy).
     pub restart_silence_limit: std::time::Duration,
     /// QEMU fw_cfg entries the guest reads (`-fw_cfg name=NAME,file=FILE`): (NAME, FILE).
     /// Names of user entries start with `opt/` (e.g. `opt/org.keel/user-data`).

@@ -62,7 +62,9 @@ pub struct Session {
     kernel_started_at: Option<usize>,
     /// How far the console was searched for the banner.
     banner_scanned: usize,
-    /// Resets done because the firmware stayed silent after the guest restarted.
+    /// Whether the guest is in its kernel before init ([`reset_watch::KernelStage`]).
+    kernel_stage: reset_watch::KernelStage,
+    /// Resets done because the emulator hung the guest ([`reset_watch`]).
     firmware_resets: u32,
     /// When the last of them was done: the silence is counted from there.
     last_firmware_reset: Option<Instant>,
@@ -297,6 +299,7 @@ impl Session {
             unproven_kvm_failure: None,
             kernel_started_at: None,
             banner_scanned: 0,
+            kernel_stage: reset_watch::KernelStage::default(),
             firmware_resets: 0,
             last_firmware_reset: None,
             disk: disk_path,
@@ -444,7 +447,7 @@ impl Session {
                         continue;
                     }
                     self.blame_kvm_if_tcg_got_further(false);
-                    self.reset_if_firmware_stuck();
+                    self.reset_if_emulator_stuck();
                     if let Some(silent_for) = self.silent_after_kernel_start() {
                         return Err(BootError::Silent {
                             pattern: pattern.map(String::from),
@@ -523,9 +526,10 @@ impl Session {
         }
     }
 
-    /// The guest's kernel restarted the machine and the firmware has printed nothing since
-    /// ([`reset_watch`]): resets it again, saying so and where the vCPUs were.
-    fn reset_if_firmware_stuck(&mut self) {
+    /// The emulator hung the guest ([`reset_watch`]: firmware silent after a restart, or a
+    /// kernel silent before init with every vCPU busy): resets it again, saying so and where
+    /// the vCPUs were.
+    fn reset_if_emulator_stuck(&mut self) {
         if self.firmware_resets >= reset_watch::MAX_RESETS {
             return;
         }
@@ -541,23 +545,33 @@ impl Session {
         let tail = self
             .console
             .text_from(len.saturating_sub(reset_watch::TAIL_BYTES));
-        if !reset_watch::firmware_stuck(&tail, silent_for, limit) {
+        let from = self.kernel_stage.resume_at();
+        self.kernel_stage
+            .read(from, &self.console.text_bytes_from(from));
+        let firmware = reset_watch::firmware_stuck(&tail, silent_for, limit);
+        if !firmware && !self.kernel_stage.before_init() {
             return;
         }
         let args = serde_json::json!({ "command-line": "info registers -a" });
-        let cpus = match self.qmp("human-monitor-command", Some(args)) {
-            Ok(Value::String(text)) => reset_watch::where_the_cpus_are(&text),
+        let registers = match self.qmp("human-monitor-command", Some(args)) {
+            Ok(Value::String(text)) => text,
             other => format!("(no registers: {other:?})"),
+        };
+        let what = if firmware {
+            "the guest restarted and its firmware printed nothing"
+        } else if reset_watch::kernel_stuck(true, &tail, &registers) {
+            "its kernel stopped before starting init, every vCPU busy, and printed nothing"
+        } else {
+            return;
         };
         self.firmware_resets += 1;
         self.last_firmware_reset = Some(Instant::now());
         let reset = self.qmp("system_reset", None);
         eprintln!(
-            "keel-qemu: {}: the guest restarted and its firmware printed nothing for {} s \
-             ({}); resetting the machine again ({} of {}): {reset:?}",
+            "keel-qemu: {}: {what} for {} s ({}); resetting the machine ({} of {}): {reset:?}",
             self.log_path.display(),
             silent_for.as_secs(),
-            cpus,
+            reset_watch::where_the_cpus_are(&registers),
             self.firmware_resets,
             reset_watch::MAX_RESETS,
         );
@@ -719,8 +733,8 @@ impl Session {
         self.console.text_from(start)
     }
 
-    /// How often the machine was reset because its firmware stayed silent after the guest
-    /// restarted it ([`BootOptions::restart_silence_limit`]).
+    /// How often the machine was reset because the emulator hung it ([`crate::reset_watch`]:
+    /// silent for [`BootOptions::restart_silence_limit`] after a restart, or before init).
     pub fn firmware_resets(&self) -> u32 {
         self.firmware_resets
     }

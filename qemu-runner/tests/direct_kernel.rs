@@ -147,6 +147,44 @@ fn silence_after_a_restart_line_resets_the_machine_again() {
     assert_eq!(vm.firmware_resets(), 1, "{}", vm.log());
 }
 
+/// A kernel that printed an early line and then nothing, every vCPU busy, is reset again (a
+/// `stop_machine` that never completed under TCG, seen in CI); here the shell plays that
+/// kernel: it prints an early kernel's lines and spins on both vCPUs.
+#[test]
+fn a_kernel_silent_before_init_with_busy_vcpus_is_reset() {
+    let kernel = debian::kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let initramfs = shell_initramfs(dir.path(), &kernel);
+    let image = blank_disk(dir.path(), "disk.raw", 8);
+    let mut options = BootOptions {
+        restart_silence_limit: Duration::from_secs(5),
+        ..shell_options(&image, &kernel, &initramfs)
+    };
+    // Not quiet: the kernel says when it starts init, which ends "before init".
+    if let keel_qemu::Firmware::Direct { append, .. } = &mut options.firmware {
+        *append = append.replace(" quiet", "");
+    }
+    let mut vm = Session::start(&options).unwrap();
+    vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
+    // Init ran: both vCPUs busy and silent now is the image's, never reset.
+    vm.send_line("(while :; do :; done &); (while :; do :; done &); echo spinning")
+        .unwrap();
+    let busy = vm.wait_for("never printed", Duration::from_secs(8));
+    assert!(matches!(busy, Err(BootError::Timeout { .. })), "{busy:?}");
+    assert_eq!(vm.firmware_resets(), 0);
+
+    // A kernel banner and an early line, then silence with both vCPUs still spinning.
+    vm.send_line(
+        "printf '[    0.000000] Linux vers%s x\\r\\n[    1.244878] clocksource: Switch%s hpet\\r\\n' \
+         ion ed; sleep 600",
+    )
+    .unwrap();
+    vm.wait_for("Switched to clocksource hpet", Duration::from_secs(30))
+        .unwrap();
+    vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
+    assert_eq!(vm.firmware_resets(), 1, "{}", vm.log());
+}
+
 #[test]
 fn power_off_before_the_pattern_is_reported_as_exited() {
     let kernel = debian::kernel();
