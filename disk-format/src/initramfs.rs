@@ -10,6 +10,8 @@
 //! | `/dev/console`, `/dev/null` | device nodes the kernel needs before devtmpfs is mounted |
 //! | `/usr.img` (PXE/ISO only) | a whole signed USR payload, booted from RAM |
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 pub const CONFIG_PATH: &str = "/etc/keel/init.json";
@@ -112,6 +114,11 @@ pub struct InitConfig {
     /// Modules to load, in load order (dependencies first), as paths below
     /// `/lib/modules/<kernel_release>/`.
     pub modules: Vec<String>,
+    /// What each of `modules` needs loaded before it (its `modules.dep` entries and `pre:`
+    /// soft dependencies, among `modules`), so that independent ones load at once. Absent
+    /// (initramfs of an older Keel): each module needs the ones listed before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_needs: Option<BTreeMap<String, Vec<String>>>,
     /// Disk GUID of the boot disk as built; `keel.disk=` on the command line overrides it.
     pub disk_guid: String,
     /// Program to hand off to as PID 1; `keel.init=` overrides it.

@@ -83,6 +83,16 @@ pub fn build(inp: &Inputs) -> Result<Initramfs> {
     let config = InitConfig {
         kernel_release: inp.kernel_release.to_string(),
         modules: loaded,
+        module_needs: Some(
+            resolved
+                .needs
+                .iter()
+                .map(|(path, needs)| {
+                    let plain = |p: &String| modules::uncompressed_path(p);
+                    (plain(path), needs.iter().map(plain).collect())
+                })
+                .collect(),
+        ),
         disk_guid: inp.disk_guid.clone(),
         hand_off: inp.hand_off.clone(),
         keel_version: inp.keel_version.clone(),

@@ -2,7 +2,7 @@
 //! dependencies (`modules.dep`) and `pre:` soft dependencies (`modules.softdep`, whose names may
 //! be aliases from `modules.alias`, e.g. `crc32c`), into a load order, and decompressing `.ko.xz` / `.ko.zst` / `.ko.gz` files.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -48,10 +48,14 @@ pub struct ModuleIndex {
     aliases: HashMap<String, Vec<String>>,
 }
 
-/// What the initramfs needs: modules in load order, and requested names that are built in.
+/// What the initramfs needs: modules in load order, what each needs loaded before it, and
+/// requested names that are built in.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Resolved {
     pub load_order: Vec<String>,
+    /// path → the paths (of `load_order`) it needs loaded first: its `modules.dep` entries and
+    /// its `pre:` soft dependencies.
+    pub needs: BTreeMap<String, Vec<String>>,
     pub builtin: Vec<String>,
 }
 
@@ -122,12 +126,12 @@ impl ModuleIndex {
     /// Aliases built into the kernel, or provided by nothing, are skipped.
     pub fn resolve(&self, names: &[String]) -> Result<Resolved, ModulesError> {
         let mut order = Vec::new();
-        let mut seen = HashSet::new();
+        let mut needs = BTreeMap::new();
         let mut builtin = Vec::new();
         for n in names {
             let key = normalize(n);
             if let Some(path) = self.paths.get(&key) {
-                self.visit(path, &mut seen, &mut order);
+                self.visit(path, &mut needs, &mut order);
             } else if self.builtin.contains(&key) {
                 builtin.push(n.clone());
             } else {
@@ -136,14 +140,22 @@ impl ModuleIndex {
         }
         Ok(Resolved {
             load_order: order,
+            needs,
             builtin,
         })
     }
 
-    fn visit(&self, path: &str, seen: &mut HashSet<String>, order: &mut Vec<String>) {
-        if !seen.insert(path.to_string()) {
+    fn visit(
+        &self,
+        path: &str,
+        needs: &mut BTreeMap<String, Vec<String>>,
+        order: &mut Vec<String>,
+    ) {
+        if needs.contains_key(path) {
             return;
         }
+        needs.insert(path.to_string(), Vec::new());
+        let mut first: Vec<&String> = Vec::new();
         if let Some(pre) = self.softdep_pre.get(&name_of(path)) {
             for p in pre {
                 let modules = match self.paths.get(p) {
@@ -156,14 +168,20 @@ impl ModuleIndex {
                         .filter_map(|m| self.paths.get(m))
                         .collect(),
                 };
-                for pp in modules {
-                    self.visit(pp, seen, order);
-                }
+                first.extend(modules);
             }
         }
-        for d in self.deps.get(path).into_iter().flatten() {
-            self.visit(d, seen, order);
+        first.extend(self.deps.get(path).into_iter().flatten());
+        for d in &first {
+            self.visit(d, needs, order);
         }
+        let mut direct: Vec<String> = Vec::new();
+        for d in first {
+            if !direct.contains(d) {
+                direct.push(d.clone());
+            }
+        }
+        needs.insert(path.to_string(), direct);
         order.push(path.to_string());
     }
 }
@@ -232,6 +250,20 @@ kernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko
         assert_eq!(r.load_order.len(), 8);
         let unique: HashSet<_> = r.load_order.iter().collect();
         assert_eq!(unique.len(), r.load_order.len());
+        // Every module's needs come before it in the load order.
+        assert_eq!(r.needs.len(), r.load_order.len());
+        for (path, needs) in &r.needs {
+            for n in needs {
+                assert!(pos(n) < pos(path), "{n} before {path}");
+            }
+        }
+        assert_eq!(
+            r.needs["kernel/drivers/md/dm-verity.ko.xz"],
+            vec![
+                "kernel/drivers/md/dm-bufio.ko",
+                "kernel/drivers/md/dm-mod.ko"
+            ]
+        );
     }
 
     #[test]
@@ -246,6 +278,16 @@ kernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko
             ]
         );
         assert_eq!(r.builtin, vec!["ext4"]);
+        assert_eq!(
+            r.needs["kernel/lib/libcrc32c.ko"],
+            vec!["kernel/crypto/crc32c-intel.ko"],
+            "the soft dependency is a dependency"
+        );
+        assert_eq!(
+            r.needs["kernel/fs/erofs/erofs.ko"],
+            vec!["kernel/lib/libcrc32c.ko"]
+        );
+        assert!(r.needs["kernel/crypto/crc32c-intel.ko"].is_empty());
     }
 
     /// Debian's generic kernel: `softdep libcrc32c pre: crc32c`, where `crc32c` is only an

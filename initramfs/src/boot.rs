@@ -131,7 +131,11 @@ fn prepare() -> Result<(Settings, Vec<VerifyingKey>, String)> {
                  they will not load"
             );
         }
-        modules::load_all(modules_for, &settings.modules);
+        modules::load_all(
+            modules_for,
+            &settings.modules,
+            settings.module_needs.as_ref(),
+        );
     }
     usr::preflight()?;
 

@@ -27,6 +27,8 @@ pub struct Settings {
     /// Kernel release the initramfs modules are for, and the modules in load order.
     pub kernel_release: Option<String>,
     pub modules: Vec<String>,
+    /// What each module needs loaded first ([`InitConfig::module_needs`]).
+    pub module_needs: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// Combine the two sources; returns the settings and messages about unusable values.
@@ -61,6 +63,7 @@ pub fn resolve(config: Option<&InitConfig>, cmdline: &CmdLine) -> (Settings, Vec
         debug: cmdline.debug,
         kernel_release: config.map(|c| c.kernel_release.clone()),
         modules: config.map(|c| c.modules.clone()).unwrap_or_default(),
+        module_needs: config.and_then(|c| c.module_needs.clone()),
     };
     (settings, problems)
 }
@@ -74,6 +77,7 @@ mod tests {
         InitConfig {
             kernel_release: "6.1.0-56-cloud-amd64".into(),
             modules: vec!["kernel/drivers/md/dm-mod.ko".into()],
+            module_needs: None,
             disk_guid: "11111111-2222-3333-4444-555555555555".into(),
             hand_off: "/usr/lib/systemd/systemd".into(),
             keel_version: "1.0.0".into(),
