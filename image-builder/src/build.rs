@@ -317,9 +317,9 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         ramfs.config.modules.len()
     ));
 
-    // 3-6. Two branches at once: the USR slot (tree, mkfs.erofs, verity and signature), whose
-    // mkfs.erofs is the longest step and uses one core, and the partition images that do not
-    // depend on it (UKI and ESP, OEM and ROOT). Each writes its own files in `work`.
+    // 3-6. Two branches at once: the USR slot (tree, mkfs.erofs beside ROOT, verity and
+    // signature), whose mkfs.erofs is the longest step and uses one core, and the partition
+    // images that do not depend on it (UKI and ESP, OEM). Each writes its own files in `work`.
     let rel_info = Release {
         version: opts.version.clone(),
         channel: channel.clone(),
@@ -380,6 +380,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
                 uuid: mkfs::derived_uuid("usr-fs", &fs_seed),
                 compression: board.usr.compression,
             },
+            &board,
             describe,
             key,
             reporter,
@@ -389,6 +390,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         Ok::<_, Error>((slot?, parts?))
     })?;
+    let (slot, root_image) = slot;
 
     // 7. The disk and the payload.
     let plan = disk::plan(&board.partitions);
@@ -401,7 +403,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             usr_a_body: &slot.body,
             usr_a_metadata: &slot.block,
             oem: &parts.oem,
-            root: &parts.root,
+            root: &root_image,
         },
         reporter,
     )?;
@@ -511,25 +513,36 @@ struct UsrFs {
 }
 
 /// The USR slot: the tree staged in `work/stage` (left there: it is removed beside the formats),
-/// its erofs filesystem, sealed (dm-verity, signed metadata).
+/// its erofs filesystem, sealed (dm-verity, signed metadata); and ROOT, holding a copy of the
+/// tree's factory /var, made while mkfs.erofs runs.
+#[allow(clippy::too_many_arguments)]
 fn usr_slot_branch(
     work: &Path,
     tree: &usr_tree::Inputs,
     fs: &UsrFs,
+    board: &Board,
     describe: usr_slot::Describe,
     key: &keel_signing::Key,
     reporter: &Reporter,
-) -> Result<usr_slot::Slot> {
+) -> Result<(usr_slot::Slot, PathBuf)> {
     let step = reporter.step("USR tree");
     let stage = work.join("stage");
     let usr = usr_tree::assemble(&stage, tree)?;
     step.done("");
-    let step = reporter.step("mkfs.erofs");
+    let step = reporter.step("mkfs.erofs, and ROOT (ext4 with the factory /var)");
     let body = work.join("usr.body");
-    mkfs::erofs(&usr, &body, fs.epoch, fs.uuid, fs.compression)?;
+    let factory_var = usr.join(keel_format::initramfs::usr::FACTORY_VAR);
+    let root = std::thread::scope(|s| {
+        let root = s.spawn(|| partition_images::root(work, board, fs.epoch, &factory_var));
+        let erofs = mkfs::erofs(&usr, &body, fs.epoch, fs.uuid, fs.compression);
+        let root = root
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        erofs.and(root)
+    })?;
     let fs_size = std::fs::metadata(&body).map_err(io_at(&body))?.len();
     step.done(&format!("{} MiB", fs_size >> 20));
-    usr_slot::seal(&body, describe, key, reporter)
+    Ok((usr_slot::seal(&body, describe, key, reporter)?, root))
 }
 
 struct FormatInputs<'a> {

@@ -1,6 +1,6 @@
 //! Filesystems by the real tools, made reproducible: erofs for USR (`-T` fixed time, `-U` fixed
-//! UUID), FAT32 for the ESP (`--invariant`, mtools with SOURCE_DATE_EPOCH), empty ext4 for OEM
-//! and ROOT (E2FSPROGS_FAKE_TIME, fixed UUID and hash seed).
+//! UUID), FAT32 for the ESP (`--invariant`, mtools with SOURCE_DATE_EPOCH), ext4 for OEM and
+//! ROOT (E2FSPROGS_FAKE_TIME, fixed UUID and hash seed, every file time at the epoch).
 
 use std::fs::File;
 use std::path::Path;
@@ -110,20 +110,110 @@ pub fn ext4(
     hash_seed: Uuid,
     epoch: u64,
 ) -> Result<()> {
+    ext4_with(out, size, label, uuid, hash_seed, epoch, None)
+}
+
+/// An ext4 filesystem of `size` bytes holding a copy of the directory `tree` (`mkfs.ext4 -d`,
+/// which adds entries sorted by name), every timestamp at `epoch`.
+pub fn ext4_with(
+    out: &Path,
+    size: u64,
+    label: &str,
+    uuid: Uuid,
+    hash_seed: Uuid,
+    epoch: u64,
+    tree: Option<&Path>,
+) -> Result<()> {
     let f = File::create(out).map_err(io_at(out))?;
     f.set_len(size).map_err(io_at(out))?;
     drop(f);
-    Tool::new("mkfs.ext4")?
+    let mut t = Tool::new("mkfs.ext4")?
         .args(["-q", "-F", "-b", "4096", "-T", "default", "-L", label])
         .arg(format!("-U{uuid}"))
         .arg(format!(
             "-Ehash_seed={hash_seed},lazy_itable_init=0,lazy_journal_init=0,nodiscard,root_owner=0:0"
-        ))
-        .arg(out)
+        ));
+    let mut paths = Vec::new();
+    if let Some(tree) = tree {
+        paths = set_times(tree, epoch)?;
+        t = t.arg("-d").arg(tree);
+    }
+    t.arg(out)
         .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
         .env("SOURCE_DATE_EPOCH", epoch.to_string())
         .run()?;
+    if !paths.is_empty() {
+        set_change_times(out, &paths, epoch)?;
+    }
     Ok(())
+}
+
+/// `mkfs.ext4 -d` copies each file's change time, which nobody can set on the host: it is
+/// rewritten in the image with debugfs.
+fn set_change_times(image: &Path, paths: &[String], epoch: u64) -> Result<()> {
+    let mut commands = String::new();
+    for p in paths {
+        if p.contains(['"', '\n', '\\']) {
+            return Err(crate::error::Error::input(format!(
+                "{p:?}: a name debugfs cannot be given (quote, backslash or newline)"
+            )));
+        }
+        commands.push_str(&format!("sif \"/{p}\" ctime @{epoch}\n"));
+    }
+    let script = image.with_extension("debugfs");
+    std::fs::write(&script, commands).map_err(io_at(&script))?;
+    let run = Tool::new("debugfs")?
+        .arg("-w")
+        .arg("-f")
+        .arg(&script)
+        .arg(image)
+        .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
+        .run();
+    let _ = std::fs::remove_file(&script);
+    run?;
+    Ok(())
+}
+
+/// Every entry below `tree` (and `tree`) gets `epoch` as its access and modification time;
+/// symbolic links themselves, not their targets. Returns the entries' paths below `tree`, sorted.
+fn set_times(tree: &Path, epoch: u64) -> Result<Vec<String>> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let t = TimeSpec::new(epoch as i64, 0);
+    let mut dirs = vec![tree.to_path_buf()];
+    let mut found = Vec::new();
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(io_at(&dir))? {
+            let path = entry.map_err(io_at(&dir))?.path();
+            if std::fs::symlink_metadata(&path)
+                .map_err(io_at(&path))?
+                .is_dir()
+            {
+                dirs.push(path.clone());
+            }
+            if let Ok(rel) = path.strip_prefix(tree) {
+                found.push(rel.to_string_lossy().into_owned());
+            }
+            utimensat(
+                nix::fcntl::AT_FDCWD,
+                &path,
+                &t,
+                &t,
+                UtimensatFlags::NoFollowSymlink,
+            )
+            .map_err(|e| io_at(&path)(e.into()))?;
+        }
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            &dir,
+            &t,
+            &t,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| io_at(&dir)(e.into()))?;
+    }
+    found.sort();
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -159,6 +249,49 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&st.stdout)
         );
+    }
+
+    /// The same files written in a different order (so that small directories list them in
+    /// another order) at other times give the same filesystem, which holds them.
+    #[test]
+    fn ext4_with_a_tree_is_reproducible_and_clean() {
+        let d = tempfile::tempdir().unwrap();
+        let (u, s) = (derived_uuid("t", "u"), derived_uuid("t", "s"));
+        let names = ["b", "a", "c/d", "c/e"];
+        for (tree, order) in [("ta", [0, 1, 2, 3]), ("tb", [3, 2, 1, 0])] {
+            for i in order {
+                let p = d.path().join(tree).join("var").join(names[i]);
+                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+                std::fs::write(&p, names[i]).unwrap();
+            }
+            std::os::unix::fs::symlink("a", d.path().join(tree).join("var/link")).unwrap();
+            let tree = d.path().join(tree);
+            ext4_with(
+                &tree.with_extension("img"),
+                16 << 20,
+                "ROOT",
+                u,
+                s,
+                1_700_000_000,
+                Some(&tree),
+            )
+            .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1100));
+        }
+        let (a, b) = (d.path().join("ta.img"), d.path().join("tb.img"));
+        assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap());
+        let st = std::process::Command::new("e2fsck")
+            .args(["-fn"])
+            .arg(&a)
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{st:?}");
+        let listing = std::process::Command::new("debugfs")
+            .args(["-R", "cat /var/c/e"])
+            .arg(&a)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&listing.stdout), "c/e");
     }
 
     #[test]

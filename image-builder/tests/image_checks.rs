@@ -194,7 +194,7 @@ fn esp_passes_fsck_vfat_and_holds_a_uki_with_the_kernel_initramfs_and_cmdline() 
 }
 
 #[test]
-fn root_and_oem_pass_e2fsck_and_carry_their_labels() {
+fn root_and_oem_pass_e2fsck_carry_their_labels_and_root_holds_var() {
     let img = default_image();
     let v = inspect_json(&img.disk, &img.pubkey);
     let d = tempfile::tempdir().unwrap();
@@ -207,6 +207,28 @@ fn root_and_oem_pass_e2fsck_and_carry_their_labels() {
         let (ok, text) = run(Command::new("e2label").arg(&f));
         assert!(ok && text.trim() == label, "e2label {label}: {text}");
     }
+    // ROOT already holds the factory /var and keel-init's marker: a first boot copies nothing.
+    let root = d.path().join("ROOT");
+    let debugfs = |request: &str| run(Command::new("debugfs").args(["-R", request]).arg(&root));
+    let (ok, listing) = debugfs("ls -p /.keel");
+    assert!(ok && listing.contains("/var-populated/"), "{listing}");
+    let (ok, listing) = debugfs("ls -p /var/lib");
+    assert!(ok && listing.contains("/systemd/"), "{listing}");
+    // Every time in it is the build's (reproducible), the change times too.
+    let (ok, stat) = debugfs("stat /var/lib/systemd");
+    assert!(ok, "{stat}");
+    let times: Vec<&str> = stat
+        .lines()
+        .filter(|l| l.trim_start().starts_with("ctime:") || l.trim_start().starts_with("mtime:"))
+        .map(|l| l.split("--").next().unwrap_or("").trim())
+        .collect();
+    assert_eq!(times.len(), 2, "{stat}");
+    assert!(
+        times
+            .iter()
+            .all(|t| t[t.find(':').unwrap()..] == times[0][times[0].find(':').unwrap()..]),
+        "change time differs from the modification time: {stat}"
+    );
 }
 
 #[test]
