@@ -180,6 +180,17 @@ fn set_times(tree: &Path, epoch: u64) -> Result<Vec<String>> {
     use nix::sys::stat::{utimensat, UtimensatFlags};
     use nix::sys::time::TimeSpec;
     let t = TimeSpec::new(epoch as i64, 0);
+    let touch = |path: &Path| {
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            &t,
+            &t,
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .map_err(|e| io_at(path)(e.into()))
+    };
+    // A directory is touched after it is read: reading it would set its access time again.
     let mut dirs = vec![tree.to_path_buf()];
     let mut found = Vec::new();
     while let Some(dir) = dirs.pop() {
@@ -190,27 +201,14 @@ fn set_times(tree: &Path, epoch: u64) -> Result<Vec<String>> {
                 .is_dir()
             {
                 dirs.push(path.clone());
+            } else {
+                touch(&path)?;
             }
             if let Ok(rel) = path.strip_prefix(tree) {
                 found.push(rel.to_string_lossy().into_owned());
             }
-            utimensat(
-                nix::fcntl::AT_FDCWD,
-                &path,
-                &t,
-                &t,
-                UtimensatFlags::NoFollowSymlink,
-            )
-            .map_err(|e| io_at(&path)(e.into()))?;
         }
-        utimensat(
-            nix::fcntl::AT_FDCWD,
-            &dir,
-            &t,
-            &t,
-            UtimensatFlags::NoFollowSymlink,
-        )
-        .map_err(|e| io_at(&dir)(e.into()))?;
+        touch(&dir)?;
     }
     found.sort();
     Ok(found)

@@ -114,23 +114,29 @@ fn a_pattern_that_never_appears_times_out_with_the_tail() {
         .contains(&vm.log_path().display().to_string()));
 }
 
-/// A guest that printed the kernel's last line before a restart and then nothing is reset again
-/// (firmware stuck after a reset, seen under TCG); a guest silent after anything else is not.
-#[test]
-fn silence_after_a_restart_line_resets_the_machine_again() {
+/// The shell guest with a 5 s silence limit for the emulator-hang watches, not quiet: the
+/// kernel says when it starts init (which ends "before init"), and a kernel booting after a
+/// reset prints within the limit.
+fn watched_shell_options(dir: &std::path::Path) -> BootOptions {
     let kernel = debian::kernel();
-    let dir = tempfile::tempdir().unwrap();
-    let initramfs = shell_initramfs(dir.path(), &kernel);
-    let image = blank_disk(dir.path(), "disk.raw", 8);
+    let initramfs = shell_initramfs(dir, &kernel);
+    let image = blank_disk(dir, "disk.raw", 8);
     let mut options = BootOptions {
         restart_silence_limit: Duration::from_secs(5),
         ..shell_options(&image, &kernel, &initramfs)
     };
-    // Not quiet: the kernel booting after the reset prints within the limit.
     if let keel_qemu::Firmware::Direct { append, .. } = &mut options.firmware {
         *append = append.replace(" quiet", "");
     }
-    let mut vm = Session::start(&options).unwrap();
+    options
+}
+
+/// A guest that printed the kernel's last line before a restart and then nothing is reset again
+/// (firmware stuck after a reset, seen under TCG); a guest silent after anything else is not.
+#[test]
+fn silence_after_a_restart_line_resets_the_machine_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut vm = Session::start(&watched_shell_options(dir.path())).unwrap();
     vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
     // Silent after an ordinary line: waited out, never reset.
     let quiet = vm.wait_for("never printed", Duration::from_secs(8));
@@ -152,19 +158,8 @@ fn silence_after_a_restart_line_resets_the_machine_again() {
 /// kernel: it prints an early kernel's lines and spins on both vCPUs.
 #[test]
 fn a_kernel_silent_before_init_with_busy_vcpus_is_reset() {
-    let kernel = debian::kernel();
     let dir = tempfile::tempdir().unwrap();
-    let initramfs = shell_initramfs(dir.path(), &kernel);
-    let image = blank_disk(dir.path(), "disk.raw", 8);
-    let mut options = BootOptions {
-        restart_silence_limit: Duration::from_secs(5),
-        ..shell_options(&image, &kernel, &initramfs)
-    };
-    // Not quiet: the kernel says when it starts init, which ends "before init".
-    if let keel_qemu::Firmware::Direct { append, .. } = &mut options.firmware {
-        *append = append.replace(" quiet", "");
-    }
-    let mut vm = Session::start(&options).unwrap();
+    let mut vm = Session::start(&watched_shell_options(dir.path())).unwrap();
     vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
     // Init ran: both vCPUs busy and silent now is the image's, never reset.
     vm.send_line("(while :; do :; done &); (while :; do :; done &); echo spinning")
