@@ -9,6 +9,7 @@ use keel_fleet::glob;
 use keel_fleet::model::parse_metadata;
 use keel_fleet::schedule::{plan, Job, Machine};
 use keel_fleet::unit::{check_name, options, split_instance, Requirements};
+use keel_testkit::rng::Rng;
 
 const SEEDS: [&str; 4] = [
     "[Unit]\nDescription=HelloWorldApp\n\n[Service]\nExecStart=/bin/sh -c \"echo hi\"\n\n[X-Fleet]\nMachineMetadata=group=hw_webservers\nConflicts=hello_world@*\n",
@@ -17,33 +18,18 @@ const SEEDS: [&str; 4] = [
     "[X-Fleet]\nMachineID=\"562999f8\"\nReplaces=old.service\n",
 ];
 
-/// xorshift64*: small, deterministic, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 const ALPHABET: &[u8] = b"[]=\\\"%*?^-@.\n \tXFleetMachineIDOfConflictsGlobal01az\xff\xc3";
 
 fn mutate(rng: &mut Rng, seed: &str) -> String {
     let mut b = seed.as_bytes().to_vec();
-    for _ in 0..1 + rng.below(8) {
-        let at = rng.below(b.len() + 1);
-        match rng.below(3) {
+    for _ in 0..1 + rng.index(8) {
+        let at = rng.index(b.len() + 1);
+        match rng.index(3) {
             0 if at < b.len() => {
                 b.remove(at);
             }
-            1 if at < b.len() => b[at] = ALPHABET[rng.below(ALPHABET.len())],
-            _ => b.insert(at, ALPHABET[rng.below(ALPHABET.len())]),
+            1 if at < b.len() => b[at] = ALPHABET[rng.index(ALPHABET.len())],
+            _ => b.insert(at, ALPHABET[rng.index(ALPHABET.len())]),
         }
     }
     String::from_utf8_lossy(&b).into_owned()
@@ -51,7 +37,7 @@ fn mutate(rng: &mut Rng, seed: &str) -> String {
 
 #[test]
 fn mutated_unit_files_never_panic_and_what_parses_is_consistent() {
-    let mut rng = Rng(0x5eed_f1ee_7000_0001);
+    let mut rng = Rng::new(0x5eed_f1ee_7000_0001);
     let names = ["hello_world@1.service", "web@3.service", "a.service"];
     let mut parsed = 0;
     for i in 0..20_000 {
@@ -80,12 +66,12 @@ fn mutated_unit_files_never_panic_and_what_parses_is_consistent() {
 
 #[test]
 fn globs_and_names_from_noise_terminate_quickly() {
-    let mut rng = Rng(0x5eed_f1ee_7000_0002);
+    let mut rng = Rng::new(0x5eed_f1ee_7000_0002);
     let started = Instant::now();
     for _ in 0..20_000 {
-        let len = rng.below(24);
+        let len = rng.index(24);
         let pattern: String = (0..len)
-            .map(|_| ALPHABET[rng.below(ALPHABET.len())] as char)
+            .map(|_| ALPHABET[rng.index(ALPHABET.len())] as char)
             .collect();
         let name = mutate(&mut rng, "hello_world@12.service");
         let _ = glob::matches(&pattern, &name);
@@ -103,7 +89,7 @@ fn globs_and_names_from_noise_terminate_quickly() {
 
 #[test]
 fn any_parsed_units_schedule_without_panic_and_respect_their_constraints() {
-    let mut rng = Rng(0x5eed_f1ee_7000_0003);
+    let mut rng = Rng::new(0x5eed_f1ee_7000_0003);
     let machines: Vec<Machine> = (0..4)
         .map(|i| Machine {
             id: format!("{i:08x}aaaa"),

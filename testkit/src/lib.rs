@@ -10,6 +10,7 @@
 //!   initramfs is made of ([`initramfs`]).
 //! - Services: a throwaway PostgreSQL cluster on a unix socket ([`postgres`]).
 //! - The suite's tiers, CI and full ([`tier`]).
+//! - A seeded generator and byte mutator for property tests and the fuzz driver ([`rng`]).
 
 mod child;
 pub mod conformance;
@@ -25,6 +26,7 @@ pub mod netns;
 pub mod postgres;
 pub mod reboot_sim;
 pub mod registry;
+pub mod rng;
 pub mod tier;
 pub mod update_server;
 

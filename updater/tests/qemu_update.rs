@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 mod common;
 
 use keel_qemu::{BootOptions, ScriptedGuest};
+use keel_testkit::rng::Rng;
 
 const BOOT: Duration = Duration::from_secs(300);
 
@@ -479,20 +480,6 @@ esac
     eprintln!("test took {:.0}s", started.elapsed().as_secs_f64());
 }
 
-/// A tiny deterministic generator (xorshift64*), so a failing run can be repeated by seed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
 /// The phases of `apply` a cut targets: (name, the line that starts it, the line that ends it).
 /// The step lines are keel-update's own (stderr not a terminal).
 const PHASES: [(&str, &str, &str); 4] = [
@@ -561,7 +548,7 @@ fn power_cuts_during_apply_always_leave_a_bootable_signed_system() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| keel_testkit::tier::pick(PHASES.len(), 100));
     eprintln!("power cuts: {cuts}, seed {seed} (KEEL_E2E_SEED={seed} repeats this run)");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let disk = private_copy(&im.v1.disk, dir.path(), "disk.raw");
     let v2 = private_copy(&im.v2.payload, dir.path(), "v2.img");

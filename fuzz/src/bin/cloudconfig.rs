@@ -1,8 +1,5 @@
-//! cloud-config: parse (typed) and validate (the findings report).
+//! See keel_fuzz_targets::cloudconfig.
 
 fn main() {
-    afl::fuzz!(|data: &[u8]| {
-        let _ = keel_cloudconfig::parse(data);
-        let _ = keel_cloudconfig::validate(data);
-    });
+    afl::fuzz!(|data: &[u8]| keel_fuzz_targets::cloudconfig::run(data));
 }

@@ -1,5 +1,5 @@
-//! Helpers shared by the fuzz targets in `src/bin/`: an in-memory sparse disk, so a GPT taken
-//! from a multi-gigabyte image fits in a seed of a few KiB, and the fixed key seeds are signed with.
+//! An in-memory sparse disk, so a GPT taken from a multi-gigabyte image fits in a seed of a few
+//! KiB, the fixed key the seeds are signed with, and small byte helpers.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -38,7 +38,8 @@ impl SparseDisk {
         self.pos = offset;
         let end = (offset + bytes.len() as u64).min(self.len);
         if offset < end {
-            self.write_all(&bytes[..(end - offset) as usize]).expect("in memory");
+            self.write_all(&bytes[..(end - offset) as usize])
+                .expect("in memory");
         }
     }
 }
