@@ -34,6 +34,20 @@ impl Metrics {
         f(g.entry(group.to_owned()).or_default());
     }
 
+    /// Add every counter of `other` to these.
+    pub fn merge(&self, other: &Metrics) {
+        let other = other.groups.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, c) in other.iter() {
+            self.add(name, |g| {
+                g.checks += c.checks;
+                g.granted += c.granted;
+                g.held += c.held;
+                g.succeeded += c.succeeded;
+                g.failed += c.failed;
+            });
+        }
+    }
+
     pub fn get(&self, group: &str) -> GroupCounters {
         let g = self.groups.lock().unwrap_or_else(|p| p.into_inner());
         g.get(group).copied().unwrap_or_default()

@@ -24,11 +24,17 @@ pub enum Refusal {
     /// The store cannot be used (HTTP 503: the client backs off and retries).
     #[error("{0}")]
     Unavailable(String),
+    /// An in-memory view of the store could not answer: answer again with the store itself.
+    #[error("the database is needed")]
+    WouldBlock,
 }
 
 impl From<StoreError> for Refusal {
     fn from(e: StoreError) -> Self {
-        Refusal::Unavailable(e.to_string())
+        match e {
+            StoreError::WouldBlock => Refusal::WouldBlock,
+            e => Refusal::Unavailable(e.to_string()),
+        }
     }
 }
 

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::http::{self, State, TlsError};
 use crate::protocol::Settings;
+use crate::store::batched::Batched;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -99,8 +100,14 @@ async fn prune_every_hour(store: Arc<dyn Store>, keep: i64, mut stop: watch::Rec
     }
 }
 
-/// Open the configured store: PostgreSQL when `postgres` is set, else the SQLite file.
+/// Open the configured store: PostgreSQL when `postgres` is set, else the SQLite file, behind
+/// [`Batched`] (check-ins written in batches, groups and channel packages cached).
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    open_backend(config).map(|backend| Arc::new(Batched::new(backend)) as Arc<dyn Store>)
+}
+
+/// The configured database itself, without [`Batched`].
+pub fn open_backend(config: &Config) -> Result<Arc<dyn Store>, StartError> {
     match (&config.postgres, &config.database) {
         (Some(params), _) => PostgresStore::connect(params)
             .map(|s| Arc::new(s) as Arc<dyn Store>)
@@ -155,7 +162,14 @@ pub fn start_with(config: &Config, store: Arc<dyn Store>) -> Result<RunningServe
         if let Some((store, keep)) = retention {
             tokio::spawn(prune_every_hour(store, keep, stopped.clone()));
         }
+        let store = state.store.clone();
         http::serve(listener, tls, state, stopped).await;
+        // What the store still holds (queued check-ins) is written before the server is gone.
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("keel-update-server: writing the last check-ins: {e}"),
+            Err(e) => eprintln!("keel-update-server: writing the last check-ins: {e}"),
+        }
     })
 }
 

@@ -1,5 +1,6 @@
 //! The same store tests against SQLite and against PostgreSQL (a throwaway cluster started by
-//! the test), and the server end to end on PostgreSQL, restart included.
+//! the test), the batching layer the server runs on, and the server end to end on PostgreSQL
+//! (behind that layer), restart included.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::sync::Arc;
 use common::*;
 use keel_omaha::{client_outcome_from_body, Outcome, KEEL_APP_ID};
 use keel_testkit::postgres::PgCluster;
+use keel_update_server::store::batched::{self, Batched};
 use keel_update_server::store::postgres::PostgresStore;
 use keel_update_server::store::sqlite::SqliteStore;
 use keel_update_server::store::{
@@ -322,6 +324,120 @@ fn the_store_suite_on_sqlite() {
 }
 
 #[test]
+fn the_store_suite_on_sqlite_behind_the_batching_layer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite");
+    let backend = SqliteStore::open(&path, std::time::Duration::from_secs(1)).unwrap();
+    let s = Batched::new(Arc::new(backend));
+    suite(&s);
+    drop(s);
+    let s = SqliteStore::open(&path, std::time::Duration::from_secs(1)).unwrap();
+    assert_eq!(s.instances().unwrap().len(), 2);
+}
+
+#[test]
+fn batched_check_ins_are_read_back_in_order_and_written_when_the_store_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite");
+    let open = || SqliteStore::open(&path, std::time::Duration::from_secs(1)).unwrap();
+    let s = Batched::new(Arc::new(open()));
+    for n in 0..500 {
+        s.record(
+            &contact(&format!("m{n}"), "stable", "1.0.0", 10),
+            &Change::default(),
+        )
+        .unwrap();
+    }
+    // A read writes the queue first.
+    assert_eq!(s.instances().unwrap().len(), 500);
+
+    // A check-in queued before an event of the same machine never overwrites what the event
+    // wrote.
+    s.record(&contact("m0", "stable", "1.0.0", 20), &Change::default())
+        .unwrap();
+    let installed = Change {
+        status: Some(("complete".into(), None)),
+        events: vec![ev(30, 3, 2, None)],
+        granted: None,
+    };
+    s.record(&contact("m0", "stable", "2.0.0", 30), &installed)
+        .unwrap();
+    let m0 = s.instance("m0", KEEL_APP_ID).unwrap().unwrap();
+    assert_eq!((m0.version.as_str(), m0.last_seen), ("2.0.0", 30), "{m0:?}");
+
+    // Queued check-ins are written when the store goes away (the server's stop).
+    for n in 500..800 {
+        s.record(
+            &contact(&format!("m{n}"), "stable", "1.0.0", 40),
+            &Change::default(),
+        )
+        .unwrap();
+    }
+    drop(s);
+    let raw = open();
+    assert_eq!(raw.instances().unwrap().len(), 800);
+    assert_eq!(
+        raw.instance("m799", KEEL_APP_ID)
+            .unwrap()
+            .unwrap()
+            .last_seen,
+        40
+    );
+}
+
+#[test]
+fn the_group_cache_follows_changes_at_once_even_those_of_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite");
+    let open = || SqliteStore::open(&path, std::time::Duration::from_secs(1)).unwrap();
+    let s = Batched::new(Arc::new(open()));
+    assert!(!s.group("stable").unwrap().unwrap().policy.paused);
+    let paused = Policy {
+        paused: true,
+        ..Policy::default()
+    };
+    s.set_policy("stable", &paused, "test").unwrap();
+    assert!(s.group("stable").unwrap().unwrap().policy.paused);
+
+    // Another process (another connection to the same file: `keel serve group resume`)
+    // resumes the group; SQLite's data_version tells, with no wait for the TTL.
+    let other = open();
+    other
+        .set_policy("stable", &Policy::default(), "test")
+        .unwrap();
+    std::thread::sleep(batched::OUTSIDE_CHECK);
+    let view = s.in_memory().unwrap();
+    assert!(
+        matches!(view.group("stable"), Err(StoreError::WouldBlock)),
+        "the in-memory view answered from a cache another process made stale"
+    );
+    assert!(!s.group("stable").unwrap().unwrap().policy.paused);
+    let view = s.in_memory().unwrap();
+    assert!(!view.group("stable").unwrap().unwrap().policy.paused);
+
+    // The same for a channel's package, published here and by the other process.
+    assert!(s.channel_package(KEEL_APP_ID, "beta").unwrap().is_none());
+    s.publish(&package("2.0.0", 'a'), "beta").unwrap();
+    assert_eq!(
+        s.channel_package(KEEL_APP_ID, "beta")
+            .unwrap()
+            .unwrap()
+            .version,
+        "2.0.0"
+    );
+    other.publish(&package("2.0.1", 'b'), "beta").unwrap();
+    std::thread::sleep(batched::OUTSIDE_CHECK);
+    assert_eq!(
+        s.channel_package(KEEL_APP_ID, "beta")
+            .unwrap()
+            .unwrap()
+            .version,
+        "2.0.1"
+    );
+    assert!(batched::CACHE_TTL <= std::time::Duration::from_secs(1));
+}
+
+#[test]
 fn the_store_suite_on_postgresql() {
     let pg = PgCluster::start();
     let s = PostgresStore::connect(&pg.params()).unwrap();
@@ -337,7 +453,9 @@ fn the_store_suite_on_postgresql() {
 fn the_server_on_postgresql_keeps_everything_across_a_restart() {
     let pg = PgCluster::start();
     let mut s = TestServer::start();
-    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&pg.params()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(Batched::new(Arc::new(
+        PostgresStore::connect(&pg.params()).unwrap(),
+    )));
     s.stop();
     s.store = store.clone();
     s.server = Some(keel_update_server::server::start_with(&s.config, store).unwrap());
@@ -358,7 +476,9 @@ fn the_server_on_postgresql_keeps_everything_across_a_restart() {
 
     // A new process: a new connection, the same data.
     s.stop();
-    let store: Arc<dyn Store> = Arc::new(PostgresStore::connect(&pg.params()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(Batched::new(Arc::new(
+        PostgresStore::connect(&pg.params()).unwrap(),
+    )));
     s.store = store.clone();
     s.server = Some(keel_update_server::server::start_with(&s.config, store).unwrap());
     let i = s.store.instance(MACHINE, KEEL_APP_ID).unwrap().unwrap();

@@ -17,6 +17,7 @@ use keel_bench::machine;
 use keel_omaha::{client_outcome_from_body, Outcome, KEEL_APP_ID};
 use keel_update_server::config::Config;
 use keel_update_server::server::{self, RunningServer};
+use keel_update_server::store::batched::Batched;
 use keel_update_server::store::{Package, Store};
 
 #[derive(Parser)]
@@ -175,10 +176,12 @@ fn main() -> Result<()> {
     // bytes.
     let sqlite_dir = dir.path().join("sqlite");
     std::fs::create_dir_all(&sqlite_dir)?;
-    let store: Arc<dyn Store> = Arc::new(keel_update_server::store::sqlite::SqliteStore::open(
+    let backend: Arc<dyn Store> = Arc::new(keel_update_server::store::sqlite::SqliteStore::open(
         &sqlite_dir.join("db.sqlite"),
         server::DB_BUSY_TIMEOUT,
     )?);
+    // What `keel serve` runs on: the database behind the batching layer.
+    let store: Arc<dyn Store> = Arc::new(Batched::new(backend.clone()));
     let keel = keel_server(&sqlite_dir, store.clone())?;
     let url = format!("http://{}/v1/update/", keel.addr);
     let answer = check_answer(&url)?;
@@ -224,13 +227,24 @@ fn main() -> Result<()> {
         "{tracked} instances tracked"
     );
     keel.stop();
+    // The same database without the layer: each check-in its own transaction, every lookup
+    // a query.
+    let keel = keel_server(&sqlite_dir, backend)?;
+    let url = format!("http://{}/v1/update/", keel.addr);
+    let run = load(&url, &args)?;
+    println!(
+        "{}   ratio {:.2}",
+        run.line("sqlite unbatched"),
+        run.rate() / base.rate()
+    );
+    keel.stop();
 
     if !args.no_postgres {
         let pg = keel_testkit::postgres::PgCluster::start();
-        let pg_store: Arc<dyn Store> = Arc::new(
+        let pg_store: Arc<dyn Store> = Arc::new(Batched::new(Arc::new(
             keel_update_server::store::postgres::PostgresStore::connect(&pg.params())
                 .context("connecting to the throwaway PostgreSQL")?,
-        );
+        )));
         let pg_dir = dir.path().join("pg");
         let keel = keel_server(&pg_dir, pg_store.clone())?;
         let url = format!("http://{}/v1/update/", keel.addr);

@@ -84,7 +84,9 @@ fn store_error(e: StoreError) -> Fail {
     match e {
         StoreError::NotFound(what) => Fail(StatusCode::NOT_FOUND, format!("{what} not found")),
         StoreError::Conflict(why) => Fail(StatusCode::CONFLICT, why),
-        e @ StoreError::Unavailable(_) => Fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        e @ (StoreError::Unavailable(_) | StoreError::WouldBlock) => {
+            Fail(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use super::body::{self, text, Body};
 use super::range::{parse_range, RangeAnswer};
 use super::State;
 use crate::clock::now;
+use crate::metrics::Metrics;
 use crate::protocol::{answer, Context, Refusal};
 use crate::publish::stored_path;
 
@@ -171,6 +172,9 @@ async fn omaha(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return too_large(),
         Err(e) => return text(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
     };
+    if let Some(answered) = answer_from_memory(&state, &body) {
+        return omaha_response(Ok(answered));
+    }
     let worker = state.clone();
     let result = tokio::task::spawn_blocking(move || {
         let cx = Context {
@@ -180,7 +184,31 @@ async fn omaha(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         };
         answer(&cx, &body, now())
     })
-    .await;
+    .await
+    .map_err(|e| e.to_string());
+    omaha_response(result)
+}
+
+/// The answer to a plain check, computed on the async worker from what the store holds in
+/// memory; `None` when it needs the database (then it is computed off the workers).
+fn answer_from_memory(state: &State, body: &[u8]) -> Option<Result<String, Refusal>> {
+    let view = state.store.in_memory()?;
+    let metrics = Metrics::default();
+    let cx = Context {
+        store: &view,
+        settings: &state.settings,
+        metrics: &metrics,
+    };
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(&cx, body, now()))).ok()?;
+    if matches!(result, Err(Refusal::WouldBlock)) || !view.commit() {
+        return None;
+    }
+    state.metrics.merge(&metrics);
+    Some(result)
+}
+
+fn omaha_response(result: Result<Result<String, Refusal>, String>) -> Response<Body> {
     match result {
         Ok(Ok(xml)) => {
             let mut r = Response::new(body::full(xml));
@@ -192,6 +220,11 @@ async fn omaha(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         }
         Ok(Err(Refusal::BadRequest(reason))) => text(StatusCode::BAD_REQUEST, reason),
         Ok(Err(Refusal::Unavailable(reason))) => unavailable(reason),
+        // Only an in-memory view says WouldBlock, and its answers never get here.
+        Ok(Err(Refusal::WouldBlock)) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the request handler failed: the store would block".to_string(),
+        ),
         Err(e) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("the request handler failed: {e}"),

@@ -2,6 +2,7 @@
 //! records, instances and their events. [`Store`] is the one interface; [`sqlite`] is the
 //! implementation today, and a PostgreSQL one can follow with the same [`migrations`].
 
+pub mod batched;
 pub mod migrations;
 pub mod postgres;
 pub mod sqlite;
@@ -174,6 +175,13 @@ pub struct Change {
     pub granted: Option<String>,
 }
 
+impl Change {
+    /// A plain check-in: nothing but the contact itself to record.
+    pub fn is_empty(&self) -> bool {
+        self.status.is_none() && self.events.is_empty() && self.granted.is_none()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be used right now (locked, gone, I/O): clients should retry.
@@ -183,6 +191,10 @@ pub enum StoreError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Only from an in-memory view ([`batched::InMemory`]): the answer needs the database, so
+    /// it is computed again off the async workers.
+    #[error("the database is needed")]
+    WouldBlock,
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -212,6 +224,25 @@ pub trait Store: Send + Sync {
     fn package_by_sha256(&self, sha256_hex: &str) -> Result<Option<Package>>;
     /// Create or refresh the instance of `contact` and apply `change`, in one transaction.
     fn record(&self, contact: &Contact, change: &Change) -> Result<()>;
+    /// Create or refresh the instances of `contacts` (check-ins that change nothing else), in
+    /// one transaction.
+    fn record_contacts(&self, contacts: &[Contact]) -> Result<()>;
+    /// Write what is held in memory (queued check-ins); a no-op for a store that holds nothing.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+    /// A number that changes whenever another connection (another process, another replica)
+    /// commits to the database; `None` when the backend cannot tell. Without `wait`, a
+    /// connection busy elsewhere gives [`StoreError::WouldBlock`].
+    fn outside_changes(&self, wait: bool) -> Result<Option<u64>> {
+        let _ = wait;
+        Ok(None)
+    }
+    /// A view that answers only from memory, for the async workers; `None` for a store that
+    /// keeps nothing in memory.
+    fn in_memory(&self) -> Option<batched::InMemory<'_>> {
+        None
+    }
     fn instance(&self, machine_id: &str, app_id: &str) -> Result<Option<Instance>>;
     fn instances(&self) -> Result<Vec<Instance>>;
     /// An instance's events, oldest first.

@@ -436,27 +436,19 @@ impl Store for PostgresStore {
         Ok(row.as_ref().map(package_row))
     }
 
+    fn record_contacts(&self, contacts: &[Contact]) -> Result<()> {
+        let mut client = self.lock();
+        let mut tx = client.transaction().map_err(err)?;
+        for c in contacts {
+            upsert_instance(&mut tx, c)?;
+        }
+        tx.commit().map_err(err)
+    }
+
     fn record(&self, c: &Contact, change: &Change) -> Result<()> {
         let mut client = self.lock();
         let mut tx = client.transaction().map_err(err)?;
-        tx.execute(
-            "INSERT INTO instances (machine_id, app_id, alias, group_name, version, status,
-                error_code, first_seen, last_seen)
-             VALUES ($1, $2, $3, $4, $5, 'new', NULL, $6, $6)
-             ON CONFLICT (machine_id, app_id) DO UPDATE SET
-                alias = COALESCE(excluded.alias, instances.alias),
-                group_name = excluded.group_name, version = excluded.version,
-                last_seen = excluded.last_seen",
-            &[
-                &c.machine_id,
-                &c.app_id,
-                &c.alias,
-                &c.group,
-                &c.version,
-                &c.at,
-            ],
-        )
-        .map_err(err)?;
+        upsert_instance(&mut tx, c)?;
         if let Some(version) = &change.granted {
             tx.execute(
                 "UPDATE instances SET granted_at = $3, target_version = $4
@@ -681,4 +673,27 @@ impl Store for PostgresStore {
             })
             .collect())
     }
+}
+
+/// Create the instance of `c` or refresh what it says of itself (alias, group, version, when).
+fn upsert_instance(tx: &mut Transaction, c: &Contact) -> Result<()> {
+    tx.execute(
+        "INSERT INTO instances (machine_id, app_id, alias, group_name, version, status,
+            error_code, first_seen, last_seen)
+         VALUES ($1, $2, $3, $4, $5, 'new', NULL, $6, $6)
+         ON CONFLICT (machine_id, app_id) DO UPDATE SET
+            alias = COALESCE(excluded.alias, instances.alias),
+            group_name = excluded.group_name, version = excluded.version,
+            last_seen = excluded.last_seen",
+        &[
+            &c.machine_id,
+            &c.app_id,
+            &c.alias,
+            &c.group,
+            &c.version,
+            &c.at,
+        ],
+    )
+    .map_err(err)?;
+    Ok(())
 }

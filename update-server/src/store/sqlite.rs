@@ -455,28 +455,36 @@ impl Store for SqliteStore {
             .map_err(err)
     }
 
+    fn outside_changes(&self, wait: bool) -> Result<Option<u64>> {
+        let conn = if wait {
+            self.lock()
+        } else {
+            match self.conn.try_lock() {
+                Ok(c) => c,
+                Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => return Err(StoreError::WouldBlock),
+            }
+        };
+        // SQLite's own counter of commits by other connections.
+        conn.prepare_cached("PRAGMA data_version")
+            .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
+            .map(|v| Some(v as u64))
+            .map_err(err)
+    }
+
+    fn record_contacts(&self, contacts: &[Contact]) -> Result<()> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(err)?;
+        for c in contacts {
+            upsert_instance(&tx, c)?;
+        }
+        tx.commit().map_err(err)
+    }
+
     fn record(&self, c: &Contact, change: &Change) -> Result<()> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(err)?;
-        tx.prepare_cached(
-            "INSERT INTO instances (machine_id, app_id, alias, group_name, version, status,
-                error_code, first_seen, last_seen)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'new', NULL, ?6, ?6)
-             ON CONFLICT (machine_id, app_id) DO UPDATE SET
-                alias = COALESCE(excluded.alias, instances.alias),
-                group_name = excluded.group_name, version = excluded.version,
-                last_seen = excluded.last_seen",
-        )
-        .map_err(err)?
-        .execute(params![
-            c.machine_id,
-            c.app_id,
-            c.alias,
-            c.group,
-            c.version,
-            c.at
-        ])
-        .map_err(err)?;
+        upsert_instance(&tx, c)?;
         if let Some(version) = &change.granted {
             tx.prepare_cached(
                 "UPDATE instances SET granted_at = ?3, target_version = ?4
@@ -697,4 +705,28 @@ impl Store for SqliteStore {
             .map_err(err)?;
         rows.collect::<rusqlite::Result<_>>().map_err(err)
     }
+}
+
+/// Create the instance of `c` or refresh what it says of itself (alias, group, version, when).
+fn upsert_instance(tx: &rusqlite::Transaction<'_>, c: &Contact) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO instances (machine_id, app_id, alias, group_name, version, status,
+            error_code, first_seen, last_seen)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'new', NULL, ?6, ?6)
+         ON CONFLICT (machine_id, app_id) DO UPDATE SET
+            alias = COALESCE(excluded.alias, instances.alias),
+            group_name = excluded.group_name, version = excluded.version,
+            last_seen = excluded.last_seen",
+    )
+    .map_err(err)?
+    .execute(params![
+        c.machine_id,
+        c.app_id,
+        c.alias,
+        c.group,
+        c.version,
+        c.at
+    ])
+    .map_err(err)?;
+    Ok(())
 }
