@@ -24,6 +24,7 @@ use crate::ova;
 use crate::partition_images;
 use crate::pxe;
 use crate::qcow2;
+use crate::reuse::{self, Built, Kind};
 use crate::rootfs_cache;
 use crate::scratch;
 use crate::static_bin;
@@ -60,12 +61,17 @@ pub struct BuildOptions {
     /// Forms to deliver (`--format`); `None`: the board's `formats`. disk.raw, usr.img and
     /// manifest.json are always written.
     pub formats: Option<Vec<Format>>,
+    /// Reuse the USR filesystem, UKI and qcow2 an earlier build made from the same inputs
+    /// (kept under `cache/built/`); false: make everything (`--no-reuse`; still kept).
+    pub reuse: bool,
 }
 
 pub struct BuildReport {
     pub manifest: Manifest,
     pub out: PathBuf,
     pub rootfs_cache_hit: bool,
+    /// The pieces taken from earlier builds with the same inputs.
+    pub reused: Vec<reuse::Kind>,
     pub dev_key_created: Option<PathBuf>,
     pub seconds: f64,
 }
@@ -287,6 +293,8 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         .map_err(io_at(&opts.out))?;
     let work = tmp.path();
 
+    let built = Built::new(&opts.cache, opts.reuse);
+
     // 1. The Debian tree.
     let cached = rootfs_cache::ensure(&rootfs, &board.kernel, &opts.cache, epoch, reporter)?;
     if cached.hit {
@@ -339,6 +347,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         cmdline: &cmdline,
         work,
         epoch,
+        built: &built,
     };
     let usr_inputs = usr_tree::Inputs {
         tree: &cached.dir,
@@ -383,6 +392,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             &board,
             describe,
             key,
+            &built,
             reporter,
         );
         let parts = parts
@@ -390,7 +400,14 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         Ok::<_, Error>((slot?, parts?))
     })?;
-    let (slot, root_image) = slot;
+    let (slot, root_image, usr_reused) = slot;
+    let mut reused: Vec<Kind> = Vec::new();
+    if usr_reused {
+        reused.push(Kind::UsrFilesystem);
+    }
+    if parts.esp.uki_reused {
+        reused.push(Kind::Uki);
+    }
 
     // 7. The disk and the payload.
     let plan = disk::plan(&board.partitions);
@@ -421,12 +438,24 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
     // convert -c, the longest of them, uses one core), and the USR stage removed (unlinking
     // ~10,000 hard links into the cache takes a while too).
     let mut names: Vec<String> = vec!["disk.raw".into(), "usr.img".into()];
-    let ((files, placed), hashed) = std::thread::scope(|s| {
+    // A qcow2 made from the same disk.raw by the same qemu-img is reused: disk.raw is hashed
+    // first, then, rather than beside qemu-img.
+    let raw_hashed = if formats.contains(&Format::Qcow2) {
+        Some(manifest::hash_output(work, "disk.raw", reporter)?)
+    } else {
+        None
+    };
+    let qcow2_key = match &raw_hashed {
+        Some(raw) => Some(qcow2_key(&raw.sha256)?),
+        None => None,
+    };
+    let ((files, placed, qcow2_reused), hashed) = std::thread::scope(|s| {
         let hashes = s.spawn(|| {
-            names
-                .iter()
-                .map(|n| manifest::hash_output(work, n, reporter))
-                .collect::<Result<Vec<_>>>()
+            let mut done: Vec<manifest::Output> = raw_hashed.iter().cloned().collect();
+            for n in names.iter().skip(done.len()) {
+                done.push(manifest::hash_output(work, n, reporter)?);
+            }
+            Ok::<_, Error>(done)
         });
         let stage = work.join("stage");
         let cleanup = s.spawn(move || {
@@ -445,6 +474,8 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             cmdline: &cmdline,
             epoch,
             reporter,
+            built: &built,
+            qcow2_key: qcow2_key.as_deref(),
         });
         let hashed = hashes
             .join()
@@ -455,6 +486,9 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         Ok::<_, Error>((written?, hashed?))
     })?;
     names.extend(files);
+    if qcow2_reused {
+        reused.push(Kind::Qcow2);
+    }
 
     // 9. The manifest (and disk.raw's signature), then everything into place.
     let manifest = manifest::record(&manifest::Record {
@@ -500,6 +534,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
         manifest,
         out: opts.out.clone(),
         rootfs_cache_hit: cached.hit,
+        reused,
         dev_key_created: signing.created.then(|| signing.path.clone()),
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -513,8 +548,9 @@ struct UsrFs {
 }
 
 /// The USR slot: the tree staged in `work/stage` (left there: it is removed beside the formats),
-/// its erofs filesystem, sealed (dm-verity, signed metadata); and ROOT, holding a copy of the
-/// tree's factory /var, made while mkfs.erofs runs.
+/// its erofs filesystem (made, or reused from an earlier build of the same tree), sealed
+/// (dm-verity, signed metadata); and ROOT, holding a copy of the tree's factory /var, made
+/// while mkfs.erofs runs. The flag: the filesystem was reused.
 #[allow(clippy::too_many_arguments)]
 fn usr_slot_branch(
     work: &Path,
@@ -523,18 +559,41 @@ fn usr_slot_branch(
     board: &Board,
     describe: usr_slot::Describe,
     key: &keel_signing::Key,
+    built: &Built,
     reporter: &Reporter,
-) -> Result<(usr_slot::Slot, PathBuf)> {
+) -> Result<(usr_slot::Slot, PathBuf, bool)> {
     let step = reporter.step("USR tree");
     let stage = work.join("stage");
     let usr = usr_tree::assemble(&stage, tree)?;
+    let fs_key = usr_fs_key(&usr, fs)?;
     step.done("");
-    let step = reporter.step("mkfs.erofs, and ROOT (ext4 with the factory /var)");
     let body = work.join("usr.body");
+    let reused = if built.reuses() {
+        let step = reporter.step("USR filesystem from an earlier build");
+        let found = built.fetch(Kind::UsrFilesystem, &fs_key, &body)?;
+        step.done(if found {
+            "reused"
+        } else {
+            "none with this tree"
+        });
+        found
+    } else {
+        false
+    };
+    let step = reporter.step(if reused {
+        "ROOT (ext4 with the factory /var); the USR filesystem reused"
+    } else {
+        "mkfs.erofs, and ROOT (ext4 with the factory /var)"
+    });
     let factory_var = usr.join(keel_format::initramfs::usr::FACTORY_VAR);
     let root = std::thread::scope(|s| {
         let root = s.spawn(|| partition_images::root(work, board, fs.epoch, &factory_var));
-        let erofs = mkfs::erofs(&usr, &body, fs.epoch, fs.uuid, fs.compression);
+        let erofs = if reused {
+            Ok(())
+        } else {
+            mkfs::erofs(&usr, &body, fs.epoch, fs.uuid, fs.compression)
+                .and_then(|()| built.keep(Kind::UsrFilesystem, &fs_key, &body))
+        };
         let root = root
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -542,7 +601,30 @@ fn usr_slot_branch(
     })?;
     let fs_size = std::fs::metadata(&body).map_err(io_at(&body))?.len();
     step.done(&format!("{} MiB", fs_size >> 20));
-    Ok((usr_slot::seal(&body, describe, key, reporter)?, root))
+    Ok((
+        usr_slot::seal(&body, describe, key, reporter)?,
+        root,
+        reused,
+    ))
+}
+
+/// Everything the USR filesystem is made of: the staged tree, mkfs.erofs and its settings.
+fn usr_fs_key(usr: &Path, fs: &UsrFs) -> Result<String> {
+    let mut key = reuse::Key::new(Kind::UsrFilesystem);
+    key.add("tree", reuse::tree_digest(usr)?.as_bytes())
+        .add("epoch", &fs.epoch.to_le_bytes())
+        .add("uuid", fs.uuid.as_bytes())
+        .add("compression", format!("{:?}", fs.compression).as_bytes());
+    key.add_tool("mkfs.erofs")?;
+    Ok(key.finish())
+}
+
+/// A qcow2 is made from disk.raw by qemu-img.
+fn qcow2_key(raw_sha256: &str) -> Result<String> {
+    let mut key = reuse::Key::new(Kind::Qcow2);
+    key.add("disk.raw", raw_sha256.as_bytes());
+    key.add_tool("qemu-img")?;
+    Ok(key.finish())
 }
 
 struct FormatInputs<'a> {
@@ -555,6 +637,9 @@ struct FormatInputs<'a> {
     cmdline: &'a str,
     epoch: u64,
     reporter: &'a Reporter,
+    built: &'a Built,
+    /// Set when a qcow2 is wanted and may be reused: its key.
+    qcow2_key: Option<&'a str>,
 }
 
 /// Base name of the VMDK and OVA files and the OVF virtual system.
@@ -563,19 +648,29 @@ fn artifact_name(board: &Board, version: &str) -> String {
 }
 
 /// Writes each requested form from disk.raw / usr.img in `work`; returns the output files
-/// (relative to the output directory) for the manifest, and the entries of `work` to move
-/// into the output directory.
-fn write_formats(inp: &FormatInputs) -> Result<(Vec<String>, Vec<String>)> {
+/// (relative to the output directory) for the manifest, the entries of `work` to move into
+/// the output directory, and whether the qcow2 was reused.
+fn write_formats(inp: &FormatInputs) -> Result<(Vec<String>, Vec<String>, bool)> {
     let work = inp.work;
     let raw = work.join("disk.raw");
     let mut files = Vec::new();
     let mut placed = Vec::new();
+    let mut qcow2_reused = false;
     if inp.formats.contains(&Format::Qcow2) {
         let step = inp.reporter.step("qcow2");
-        qcow2::convert(&raw, &work.join("disk.qcow2"))?;
+        let out = work.join("disk.qcow2");
+        if let Some(k) = inp.qcow2_key {
+            qcow2_reused = inp.built.fetch(Kind::Qcow2, k, &out)?;
+        }
+        if !qcow2_reused {
+            qcow2::convert(&raw, &out)?;
+            if let Some(k) = inp.qcow2_key {
+                inp.built.keep(Kind::Qcow2, k, &out)?;
+            }
+        }
         files.push("disk.qcow2".to_string());
         placed.push("disk.qcow2".to_string());
-        step.done("");
+        step.done(if qcow2_reused { "reused" } else { "" });
     }
     if inp.formats.contains(&Format::Vmdk) || inp.formats.contains(&Format::Ova) {
         let step = inp.reporter.step("VMDK (streamOptimized)");
@@ -641,7 +736,7 @@ fn write_formats(inp: &FormatInputs) -> Result<(Vec<String>, Vec<String>)> {
             step.done("");
         }
     }
-    Ok((files, placed))
+    Ok((files, placed, qcow2_reused))
 }
 
 #[cfg(test)]

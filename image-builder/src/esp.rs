@@ -9,6 +9,7 @@ use crate::definition::Board;
 use crate::error::{io_at, Error, Result};
 use crate::grub_bios;
 use crate::mkfs;
+use crate::reuse::{Built, Key, Kind};
 use crate::uki;
 
 /// What the ESP is made of.
@@ -22,12 +23,16 @@ pub struct Inputs<'a> {
     /// Scratch directory; `esp.img` is written there.
     pub work: &'a Path,
     pub epoch: u64,
+    /// Where a UKI made from the same inputs may be found, and this one kept.
+    pub built: &'a Built,
 }
 
 pub struct Esp {
     /// The FAT image, `partitions.esp_mib` large.
     pub image: PathBuf,
     pub uki_bytes: u64,
+    /// The UKI came from an earlier build with the same inputs.
+    pub uki_reused: bool,
 }
 
 /// Builds the unified kernel image and the FAT image holding it (and GRUB's files for a BIOS
@@ -36,18 +41,19 @@ pub fn build(inp: &Inputs) -> Result<Esp> {
     let work = inp.work;
     let board = inp.board;
     let uki_path = work.join("BOOTX64.EFI");
-    uki::build(
-        &uki::Parts {
-            stub: Path::new(uki::STUB),
-            osrel: inp.os_release.as_bytes(),
-            cmdline: inp.cmdline,
-            linux: inp.kernel,
-            initrd: inp.initramfs,
-        },
-        work,
-        &uki_path,
-        inp.epoch,
-    )?;
+    let parts = uki::Parts {
+        stub: Path::new(uki::STUB),
+        osrel: inp.os_release.as_bytes(),
+        cmdline: inp.cmdline,
+        linux: inp.kernel,
+        initrd: inp.initramfs,
+    };
+    let key = uki_key(&parts, inp.epoch)?;
+    let uki_reused = inp.built.fetch(Kind::Uki, &key, &uki_path)?;
+    if !uki_reused {
+        uki::build(&parts, work, &uki_path, inp.epoch)?;
+        inp.built.keep(Kind::Uki, &key, &uki_path)?;
+    }
     let uki_bytes = file_size(&uki_path)?;
     let bios = board.firmware.contains(&Firmware::Bios);
     // Legacy BIOS: GRUB reads its menu, the kernel and the initramfs from the ESP too.
@@ -73,7 +79,26 @@ pub fn build(inp: &Inputs) -> Result<Esp> {
     }
     let image = work.join("esp.img");
     mkfs::vfat(&image, size, "EFI-SYSTEM", inp.epoch, &files)?;
-    Ok(Esp { image, uki_bytes })
+    Ok(Esp {
+        image,
+        uki_bytes,
+        uki_reused,
+    })
+}
+
+/// Everything a UKI is made of (a missing stub is reported by `uki::build`).
+fn uki_key(parts: &uki::Parts, epoch: u64) -> Result<String> {
+    let mut key = Key::new(Kind::Uki);
+    if parts.stub.is_file() {
+        key.add_file("stub", parts.stub)?;
+    }
+    key.add("osrel", parts.osrel)
+        .add("cmdline", parts.cmdline.as_bytes())
+        .add("epoch", &epoch.to_le_bytes());
+    key.add_file("linux", parts.linux)?
+        .add_file("initrd", parts.initrd)?
+        .add_tool("objcopy")?;
+    Ok(key.finish())
 }
 
 fn file_size(p: &Path) -> Result<u64> {

@@ -36,6 +36,7 @@ pub mod partition_images;
 pub mod pxe;
 pub mod qcow2;
 pub mod reboot_manager;
+pub mod reuse;
 pub mod rootfs_cache;
 pub mod scratch;
 pub mod sparse;

@@ -5,7 +5,9 @@ use keel_testkit::*;
 use serde_json::Value;
 
 /// A second build of the default image's inputs into a fresh directory (printing its manifest
-/// with --json) gives the same bytes, and leaves nothing but its outputs behind.
+/// with --json), making every piece again (`--no-reuse`), gives the same bytes, and leaves
+/// nothing but its outputs behind. A third, reusing what the first two kept, says so and gives
+/// the same bytes again.
 #[test]
 fn two_builds_are_bit_identical() {
     let first = default_image();
@@ -13,6 +15,7 @@ fn two_builds_are_bit_identical() {
     let out = d.path().join("again");
     let mut args = build_args(&BuildOpts::default(), &out);
     args.push("--json".into());
+    args.push("--no-reuse".into());
     // Without --quiet: stderr is a pipe here, so there must be no progress output at all.
     args.retain(|a| a != "--quiet");
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -54,6 +57,27 @@ fn two_builds_are_bit_identical() {
     let written: Value =
         serde_json::from_slice(&std::fs::read(out.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(printed, written);
+
+    // The same inputs once more: the USR filesystem, UKI and qcow2 come from the cache (the
+    // build before this one kept them even if the first image was built before reuse was).
+    let reused_out = d.path().join("reused");
+    let mut args = build_args(&BuildOpts::default(), &reused_out);
+    args.retain(|a| a != "--quiet");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = keel(&args);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let said = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        said.contains("reused: rootfs, USR filesystem, UKI, qcow2"),
+        "the third build did not say it reused every piece:\n{said}"
+    );
+    assert_eq!(listing(&reused_out), names);
+    for name in names.iter().filter(|n| out.join(n).is_file()) {
+        let (ok, text) = run(std::process::Command::new("cmp")
+            .arg(first.dir.join(name))
+            .arg(reused_out.join(name)));
+        assert!(ok, "{name} differs in the build that reused pieces: {text}");
+    }
 }
 
 /// The metal board (GRUB in the MBR and BIOS-BOOT, GRUB's files on the ESP, the PXE directory,
@@ -64,7 +88,8 @@ fn metal_media_are_bit_identical() {
     let first = build_image(&opts);
     let d = tempfile::tempdir_in(images_dir()).unwrap();
     let out = d.path().join("again");
-    let args = build_args(&opts, &out);
+    let mut args = build_args(&opts, &out);
+    args.push("--no-reuse".into());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let r = keel(&args);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));

@@ -29,9 +29,14 @@ pub struct BuildArgs {
     /// Output directory
     #[arg(long, default_value = "out")]
     pub out: PathBuf,
-    /// Where mmdebstrap trees are cached
+    /// Where mmdebstrap trees are cached, and (under built/) the USR filesystem, UKI and qcow2
+    /// of recent builds, reused by a build with the same inputs
     #[arg(long, default_value = crate::rootfs_cache::DEFAULT_CACHE)]
     pub cache: PathBuf,
+    /// Make the USR filesystem, UKI and qcow2 even if an earlier build made them from the same
+    /// inputs (nothing is read from cache/built/; what is made is still kept there)
+    #[arg(long)]
+    pub no_reuse: bool,
     /// keel-init binary [default: $KEEL_INIT, or keel-init next to keel, or ../x86_64-unknown-linux-gnu/init/keel-init]
     #[arg(long)]
     pub init: Option<PathBuf>,
@@ -133,6 +138,7 @@ fn build(a: &BuildArgs, quiet: bool) -> anyhow::Result<i32> {
         kernel_args: a.kernel_args.clone(),
         source_date_epoch: a.source_date_epoch,
         formats: (!a.formats.is_empty()).then(|| a.formats.clone()),
+        reuse: !a.no_reuse,
     };
     let report = build::build(&opts, &reporter)?;
     let m = &report.manifest;
@@ -150,16 +156,21 @@ fn build(a: &BuildArgs, quiet: bool) -> anyhow::Result<i32> {
     } else if a.json {
         println!("{}", serde_json::to_string_pretty(m)?);
     } else if !quiet {
+        let mut from_earlier: Vec<&str> = Vec::new();
+        if report.rootfs_cache_hit {
+            from_earlier.push("rootfs");
+        }
+        from_earlier.extend(report.reused.iter().map(|k| k.describe()));
         println!(
             "built Keel {} ({}) for {} in {:.0}s{}",
             m.image.version,
             m.image.channel,
             m.image.board,
             report.seconds,
-            if report.rootfs_cache_hit {
-                " (rootfs from cache)"
+            if from_earlier.is_empty() {
+                String::new()
             } else {
-                ""
+                format!(" (reused: {})", from_earlier.join(", "))
             }
         );
         for o in &m.outputs {
