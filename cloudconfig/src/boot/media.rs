@@ -1,14 +1,19 @@
 //! Filesystems found by label, mounted read-only just long enough to read one file:
 //! `blkid` (no cache: it probes every block device) finds the device, `mount -o ro` under
-//! `/run/keel/cloudinit/media/LABEL`, then `umount`. Devices are probed once per boot, after
-//! one `udevadm settle`, for every label a source asks about: settling and probing per label
-//! cost 46 s of a 67 s first boot under TCG (bench `cloudconfig-vs-cloud-init`).
+//! `/run/keel/cloudinit/media/LABEL`, then `umount`. Devices are probed once per boot for every
+//! label a source asks about (settling and probing per label cost 46 s of a 67 s first boot
+//! under TCG, bench `cloudconfig-vs-cloud-init`): first at once, and when that finds no seed
+//! medium at all (no `config-2`, no `cidata`), again after `udevadm settle`. A seed disk the
+//! kernel already shows is not held up by udev's coldplug (modules for every other device
+//! loading: seconds under emulation); one whose driver udev still has to load (a CD-ROM's) is
+//! found after the settle.
 
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::Instant;
 
-use super::source::{Media, SourceError};
+use super::source::{Media, SourceError, CONFIG_DRIVE_LABEL, NOCLOUD_LABELS};
 
 pub struct Mounter {
     /// Mount points are made under this directory.
@@ -42,22 +47,48 @@ impl Mounter {
         }
     }
 
-    /// The device holding a filesystem labelled `label`, if any. The first lookup gives udev
-    /// up to 10 s to finish (a CD-ROM's driver is loaded by udev), then probes every block
-    /// device the kernel knows once.
+    /// The device holding a filesystem labelled `label`, if any. The first lookup probes every
+    /// block device the kernel knows; if no seed medium is among them, it gives udev up to
+    /// 10 s to finish (a CD-ROM's driver is loaded by udev) and probes again.
     fn find(&self, label: &str) -> Option<String> {
         self.labelled
             .get_or_init(|| {
+                let started = Instant::now();
+                let found = probe();
+                if found.iter().any(|(_, l)| is_seed_label(l)) {
+                    eprintln!(
+                        "keel-cloudinit: block devices probed in {:.2} s, a seed medium among them",
+                        started.elapsed().as_secs_f64()
+                    );
+                    return found;
+                }
                 let _ = run(Command::new("udevadm").args(["settle", "--timeout=10"]));
-                // blkid exits 2 when no device has any of the tags asked for.
-                run(Command::new("blkid").args(["-c", "/dev/null", "-o", "export"]))
-                    .map(|out| labelled_devices(&out))
-                    .unwrap_or_default()
+                let settled = started.elapsed().as_secs_f64();
+                let found = probe();
+                eprintln!(
+                    "keel-cloudinit: no seed medium at first; udev settled after {settled:.2} s, \
+                     probed again by {:.2} s",
+                    started.elapsed().as_secs_f64()
+                );
+                found
             })
             .iter()
             .find(|(_, l)| l == label)
             .map(|(dev, _)| dev.clone())
     }
+}
+
+/// Every labelled filesystem on the block devices the kernel shows now.
+fn probe() -> Vec<(String, String)> {
+    // blkid exits 2 when no device has any of the tags asked for.
+    run(Command::new("blkid").args(["-c", "/dev/null", "-o", "export"]))
+        .map(|out| labelled_devices(&out))
+        .unwrap_or_default()
+}
+
+/// A label some source reads its configuration from.
+fn is_seed_label(label: &str) -> bool {
+    label == CONFIG_DRIVE_LABEL || NOCLOUD_LABELS.contains(&label)
 }
 
 /// (DEVNAME, LABEL) of each device in `blkid -o export` output (blank-line separated
@@ -113,6 +144,16 @@ impl Media for Mounter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seed_labels_are_the_sources_labels() {
+        for l in ["config-2", "cidata", "CIDATA"] {
+            assert!(is_seed_label(l), "{l}");
+        }
+        for l in ["EFI-SYSTEM", "OEM", "ROOT", "CONFIG-2", ""] {
+            assert!(!is_seed_label(l), "{l}");
+        }
+    }
 
     #[test]
     fn devices_and_labels_from_blkid_export() {
