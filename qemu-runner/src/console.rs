@@ -176,8 +176,42 @@ pub fn find_after(haystack: &[u8], from: usize, needle: &[u8]) -> Option<usize> 
 /// terminal escape sequences (OVMF draws with them) removed.
 pub fn tail(bytes: &[u8], lines: usize) -> String {
     let text = strip_escapes(&String::from_utf8_lossy(bytes));
-    let all: Vec<&str> = text.lines().collect();
+    let all = collapse_repeats(text.lines());
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Runs of lines that differ only in their kernel time stamp (a unit printing the same line
+/// every second) kept as their first and last line with a count between, so that a tail shows
+/// what came before the flood.
+fn collapse_repeats<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
+    fn body(line: &str) -> &str {
+        match line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
+            Some((stamp, rest)) if stamp.trim().parse::<f64>().is_ok() => rest,
+            _ => line,
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut run: Vec<&str> = Vec::new();
+    let flush = |run: &mut Vec<&str>, out: &mut Vec<String>| {
+        match run.len() {
+            0 => {}
+            1 | 2 | 3 => out.extend(run.iter().map(|l| l.to_string())),
+            n => {
+                out.push(run[0].to_string());
+                out.push(format!("… {} more lines like it …", n - 2));
+                out.push(run[n - 1].to_string());
+            }
+        }
+        run.clear();
+    };
+    for line in lines {
+        if run.last().is_some_and(|last| body(last) != body(line)) {
+            flush(&mut run, &mut out);
+        }
+        run.push(line);
+    }
+    flush(&mut run, &mut out);
+    out
 }
 
 fn strip_escapes(text: &str) -> String {
@@ -216,6 +250,27 @@ mod tests {
         assert_eq!(find_after(b"login:", 1, b"login:"), None);
         assert_eq!(find_after(b"ab", 5, b"a"), None);
         assert_eq!(find_after(b"ab", 1, b""), Some(1));
+    }
+
+    #[test]
+    fn tail_collapses_a_flood_of_the_same_line() {
+        let mut raw = String::from("[    1.000000] systemd[1]: Started hello.service.\n");
+        for i in 0..100 {
+            raw.push_str(&format!("[  {:>3}.500000] sh[270]: Hello World\n", i + 2));
+        }
+        raw.push_str("keel login: ");
+        let t = tail(raw.as_bytes(), 5);
+        assert_eq!(
+            t,
+            "[    1.000000] systemd[1]: Started hello.service.\n\
+             [    2.500000] sh[270]: Hello World\n\
+             … 98 more lines like it …\n\
+             [  101.500000] sh[270]: Hello World\n\
+             keel login: "
+        );
+        // Different lines, or a few repeats, are kept as they are.
+        let few = b"[ 1.0] a\n[ 2.0] a\n[ 3.0] b\nplain\nplain\n";
+        assert_eq!(tail(few, 10), "[ 1.0] a\n[ 2.0] a\n[ 3.0] b\nplain\nplain");
     }
 
     #[test]
