@@ -195,7 +195,7 @@ fn collapse_repeats<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
     let flush = |run: &mut Vec<&str>, out: &mut Vec<String>| {
         match run.len() {
             0 => {}
-            1 | 2 | 3 => out.extend(run.iter().map(|l| l.to_string())),
+            1..=3 => out.extend(run.iter().map(|l| l.to_string())),
             n => {
                 out.push(run[0].to_string());
                 out.push(format!("… {} more lines like it …", n - 2));
