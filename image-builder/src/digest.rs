@@ -1,7 +1,9 @@
 //! SHA-256 of files, buffers and directory trees (hex strings throughout).
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -76,9 +78,9 @@ pub fn tree_sha256(root: &Path) -> Result<String> {
     walk(root, root, &mut entries)?;
     entries.sort();
     for rel in entries {
-        let p = root.join(&rel);
+        let p = root.join(OsStr::from_bytes(&rel));
         let meta = std::fs::symlink_metadata(&p).map_err(io_at(&p))?;
-        ctx.update(rel.as_bytes());
+        ctx.update(String::from_utf8_lossy(&rel).as_bytes());
         ctx.update(b"\0");
         if meta.file_type().is_symlink() {
             let t = std::fs::read_link(&p).map_err(io_at(&p))?;
@@ -96,16 +98,13 @@ pub fn tree_sha256(root: &Path) -> Result<String> {
     Ok(hex::encode(ctx.finish().as_ref()))
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+/// Paths below `root` (relative, as bytes), directories included, not following symlinks.
+pub(crate) fn walk(root: &Path, dir: &Path, out: &mut Vec<Vec<u8>>) -> Result<()> {
     for e in std::fs::read_dir(dir).map_err(io_at(dir))? {
         let e = e.map_err(io_at(dir))?;
         let p = e.path();
-        let rel = p
-            .strip_prefix(root)
-            .expect("below root")
-            .to_string_lossy()
-            .into_owned();
-        out.push(rel);
+        let rel = p.strip_prefix(root).expect("below root");
+        out.push(rel.as_os_str().as_bytes().to_vec());
         if e.file_type().map_err(io_at(&p))?.is_dir() {
             walk(root, &p, out)?;
         }

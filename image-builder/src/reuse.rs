@@ -217,7 +217,7 @@ pub fn tree_digest(root: &Path) -> Result<String> {
     let mut ctx = Context::new(&SHA256);
     let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
     let mut paths = Vec::new();
-    collect(root, root, &mut paths)?;
+    crate::digest::walk(root, root, &mut paths)?;
     paths.sort();
     let mut buf = vec![0u8; 1 << 20];
     for (index, rel) in paths.iter().enumerate() {
@@ -266,20 +266,6 @@ pub fn tree_digest(root: &Path) -> Result<String> {
         ctx.update(b"\n");
     }
     Ok(hex::encode(ctx.finish().as_ref()))
-}
-
-/// Paths below `root` (relative, as bytes), directories included, not following symlinks.
-fn collect(root: &Path, dir: &Path, out: &mut Vec<Vec<u8>>) -> Result<()> {
-    for e in std::fs::read_dir(dir).map_err(io_at(dir))? {
-        let e = e.map_err(io_at(dir))?;
-        let p = e.path();
-        let rel = p.strip_prefix(root).expect("below root");
-        out.push(rel.as_os_str().as_bytes().to_vec());
-        if e.file_type().map_err(io_at(&p))?.is_dir() {
-            collect(root, &p, out)?;
-        }
-    }
-    Ok(())
 }
 
 /// The extended attributes of `path` itself (not a symlink's target), sorted by name.

@@ -99,11 +99,6 @@ impl Batched {
         }
     }
 
-    /// Check-ins waiting to be written (for tests and metrics).
-    pub fn queued(&self) -> usize {
-        lock(&self.shared.queue).contacts.len()
-    }
-
     fn inner(&self) -> &dyn Store {
         self.shared.inner.as_ref()
     }
