@@ -317,6 +317,15 @@ fn usr_tree_has_the_keel_layout() {
             .is_ok()
     };
     assert!(wants("multi-user.target", "ssh.service"));
+    assert!(wants("multi-user.target", "keel-ssh-host-keys.service"));
+    let drop_in =
+        std::fs::read_to_string(usr.join("lib/systemd/system/ssh.service.d/keel-host-keys.conf"))
+            .unwrap();
+    assert!(
+        drop_in.contains("DefaultDependencies=no")
+            && drop_in.contains("Requires=keel-ssh-host-keys.service"),
+        "sshd must wait for the host keys and multi-user.target must not wait for sshd:\n{drop_in}"
+    );
     assert!(wants("sockets.target", "docker.socket"));
     assert!(!wants("multi-user.target", "docker.service"));
     assert!(!wants("multi-user.target", "containerd.service"));
