@@ -5,18 +5,33 @@
 use std::fs;
 use std::path::Path;
 
-/// TEST IMAGES ONLY. The e2e test driver: a unit that, at every boot after multi-user.target,
-/// runs the script on /dev/vdb (the first extra disk: a shell script padded with zeros) with its
-/// output on the serial console. Serial console input does not reach the guest's shell, so
-/// tests talk to the guest through scripts and console output.
+/// TEST IMAGES ONLY. The e2e test driver: a unit that, at every boot, once multi-user.target
+/// is reached, runs the script on /dev/vdb (the first extra disk: a shell script padded with
+/// zeros) with its output on the serial console. Serial console input does not reach the
+/// guest's shell, so tests talk to the guest through scripts and console output.
+///
+/// The unit starts with basic.target and waits for multi-user.target itself, rather than being
+/// ordered after it: a boot that never gets there (CI has seen it) then says on the console, every
+/// two minutes, which jobs hold it and what they print, instead of only timing out.
 pub const DRIVER: &str = "#!/bin/sh\n\
     # Keel e2e TEST IMAGE ONLY: runs the script on /dev/vdb as root at every boot.\n\
     [ \"$(head -c 2 /dev/vdb 2>/dev/null)\" = '#!' ] || exit 0\n\
+    echo 'keel-e2e: driver started; the script runs once multi-user.target is reached'\n\
+    waited=0\n\
+    until systemctl -q is-active multi-user.target; do\n\
+    \x20   sleep 1; waited=$((waited + 1))\n\
+    \x20   [ $((waited % 120)) -eq 0 ] || continue\n\
+    \x20   echo \"keel-e2e: multi-user.target not reached after $waited s; its jobs:\"\n\
+    \x20   systemctl list-jobs --no-pager --full\n\
+    \x20   systemctl list-jobs --no-legend | awk '$4 == \"running\" { print $2 }' |\n\
+    \x20       xargs -r systemctl status --no-pager --full -n 20\n\
+    \x20   systemctl --failed --no-pager --full\n\
+    done\n\
     tr -d '\\000' < /dev/vdb > /run/keel-e2e.sh\n\
     exec /bin/sh /run/keel-e2e.sh\n";
 pub const DRIVER_UNIT: &str = "[Unit]\n\
     Description=Keel e2e test driver (TEST IMAGE ONLY)\n\
-    After=multi-user.target\n\n\
+    After=basic.target\n\n\
     [Service]\n\
     Type=simple\n\
     ExecStart=/usr/lib/keel-e2e/driver\n\
