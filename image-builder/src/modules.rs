@@ -128,10 +128,23 @@ impl ModuleIndex {
         let mut order = Vec::new();
         let mut needs = BTreeMap::new();
         let mut builtin = Vec::new();
+        // The modules the board names load in the board's order, each after the one named
+        // before it; only their dependencies load beside each other. A bus driver and a driver
+        // for devices on it (virtio_pci, virtio_blk) share no dependency, and loaded at once they
+        // probe the devices in a racing order: /dev/vda and /dev/vdb swapped between boots.
+        let mut previous: Option<String> = None;
         for n in names {
             let key = normalize(n);
             if let Some(path) = self.paths.get(&key) {
+                let new = !needs.contains_key(path);
                 self.visit(path, &mut needs, &mut order);
+                if let (true, Some(before)) = (new, &previous) {
+                    let path_needs = needs.get_mut(path).expect("visited");
+                    if !path_needs.contains(before) {
+                        path_needs.push(before.clone());
+                    }
+                }
+                previous = Some(path.clone());
             } else if self.builtin.contains(&key) {
                 builtin.push(n.clone());
             } else {
@@ -261,8 +274,42 @@ kernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko
             r.needs["kernel/drivers/md/dm-verity.ko.xz"],
             vec![
                 "kernel/drivers/md/dm-bufio.ko",
-                "kernel/drivers/md/dm-mod.ko"
+                "kernel/drivers/md/dm-mod.ko",
+                "kernel/drivers/block/virtio_blk.ko"
+            ],
+            "its dependencies, and the module the board names before it"
+        );
+    }
+
+    /// A bus driver and a driver of its devices share no dependency: loaded at once, virtio_blk
+    /// probed the second virtio disk first and named it vda. The board's order holds.
+    #[test]
+    fn modules_the_board_names_load_in_its_order() {
+        let r = idx()
+            .resolve(&names(&["virtio_pci", "virtio_blk", "erofs"]))
+            .unwrap();
+        assert_eq!(
+            r.needs["kernel/drivers/block/virtio_blk.ko"],
+            vec![
+                "kernel/drivers/virtio/virtio.ko",
+                "kernel/drivers/virtio/virtio_ring.ko",
+                "kernel/drivers/virtio/virtio_pci.ko"
             ]
+        );
+        assert_eq!(
+            r.needs["kernel/fs/erofs/erofs.ko"],
+            vec![
+                "kernel/lib/libcrc32c.ko",
+                "kernel/drivers/block/virtio_blk.ko"
+            ]
+        );
+        // Dependencies still load beside each other: nothing is added to them.
+        assert!(r.needs["kernel/drivers/virtio/virtio_ring.ko"].is_empty());
+        // A named module already loaded as another's dependency gains no need (no cycle).
+        let r = idx().resolve(&names(&["erofs", "libcrc32c"])).unwrap();
+        assert_eq!(
+            r.needs["kernel/lib/libcrc32c.ko"],
+            vec!["kernel/crypto/crc32c-intel.ko"]
         );
     }
 
