@@ -15,7 +15,9 @@ use std::path::Path;
 /// two minutes, which jobs hold it and what they print, instead of only timing out.
 pub const DRIVER: &str = "#!/bin/sh\n\
     # Keel e2e TEST IMAGE ONLY: runs the script on /dev/vdb as root at every boot.\n\
-    [ \"$(head -c 2 /dev/vdb 2>/dev/null)\" = '#!' ] || exit 0\n\
+    if [ \"$(head -c 2 /dev/vdb 2>/dev/null)\" != '#!' ]; then\n\
+    \x20   echo 'keel-e2e: no script on /dev/vdb, nothing to run'; exit 0\n\
+    fi\n\
     echo 'keel-e2e: driver started; the script runs once multi-user.target is reached'\n\
     waited=0\n\
     until systemctl -q is-active multi-user.target; do\n\
