@@ -262,18 +262,23 @@ fn units_land_by_their_x_fleet_options_and_move_when_a_machine_dies() {
 
     // A clean stop gives the lease back: the rest moves at once.
     let _ = m3.stop.send(true);
-    until("m3's units leave with it", Duration::from_secs(10), || {
+    // The engine writes the schedule and the reasons for what fits nowhere in separate keys:
+    // wait for both (CI read the reasons between the two writes).
+    let unplaced = until("m3's units leave with it", Duration::from_secs(10), || {
         let views = rt.block_on(registry.views()).unwrap();
-        views
+        let unplaced = rt.block_on(registry.unplaced()).unwrap();
+        (views
             .iter()
             .all(|v| v.machine.as_deref() == Some(survivor.id.as_str()))
-            .then_some(())
+            && ["pinned.service", "sidecar.service"]
+                .iter()
+                .all(|u| unplaced.contains_key(*u)))
+        .then_some(unplaced)
     });
     assert!(
         m3.recorder.running().is_empty(),
         "a stopped agent left units running"
     );
-    let unplaced = rt.block_on(registry.unplaced()).unwrap();
     assert!(
         unplaced["pinned.service"].contains("MachineID=m3cccccc"),
         "{unplaced:?}"

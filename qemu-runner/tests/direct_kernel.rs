@@ -114,15 +114,20 @@ fn a_pattern_that_never_appears_times_out_with_the_tail() {
         .contains(&vm.log_path().display().to_string()));
 }
 
-/// The shell guest with a 5 s silence limit for the emulator-hang watches, not quiet: the
+/// The emulator-hang watches' silence limit in these tests; a silence that must not be reset
+/// is waited out past it.
+const WATCH_LIMIT: Duration = Duration::from_secs(20);
+
+/// The shell guest with a 20 s silence limit for the emulator-hang watches, not quiet: the
 /// kernel says when it starts init (which ends "before init"), and a kernel booting after a
-/// reset prints within the limit.
+/// reset prints within the limit (5 s was too short in a loaded CI run: SeaBIOS was still
+/// loading the kernel after the first reset, and the guest was reset a second time).
 fn watched_shell_options(dir: &std::path::Path) -> BootOptions {
     let kernel = debian::kernel();
     let initramfs = shell_initramfs(dir, &kernel);
     let image = blank_disk(dir, "disk.raw", 8);
     let mut options = BootOptions {
-        restart_silence_limit: Duration::from_secs(5),
+        restart_silence_limit: WATCH_LIMIT,
         ..shell_options(&image, &kernel, &initramfs)
     };
     if let keel_qemu::Firmware::Direct { append, .. } = &mut options.firmware {
@@ -139,7 +144,7 @@ fn silence_after_a_restart_line_resets_the_machine_again() {
     let mut vm = Session::start(&watched_shell_options(dir.path())).unwrap();
     vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
     // Silent after an ordinary line: waited out, never reset.
-    let quiet = vm.wait_for("never printed", Duration::from_secs(8));
+    let quiet = vm.wait_for("never printed", WATCH_LIMIT + Duration::from_secs(5));
     assert!(matches!(quiet, Err(BootError::Timeout { .. })), "{quiet:?}");
     assert_eq!(vm.firmware_resets(), 0);
 
@@ -164,7 +169,7 @@ fn a_kernel_silent_before_init_with_busy_vcpus_is_reset() {
     // Init ran: both vCPUs busy and silent now is the image's, never reset.
     vm.send_line("(while :; do :; done &); (while :; do :; done &); echo spinning")
         .unwrap();
-    let busy = vm.wait_for("never printed", Duration::from_secs(8));
+    let busy = vm.wait_for("never printed", WATCH_LIMIT + Duration::from_secs(5));
     assert!(matches!(busy, Err(BootError::Timeout { .. })), "{busy:?}");
     assert_eq!(vm.firmware_resets(), 0);
 
