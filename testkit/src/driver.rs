@@ -10,9 +10,11 @@ use std::path::Path;
 /// zeros) with its output on the serial console. Serial console input does not reach the
 /// guest's shell, so tests talk to the guest through scripts and console output.
 ///
-/// The unit starts with basic.target and waits for multi-user.target itself, rather than being
-/// ordered after it: a boot that never gets there (CI has seen it) then says on the console, every
-/// two minutes, which jobs hold it and what they print, instead of only timing out.
+/// The driver says on the console that it started, or that /dev/vdb holds no script (CI once
+/// booted with its virtio disks swapped, and the driver's silence hid it). The unit starts with
+/// basic.target and waits for multi-user.target itself, rather than being ordered after it: a
+/// boot that never gets there says every two minutes which jobs hold it, instead of only
+/// timing out.
 pub const DRIVER: &str = "#!/bin/sh\n\
     # Keel e2e TEST IMAGE ONLY: runs the script on /dev/vdb as root at every boot.\n\
     if [ \"$(head -c 2 /dev/vdb 2>/dev/null)\" != '#!' ]; then\n\
