@@ -99,6 +99,11 @@ impl Console {
         self.lock().closed = true;
         self.changed.notify_all();
     }
+
+    /// A new QEMU prints on: the console is open again (after its old reader closed it).
+    pub fn reopen(&self) {
+        self.lock().closed = false;
+    }
 }
 
 /// Reads `stream` (QEMU's stdout) until it closes.

@@ -154,4 +154,10 @@ pub enum SessionError {
         "QEMU is still running; stop it (shutdown, kill or wait_exit) before reading the disk"
     )]
     StillRunning,
+    #[error("power cycle ({why}): QEMU did not start again: {source}")]
+    Restart {
+        why: String,
+        #[source]
+        source: Box<StartError>,
+    },
 }

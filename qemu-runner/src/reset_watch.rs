@@ -1,10 +1,12 @@
-//! Two hangs of the emulator, not of the image, after which the session resets the machine
-//! (at most [`MAX_RESETS`] times per boot) and says so on stderr with the vCPUs' registers:
+//! Two hangs of the emulator, not of the image, after which the session power-cycles the
+//! machine (`Session::power_cycle`, at most [`MAX_RESETS`] times per boot) and says so on stderr
+//! with the vCPUs' registers:
 //!
 //! - **Firmware stuck after a restart.** The guest's kernel restarted the machine
 //!   (`reboot: machine restart`) and nothing followed. Seen in CI under TCG with Debian 12's
-//!   QEMU 7.2 and OVMF: 600 s of silence after a `systemctl reboot`, QEMU answering, both vCPUs
-//!   running. Nothing of the image's runs between the kernel's last line and OVMF's boot
+//!   QEMU 7.2 and OVMF: 600 s of silence after a `systemctl reboot`, QEMU answering, one vCPU
+//!   halted and the other spinning in the firmware. Two warm resets (QMP `system_reset`) in a
+//!   row wedged the same way; a warm reset keeps the memory, a power cycle clears it. Nothing of the image's runs between the kernel's last line and OVMF's boot
 //!   manager (`BdsDxe: loading Boot0001 ...`), which OVMF prints within seconds of a reset even
 //!   under TCG on a loaded 2-core machine.
 //! - **Kernel stuck before init.** Seen in CI under TCG with OVMF: the kernel printed
@@ -27,7 +29,7 @@ const RESTART_MARKERS: &[&str] = &["reboot: machine restart", "reboot: Restartin
 /// Silence after a restart line that means the firmware is stuck (the default of
 /// `BootOptions::restart_silence_limit`).
 pub const FIRMWARE_SILENCE_LIMIT: Duration = Duration::from_secs(120);
-/// Resets a session may do for a stuck firmware before the wait fails as it would have.
+/// Power cycles a session may do for a hung emulator before the wait fails as it would have.
 pub const MAX_RESETS: u32 = 2;
 /// How much of the console's end is enough to see its last line.
 pub const TAIL_BYTES: usize = 512;

@@ -34,6 +34,8 @@ const PANIC_REPORT_QUIET: Duration = Duration::from_millis(300);
 const PANIC_REPORT_CAP: Duration = Duration::from_secs(3);
 const PANIC_MARKER: &[u8] = b"Kernel panic";
 const PANIC_END_MARKER: &[u8] = b"---[ end Kernel panic";
+/// How long QEMU may take to quit (flushing its disks) before a power cycle kills it.
+const QUIT_GRACE: Duration = Duration::from_secs(10);
 /// How often a wait looks at the guest between console changes (KVM watch, silence).
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -64,13 +66,16 @@ pub struct Session {
     banner_scanned: usize,
     /// Whether the guest is in its kernel before init ([`reset_watch::KernelStage`]).
     kernel_stage: reset_watch::KernelStage,
-    /// Resets done because the emulator hung the guest ([`reset_watch`]).
+    /// Power cycles done because the emulator hung the guest ([`reset_watch`]).
     firmware_resets: u32,
     /// When the last of them was done: the silence is counted from there.
     last_firmware_reset: Option<Instant>,
     disk: PathBuf,
     overlay: bool,
     log_path: PathBuf,
+    /// QEMU's command line, to power the same machine off and on ([`Session::power_cycle`]).
+    qemu_args: Vec<std::ffi::OsString>,
+    qmp_socket: PathBuf,
     // Declared last: removed only after QEMU is gone.
     dir: TempDir,
 }
@@ -263,25 +268,10 @@ impl Session {
             }
         };
 
-        let mut command = Command::new(QEMU_SYSTEM);
-        command
-            .args(qemu_args(&plan))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command
-            .spawn()
-            .map_err(|source| tool::spawn_error(&command, source))?;
-        input.replace(child.stdin.take());
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let stderr = child.stderr.take().expect("stderr is piped");
-
+        let args = qemu_args(&plan);
+        let child = spawn_qemu(&args)?;
         let console = Arc::new(Console::default());
         let qemu_stderr = Arc::new(Mutex::new(Vec::new()));
-        let thread_error = |source| StartError::Io {
-            context: "start console reader thread".into(),
-            source,
-        };
         let mut session = Session {
             child,
             exit_status: None,
@@ -305,17 +295,68 @@ impl Session {
             disk: disk_path,
             overlay,
             log_path,
+            qemu_args: args,
+            qmp_socket,
             dir,
         };
-        session.threads.push(
-            console::spawn_reader(stdout, log, options.echo_console, console)
-                .map_err(thread_error)?,
-        );
-        session
-            .threads
-            .push(console::spawn_collector(stderr, qemu_stderr).map_err(thread_error)?);
-        session.connect_qmp(&qmp_socket)?;
+        session.attach(log)?;
         Ok(session)
+    }
+
+    /// Connects the console (into `log`), stderr and QMP of the QEMU just spawned.
+    fn attach(&mut self, log: File) -> Result<(), StartError> {
+        let thread_error = |source| StartError::Io {
+            context: "start console reader thread".into(),
+            source,
+        };
+        self.input.replace(self.child.stdin.take());
+        let stdout = self.child.stdout.take().expect("stdout is piped");
+        let stderr = self.child.stderr.take().expect("stderr is piped");
+        let echo = self.options.echo_console;
+        self.threads.push(
+            console::spawn_reader(stdout, log, echo, self.console.clone()).map_err(thread_error)?,
+        );
+        self.threads.push(
+            console::spawn_collector(stderr, self.qemu_stderr.clone()).map_err(thread_error)?,
+        );
+        let socket = self.qmp_socket.clone();
+        self.connect_qmp(&socket)
+    }
+
+    /// Powers the machine off and on: QEMU quits (flushing its disks; killed if it does not
+    /// within [`QUIT_GRACE`]) and the same command line starts again, on the same disk state and
+    /// firmware variables, with the firmware starting from cleared memory. A warm reset keeps
+    /// the memory, and OVMF under TCG wedged after some (`reset_watch`); cold starts never did.
+    /// The console carries on where it was (waits and cursors stay valid); the log gets a line
+    /// saying why.
+    pub fn power_cycle(&mut self, why: &str) -> Result<(), SessionError> {
+        if self.exit_status.is_none() {
+            let _ = self.qmp("quit", None);
+            let deadline = Instant::now() + QUIT_GRACE;
+            while self.poll_exit().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        self.kill()?;
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        let io = |context: String, source| SessionError::Io { context, source };
+        let mut log = File::options()
+            .append(true)
+            .open(&self.log_path)
+            .map_err(|e| io(format!("reopen console log {}", self.log_path.display()), e))?;
+        writeln!(log, "\n[keel-qemu: {why}; powering the machine off and on]")
+            .map_err(|e| io(format!("write console log {}", self.log_path.display()), e))?;
+        let _ = fs::remove_file(&self.qmp_socket);
+        self.console.reopen();
+        let restart = |source: StartError| SessionError::Restart {
+            why: why.to_string(),
+            source: Box::new(source),
+        };
+        self.child = spawn_qemu(&self.qemu_args).map_err(restart)?;
+        self.exit_status = None;
+        self.attach(log).map_err(restart)
     }
 
     /// Waits until QEMU listens on QMP and its main loop answers `query-status`
@@ -527,7 +568,7 @@ impl Session {
     }
 
     /// The emulator hung the guest ([`reset_watch`]: firmware silent after a restart, or a
-    /// kernel silent before init with every vCPU busy): resets it again, saying so and where
+    /// kernel silent before init with every vCPU busy): power-cycles it, saying so and where
     /// the vCPUs were.
     fn reset_if_emulator_stuck(&mut self) {
         if self.firmware_resets >= reset_watch::MAX_RESETS {
@@ -565,16 +606,21 @@ impl Session {
             return;
         };
         self.firmware_resets += 1;
-        self.last_firmware_reset = Some(Instant::now());
-        let reset = self.qmp("system_reset", None);
-        eprintln!(
-            "keel-qemu: {}: {what} for {} s ({}); resetting the machine ({} of {}): {reset:?}",
-            self.log_path.display(),
+        let why = format!(
+            "{what} for {} s ({})",
             silent_for.as_secs(),
-            reset_watch::where_the_cpus_are(&registers),
+            reset_watch::where_the_cpus_are(&registers)
+        );
+        eprintln!(
+            "keel-qemu: {}: {why}; powering the machine off and on ({} of {})",
+            self.log_path.display(),
             self.firmware_resets,
             reset_watch::MAX_RESETS,
         );
+        if let Err(e) = self.power_cycle(&why) {
+            eprintln!("keel-qemu: {}: {e}", self.log_path.display());
+        }
+        self.last_firmware_reset = Some(Instant::now());
     }
 
     /// How long the guest has been silent when that exceeds `silence_limit` after its kernel
@@ -733,8 +779,9 @@ impl Session {
         self.console.text_from(start)
     }
 
-    /// How often the machine was reset because the emulator hung it ([`crate::reset_watch`]:
-    /// silent for [`BootOptions::restart_silence_limit`] after a restart, or before init).
+    /// How often the machine was power-cycled because the emulator hung it
+    /// ([`crate::reset_watch`]: silent for [`BootOptions::restart_silence_limit`] after a
+    /// restart, or before init).
     pub fn firmware_resets(&self) -> u32 {
         self.firmware_resets
     }
@@ -903,6 +950,18 @@ fn check_inputs(options: &BootOptions) -> Result<(), StartError> {
         }
     }
     Ok(())
+}
+
+fn spawn_qemu(args: &[std::ffi::OsString]) -> Result<Child, StartError> {
+    let mut command = Command::new(QEMU_SYSTEM);
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+        .spawn()
+        .map_err(|source| tool::spawn_error(&command, source).into())
 }
 
 fn detect(path: &Path) -> Result<DiskFormat, StartError> {

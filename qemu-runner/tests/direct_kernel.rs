@@ -179,7 +179,8 @@ fn a_kernel_silent_before_init_with_busy_vcpus_is_reset() {
          ion ed; sleep 600",
     )
     .unwrap();
-    vm.wait_for("Switched to clocksource hpet", Duration::from_secs(30))
+    // The printed line (its format and argument apart, so the typed command does not match).
+    vm.wait_for("clocksource: Switched hpet", Duration::from_secs(30))
         .unwrap();
     vm.wait_for(SHELL_READY, BOOT_TIMEOUT).unwrap();
     assert_eq!(vm.firmware_resets(), 1, "{}", vm.log());
