@@ -212,6 +212,8 @@ fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
 
     let mut opts = BootOptions::new(&guest_disk);
     opts.mem_mb = 1024;
+    // The only guest of the CI tier's run of this file: both host cores are its.
+    opts.smp = 2;
     opts.extra_disks = vec![script, source, target.clone()];
     let mut s = Session::start(&opts).unwrap_or_else(|e| panic!("QEMU did not start: {e}"));
     let refused = section(&mut s, "REFUSE", BOOT);
@@ -230,6 +232,7 @@ fn install_from_a_running_keel_system_then_boot_the_installed_disk() {
     {
         let mut opts = BootOptions::new(&target);
         opts.mem_mb = 1024;
+        opts.smp = 2;
         opts.firmware = firmware.clone();
         let mut s = Session::start(&opts).unwrap_or_else(|e| panic!("QEMU did not start: {e}"));
         // The firmware's own line first: OVMF's boot manager, or SeaBIOS handing to GRUB's

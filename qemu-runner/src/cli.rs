@@ -65,9 +65,9 @@ pub struct BootArgs {
     /// initramfs, the kernel's unpacked copy and ROOT in RAM].
     #[arg(long, value_name = "MB")]
     pub mem: Option<u32>,
-    /// Number of guest CPUs.
-    #[arg(long, default_value_t = 2)]
-    pub smp: u32,
+    /// Number of guest CPUs [default: $KEEL_QEMU_SMP, else 2].
+    #[arg(long)]
+    pub smp: Option<u32>,
     /// Let the guest write to IMAGE itself instead of an overlay.
     #[arg(long)]
     pub persist: bool,
@@ -207,7 +207,7 @@ impl BootArgs {
         BootOptions {
             firmware,
             mem_mb: self.mem.unwrap_or(DEFAULT_MEM_MB),
-            smp: self.smp,
+            smp: self.smp.unwrap_or_else(crate::options::default_smp),
             persist: self.persist,
             extra_disks: self.extra_disks.clone(),
             log_path: self.log.clone(),
