@@ -23,6 +23,7 @@ pub mod kargs;
 pub mod media;
 pub mod source;
 pub mod stage;
+pub mod storage;
 
 #[cfg(test)]
 mod tests;
