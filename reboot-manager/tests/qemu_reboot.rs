@@ -101,6 +101,7 @@ fn first_to_restart(ms: &[Machine]) -> usize {
 }
 
 #[test]
+#[ignore = "full tier (ci/test.sh --full): the CI tier runs the semaphore on real etcd in rollout.rs (eight managers, an etcd member dying) and the manager's firmware reboot in a guest in updater/tests/qemu_update.rs"]
 fn two_guests_reboot_into_an_update_one_at_a_time_under_the_etcd_lock() {
     let v1 = keel_testkit::build_image(&keel_testkit::e2e_opts("e2e-v1", "1.0.0"));
     let v2 = keel_testkit::build_image(&keel_testkit::e2e_opts("e2e-v2", "2.0.0"));
