@@ -4,6 +4,7 @@
 # executions, the edges covered and the crashes and hangs found.
 #
 #   ci/fuzz.sh [--seconds N] [--target NAME]... [--out DIR]
+#   ci/fuzz.sh --build-only     the instrumented build alone (ci/test.sh runs it beside the suite)
 #
 # N defaults to 60 (per target). Findings stay in DIR (default: a fresh temporary directory),
 # DIR/TARGET/default/crashes/ holding each crashing input: keep it beside the code as a
@@ -16,13 +17,15 @@ set -euo pipefail
 seconds=60
 out=""
 only=()
+build_only=0
 while (($#)); do
   case "$1" in
     --seconds) seconds="$2"; shift 2 ;;
     --seconds=*) seconds="${1#*=}"; shift ;;
     --target) only+=("$2"); shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --build-only) build_only=1; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "ci/fuzz.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -38,6 +41,7 @@ fi
 
 echo "ci/fuzz.sh: building the targets (cargo afl build --release)" >&2
 cargo afl build --release --bins 2>&1 | tail -n 3 >&2
+((build_only)) && exit 0
 
 if ((${#only[@]})); then
   targets=("${only[@]}")

@@ -3,8 +3,8 @@
 # checks with independent tools, QEMU boots).
 #
 #   ci/test.sh          the CI tier (what .ci/run runs; fits CI's 90 minutes on 2 cores),
-#                       then every fuzz target for 10 s under AFL (ci/fuzz.sh: cargo-afl's
-#                       install and the instrumented build are about 11 minutes of it)
+#                       then every fuzz target for 10 s under AFL (ci/fuzz.sh; cargo-afl's
+#                       install and the instrumented build run beside the suite, niced)
 #   ci/test.sh --full   the full tier: also the tests marked #[ignore = "full tier…"], the
 #                       tier-sized ones at full size (KEEL_TIER=full: e.g. 100 power cuts),
 #                       keel-ami's tests against moto_server (the AWS SDK's compile), and
@@ -41,6 +41,13 @@ if [ "$tier" = full ]; then
 fi
 started=$SECONDS
 status=0
+# cargo-afl's install and the fuzz targets' instrumented build (its own target directory) run
+# beside the suite at the lowest CPU priority: the suite leaves about half of the 2 cores idle
+# (single-threaded image builds, lone guests, waits), and this takes only what it leaves.
+fuzz_build_log="$(mktemp /tmp/keel-fuzz-build.XXXXXX)"
+nice -n 19 bash -c '{ cargo afl --version >/dev/null 2>&1 || cargo install --locked cargo-afl; } &&
+    ci/fuzz.sh --build-only' >"$fuzz_build_log" 2>&1 &
+fuzz_build=$!
 cargo test --release --workspace --exclude keel-ami --no-fail-fast -- "${harness[@]}" || status=$?
 if [ "$tier" = full ]; then
     # keel-ami on its own: resolved with the whole workspace, its dependencies get other
@@ -50,6 +57,11 @@ if [ "$tier" = full ]; then
 fi
 # Coverage-guided fuzzing of every untrusted-input parser (fuzz/, its own workspace and
 # target directory): a crash on the corpus or near it fails the run.
+fuzz_built=0
+wait "$fuzz_build" || fuzz_built=$?
+echo "ci/test.sh: fuzz build beside the suite (exit $fuzz_built), its last lines:"
+tail -n 5 "$fuzz_build_log"
+rm -f "$fuzz_build_log"
 cargo afl --version >/dev/null 2>&1 || cargo install --locked cargo-afl || status=$?
 ci/fuzz.sh --seconds "$( [ "$tier" = full ] && echo 60 || echo 10 )" || status=$?
 echo "ci/test.sh: $tier tier, tests took $(((SECONDS - started) / 60)) min, exit $status"
