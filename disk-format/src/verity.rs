@@ -26,6 +26,13 @@ pub enum VerityError {
     DataBlock { block: u64, offset: u64 },
     #[error("hash area block {block} (byte offset {offset} of the partition) is corrupt")]
     HashBlock { block: u64, offset: u64 },
+    #[error(
+        "data bytes {at}..{} are not whole 4096-byte blocks inside the {data_size}-byte data area",
+        at + len
+    )]
+    DataRange { at: u64, len: u64, data_size: u64 },
+    #[error("only {hashed} of the data area's {data_size} bytes were hashed")]
+    Unfinished { hashed: u64, data_size: u64 },
     #[error("verity parameters are malformed: {0}")]
     Params(String),
     #[error("the verity superblock does not match the signed parameters")]
@@ -102,6 +109,96 @@ fn hash_blocks(salt: &[u8], blocks: &[u8], out: &mut [u8]) {
     });
 }
 
+/// Level 0 of a tree (the hashes of the data blocks), fed with the data in order, a whole number
+/// of blocks at a time: from a reader by [`build`], or from chunks as they arrive.
+#[derive(Clone, Debug)]
+pub struct DataHashes {
+    salt: Vec<u8>,
+    data_size: u64,
+    hashed: u64,
+    level0: Vec<u8>,
+}
+
+impl DataHashes {
+    pub fn new(data_size: u64, salt: &[u8]) -> Result<DataHashes, VerityError> {
+        if !data_size.is_multiple_of(BLOCK as u64) || data_size < 2 * BLOCK as u64 {
+            return Err(VerityError::DataSize(data_size));
+        }
+        let blocks = level_blocks(data_size / BLOCK as u64)[0];
+        Ok(DataHashes {
+            salt: salt.to_vec(),
+            data_size,
+            hashed: 0,
+            // Padded with zeros to whole hash blocks.
+            level0: vec![0u8; blocks as usize * BLOCK],
+        })
+    }
+
+    /// Data bytes hashed so far.
+    pub fn hashed(&self) -> u64 {
+        self.hashed
+    }
+
+    /// The data area's size.
+    pub fn data_size(&self) -> u64 {
+        self.data_size
+    }
+
+    /// Hash the next `data.len()` bytes of the data area (whole blocks, not past its end).
+    pub fn push(&mut self, data: &[u8]) -> Result<(), VerityError> {
+        let len = data.len() as u64;
+        if !len.is_multiple_of(BLOCK as u64) || self.hashed + len > self.data_size {
+            return Err(VerityError::DataRange {
+                at: self.hashed,
+                len,
+                data_size: self.data_size,
+            });
+        }
+        let first = (self.hashed / BLOCK as u64) as usize;
+        let blocks = data.len() / BLOCK;
+        hash_blocks(
+            &self.salt,
+            data,
+            &mut self.level0[first * DIGEST..(first + blocks) * DIGEST],
+        );
+        self.hashed += len;
+        Ok(())
+    }
+
+    /// The whole hash area and root hash, once every data block has been hashed.
+    pub fn finish(self, uuid: Uuid) -> Result<Tree, VerityError> {
+        if self.hashed != self.data_size {
+            return Err(VerityError::Unfinished {
+                hashed: self.hashed,
+                data_size: self.data_size,
+            });
+        }
+        let data_blocks = self.data_size / BLOCK as u64;
+        let levels = level_blocks(data_blocks);
+        let salt = &self.salt[..];
+        let mut stored: Vec<Vec<u8>> = vec![self.level0];
+        for &count in &levels[1..] {
+            let below = stored.last().expect("level 0 exists");
+            let mut level = vec![0u8; count as usize * BLOCK];
+            let n = below.len() / BLOCK;
+            hash_blocks(salt, below, &mut level[..n * DIGEST]);
+            stored.push(level);
+        }
+        let mut root_hash = [0u8; 32];
+        hash_block(salt, stored.last().expect("top level"), &mut root_hash);
+
+        let mut hash_area = superblock(data_blocks, salt, uuid);
+        for level in stored.iter().rev() {
+            hash_area.extend_from_slice(level);
+        }
+        debug_assert_eq!(hash_area.len() as u64, hash_area_size(data_blocks));
+        Ok(Tree {
+            hash_area,
+            root_hash,
+        })
+    }
+}
+
 /// Hash the first `data_size` bytes of `data` and build the hash area. `progress` is called
 /// with the number of data bytes hashed so far.
 pub fn build<R: Read + ?Sized>(
@@ -111,50 +208,15 @@ pub fn build<R: Read + ?Sized>(
     uuid: Uuid,
     mut progress: impl FnMut(u64),
 ) -> Result<Tree, VerityError> {
-    if !data_size.is_multiple_of(BLOCK as u64) || data_size < 2 * BLOCK as u64 {
-        return Err(VerityError::DataSize(data_size));
-    }
-    let data_blocks = data_size / BLOCK as u64;
-    let levels = level_blocks(data_blocks);
-
-    // Level 0: hashes of the data blocks, padded with zeros to whole hash blocks.
-    let mut level0 = vec![0u8; levels[0] as usize * BLOCK];
+    let mut hashes = DataHashes::new(data_size, salt)?;
     let mut buf = vec![0u8; CHUNK];
-    let mut done = 0u64;
-    while done < data_size {
-        let want = CHUNK.min((data_size - done) as usize);
+    while hashes.hashed() < data_size {
+        let want = CHUNK.min((data_size - hashes.hashed()) as usize);
         data.read_exact(&mut buf[..want])?;
-        let first = (done / BLOCK as u64) as usize;
-        hash_blocks(
-            salt,
-            &buf[..want],
-            &mut level0[first * DIGEST..(first + want / BLOCK) * DIGEST],
-        );
-        done += want as u64;
-        progress(done);
+        hashes.push(&buf[..want])?;
+        progress(hashes.hashed());
     }
-
-    // Upper levels.
-    let mut stored: Vec<Vec<u8>> = vec![level0];
-    for &count in &levels[1..] {
-        let below = stored.last().expect("level 0 exists");
-        let mut level = vec![0u8; count as usize * BLOCK];
-        let n = below.len() / BLOCK;
-        hash_blocks(salt, below, &mut level[..n * DIGEST]);
-        stored.push(level);
-    }
-    let mut root_hash = [0u8; 32];
-    hash_block(salt, stored.last().expect("top level"), &mut root_hash);
-
-    let mut hash_area = superblock(data_blocks, salt, uuid);
-    for level in stored.iter().rev() {
-        hash_area.extend_from_slice(level);
-    }
-    debug_assert_eq!(hash_area.len() as u64, hash_area_size(data_blocks));
-    Ok(Tree {
-        hash_area,
-        root_hash,
-    })
+    hashes.finish(uuid)
 }
 
 /// The signed verity parameters of a slot, decoded: what [`verify`] checks against.
@@ -194,15 +256,21 @@ pub fn verify<R: Read + Seek + ?Sized>(
     p: &Params,
     progress: impl FnMut(u64),
 ) -> Result<(), VerityError> {
-    let (data_size, hash_offset, salt, uuid, root_hash) = (
-        p.data_size,
-        p.hash_offset,
-        &p.salt[..],
-        p.uuid,
-        &p.root_hash,
-    );
     dev.seek(SeekFrom::Start(base))?;
-    let tree = build(&mut ReadLimit(dev), data_size, salt, uuid, progress)?;
+    let tree = build(&mut ReadLimit(dev), p.data_size, &p.salt, p.uuid, progress)?;
+    check_stored_tree(dev, base, p, &tree)
+}
+
+/// Compare `tree`, built from the data area as it was read, with the hash area stored in `dev`
+/// and with the expected root hash, naming the first block that differs.
+pub fn check_stored_tree<R: Read + Seek + ?Sized>(
+    dev: &mut R,
+    base: u64,
+    p: &Params,
+    tree: &Tree,
+) -> Result<(), VerityError> {
+    let (data_size, hash_offset, salt, root_hash) =
+        (p.data_size, p.hash_offset, &p.salt[..], &p.root_hash);
     dev.seek(SeekFrom::Start(base + hash_offset))?;
     let mut stored = vec![0u8; tree.hash_area.len()];
     dev.read_exact(&mut stored)?;
@@ -300,6 +368,41 @@ mod tests {
         assert_eq!(level_blocks(129), vec![2, 1]);
         assert_eq!(level_blocks(128 * 128 + 1), vec![129, 2, 1]);
         assert_eq!(hash_area_size(129), 4 * 4096);
+    }
+
+    #[test]
+    fn data_hashes_fed_in_pieces_build_the_same_tree() {
+        let salt = [9u8; 32];
+        let d = data(300);
+        let whole = build(
+            &mut Cursor::new(&d),
+            d.len() as u64,
+            &salt,
+            Uuid::nil(),
+            |_| {},
+        )
+        .unwrap();
+        let mut hashes = DataHashes::new(d.len() as u64, &salt).unwrap();
+        for piece in [1usize, 7, 128, 100, 63] {
+            let at = hashes.hashed() as usize;
+            hashes.push(&d[at..at + piece * BLOCK]).unwrap();
+        }
+        assert!(matches!(
+            hashes.clone().finish(Uuid::nil()),
+            Err(VerityError::Unfinished { .. })
+        ));
+        assert!(matches!(
+            hashes.push(&d[..BLOCK + 1]),
+            Err(VerityError::DataRange { .. })
+        ));
+        assert!(matches!(
+            hashes.push(&d[..2 * BLOCK]),
+            Err(VerityError::DataRange { .. })
+        ));
+        hashes.push(&d[299 * BLOCK..]).unwrap();
+        let pieces = hashes.finish(Uuid::nil()).unwrap();
+        assert_eq!(pieces.hash_area, whole.hash_area);
+        assert_eq!(pieces.root_hash, whole.root_hash);
     }
 
     #[test]

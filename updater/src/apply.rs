@@ -3,8 +3,10 @@
 //! 1. [`payload::read_verified_metadata`]: signature and geometry, before anything is written;
 //! 2. [`check_target`]: running and passive slot by GUID, arch/board/version, size, busy;
 //! 3. [`invalidate_passive`]: the passive slot can no longer boot (GPT, then metadata zeroed);
-//! 4. [`write_body`]: stream the body onto the slot, hashing on the way;
-//! 5. [`verify_written`]: re-read the slot and check the verity tree, then write the metadata;
+//! 4. [`write_body`]: stream the body onto the slot, hashing on the way, and (O_DIRECT slots) read
+//!    each written chunk back from the disk and hash it for the verity tree while later ones arrive;
+//! 5. [`verify_written`]: check the verity tree of what was read back (or re-read the whole slot
+//!    now, where it is written through the page cache), then write the metadata;
 //! 6. [`stage`]: only now the GPT makes the slot the next boot, on trial.
 
 use ed25519_dalek::VerifyingKey;
@@ -103,11 +105,11 @@ pub fn apply(
 
     progress.phase(&format!("invalidating {}", checked.slots.passive.label), 0);
     invalidate_passive(&mut disk, &checked.slots, &mut passive)?;
-    write_body(&mut payload, &verified, &mut passive, progress)?;
+    let read_back = write_body(&mut payload, &verified, &mut passive, progress)?;
     if let (Some(exp), Some(hash)) = (&opts.expected, &announced) {
         check_whole_payload(&payload.name, exp, hash)?;
     }
-    verify_written(&verified, &mut passive, progress)?;
+    verify_written(&verified, &mut passive, read_back, progress)?;
     passive.write_metadata(&verified.block)?;
     let direct_io = passive.uses_direct_io();
     drop(passive);
@@ -267,43 +269,82 @@ pub fn invalidate_passive(disk: &mut Disk, slots: &Slots, passive: &mut SlotDevi
     passive.write_metadata(&[0u8; METADATA_SIZE])
 }
 
-/// Step 4: stream the body onto the slot from offset 0 and check its SHA-256.
+/// Step 4: stream the body onto the slot from offset 0 and check its SHA-256. Where the slot is
+/// written with O_DIRECT, each chunk is also read back from the disk and hashed as it lands:
+/// the verity tree of what the disk holds is returned, for [`verify_written`].
 pub fn write_body(
     payload: &mut OpenPayload,
     verified: &VerifiedPayload,
     passive: &mut SlotDevice,
     progress: &dyn Progress,
-) -> Result<()> {
+) -> Result<Option<verity::Tree>> {
     let size = verified.metadata.body_size();
+    let params = signed_verity_params(verified)?;
     progress.phase(&format!("writing {}", passive.label), size);
     let disk = passive.disk.clone();
     let label = passive.label.clone();
+    let mut read_back = passive.direct_read_back()?;
+    let mut hashes = match read_back {
+        Some(_) => Some(
+            verity::DataHashes::new(params.data_size, &params.salt).map_err(|e| {
+                UpdateError::Untrusted {
+                    payload: verified.name.clone(),
+                    reason: format!("its verity geometry: {e}"),
+                }
+            })?,
+        ),
+        None => None,
+    };
+    let verifying = match (&mut read_back, &mut hashes) {
+        (Some(source), Some(hashes)) => Some(stream::Verifying { source, hashes }),
+        _ => None,
+    };
     let digest = stream::copy_and_hash(
         &mut payload.reader,
         size,
         Some(&mut passive.body_sink()),
+        verifying,
         progress,
     )
     .map_err(|e| e.into_update_error(&verified.name, Some((&disk, &label))))?;
     progress.finish();
     payload::check_body_hash(verified, &digest, &verified.body_sha256()?)?;
-    passive.sync_and_drop_cache()
+    passive.sync_and_drop_cache()?;
+    // A write the device refused for O_DIRECT went on buffered, and so did the reads after it:
+    // those could have come from the page cache, so the tree is not kept.
+    match hashes {
+        Some(hashes) if passive.uses_direct_io() => {
+            hashes
+                .finish(params.uuid)
+                .map(Some)
+                .map_err(|e| UpdateError::Readback {
+                    disk: disk.clone(),
+                    slot: label.clone(),
+                    payload: verified.name.clone(),
+                    reason: e.to_string(),
+                })
+        }
+        _ => Ok(None),
+    }
 }
 
-/// Step 5: read the slot back from the disk and recompute its verity tree against the signed
-/// root hash.
+fn signed_verity_params(verified: &VerifiedPayload) -> Result<verity::Params> {
+    payload::verity_params(&verified.metadata).map_err(|reason| UpdateError::Untrusted {
+        payload: verified.name.clone(),
+        reason,
+    })
+}
+
+/// Step 5: check the slot's verity tree against the signed root hash: the tree of the data as
+/// [`write_body`] read it back, or, without one, the data read back from the disk now; either
+/// way compared with the hash area the disk holds.
 pub fn verify_written(
     verified: &VerifiedPayload,
     passive: &mut SlotDevice,
+    read_back: Option<verity::Tree>,
     progress: &dyn Progress,
 ) -> Result<()> {
-    let v = &verified.metadata.verity;
-    let params =
-        payload::verity_params(&verified.metadata).map_err(|reason| UpdateError::Untrusted {
-            payload: verified.name.clone(),
-            reason,
-        })?;
-    progress.phase(&format!("verifying {}", passive.label), v.data_size);
+    let params = signed_verity_params(verified)?;
     let mut reader = passive
         .buffered_reader()
         .map_err(|source| UpdateError::SlotIo {
@@ -312,7 +353,19 @@ pub fn verify_written(
             what: "opening it to read it back failed".into(),
             source,
         })?;
-    let result = verity::verify(&mut reader, passive.base(), &params, |n| progress.set(n));
+    let result = match &read_back {
+        Some(tree) => {
+            progress.phase(
+                &format!("verifying {} (data read back while writing)", passive.label),
+                0,
+            );
+            verity::check_stored_tree(&mut reader, passive.base(), &params, tree)
+        }
+        None => {
+            progress.phase(&format!("verifying {}", passive.label), params.data_size);
+            verity::verify(&mut reader, passive.base(), &params, |n| progress.set(n))
+        }
+    };
     progress.finish();
     result.map_err(|e| UpdateError::Readback {
         disk: passive.disk.clone(),

@@ -14,7 +14,7 @@ use keel_format::metadata::{Unverified, METADATA_SIZE};
 use keel_format::slot;
 
 use crate::error::{Result, UpdateError};
-use crate::stream::{BodySink, ALIGN};
+use crate::stream::{BodySink, ReadBack, ALIGN};
 use keel_blockdev::sysfs::{self, DevNum, SysBlock};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
@@ -267,6 +267,22 @@ impl SlotDevice {
         self.base
     }
 
+    /// A second handle that reads the body back from the disk while it is written, when the
+    /// slot is written with O_DIRECT (its reads bypass the page cache too); `None` otherwise.
+    pub fn direct_read_back(&self) -> Result<Option<SlotReadBack>> {
+        if !self.direct {
+            return Ok(None);
+        }
+        let file = self
+            .file
+            .try_clone()
+            .map_err(self.io_err("opening it to read it back failed"))?;
+        Ok(Some(SlotReadBack {
+            file,
+            base: self.base,
+        }))
+    }
+
     /// A sink that writes the body at the start of the slot.
     pub fn body_sink(&mut self) -> SlotSink<'_> {
         SlotSink { slot: self }
@@ -290,6 +306,20 @@ impl BodySink for SlotSink<'_> {
     fn write_chunk(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         debug_assert_eq!(data.len() % ALIGN, 0);
         self.slot.write_at(offset, data)
+    }
+}
+
+/// The slot's body read with O_DIRECT: the same open file as the writes, so a fall back to
+/// buffered writes (see [`SlotDevice::uses_direct_io`]) shows here too.
+pub struct SlotReadBack {
+    file: File,
+    base: u64,
+}
+
+impl ReadBack for SlotReadBack {
+    fn read_chunk(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        debug_assert_eq!(buf.len() % ALIGN, 0);
+        self.file.read_exact_at(buf, self.base + offset)
     }
 }
 

@@ -204,7 +204,7 @@ pub fn precheck_file_body(
         .map_err(|e| transport(e.to_string()))?;
     let want = payload.body_sha256()?;
     progress.phase("checking payload body", payload.metadata.body_size());
-    let got = stream::copy_and_hash(&mut f, payload.metadata.body_size(), None, progress)
+    let got = stream::copy_and_hash(&mut f, payload.metadata.body_size(), None, None, progress)
         .map_err(|e| e.into_update_error(&payload.name, None))?;
     progress.finish();
     check_body_hash(payload, &got, &want)

@@ -1,10 +1,12 @@
 //! Moving a payload body from its stream to the slot: large aligned buffers, the SHA-256 in a
-//! second thread and the writes in a third, so reading, hashing and writing overlap and no byte
-//! is copied between them.
+//! second thread, the writes in a third and, where the slot is written with O_DIRECT, the
+//! read-back of each written chunk (hashed for the verity tree) in a fourth, so reading, hashing,
+//! writing and reading back overlap and no byte is copied between them.
 
 use std::io::{self, Read};
 use std::sync::mpsc;
 
+use keel_format::verity::DataHashes;
 use ring::digest::{Context, SHA256};
 
 use crate::error::UpdateError;
@@ -12,8 +14,9 @@ use keel_cli_support::progress::Progress;
 
 /// Bytes per read and per write.
 pub const CHUNK: usize = 4 << 20;
-/// Buffers in flight: one being read, one being hashed, one being written, one spare.
-const BUFFERS: usize = 4;
+/// Buffers in flight: one being read, one being hashed, one being written, one being read back,
+/// one spare.
+const BUFFERS: usize = 5;
 /// Alignment of buffers, offsets and lengths for O_DIRECT (any logical block size up to 4 KiB).
 pub const ALIGN: usize = 4096;
 
@@ -71,12 +74,26 @@ pub trait BodySink: Send {
     fn write_chunk(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
 }
 
+/// Reads back, from the disk and not from a cache, what a [`BodySink`] wrote.
+pub trait ReadBack: Send {
+    /// Fill `buf` (aligned, a multiple of ALIGN long) with the body bytes at `offset`.
+    fn read_chunk(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+}
+
+/// Each chunk, once written, is read back through `source` and the part of it inside the verity
+/// data area is hashed into `hashes`, while later chunks are still arriving.
+pub struct Verifying<'a> {
+    pub source: &'a mut dyn ReadBack,
+    pub hashes: &'a mut DataHashes,
+}
+
 #[derive(Debug)]
 pub enum CopyError {
     Read(io::Error),
     Short { got: u64, want: u64 },
     Trailing { want: u64 },
     Write { offset: u64, source: io::Error },
+    ReadBack { offset: u64, source: io::Error },
 }
 
 impl CopyError {
@@ -108,17 +125,28 @@ impl CopyError {
                 },
                 None => transport(source.to_string()),
             },
+            CopyError::ReadBack { offset, source } => match slot {
+                Some((disk, label)) => UpdateError::SlotIo {
+                    disk: disk.to_path_buf(),
+                    slot: label.to_string(),
+                    what: format!("reading back payload {payload} at byte {offset} failed"),
+                    source,
+                },
+                None => transport(source.to_string()),
+            },
         }
     }
 }
 
 /// Copy exactly `len` bytes from `src` into `sink` (or nowhere) and return their SHA-256. The
 /// stream must end right after them. Only whole ALIGN-sized chunks reach the sink: a stream that
-/// ends early leaves its tail unwritten and reports `Short`.
+/// ends early leaves its tail unwritten and reports `Short`. With `verifying`, every written
+/// chunk is read back and its data-area blocks hashed.
 pub fn copy_and_hash(
     src: &mut dyn Read,
     len: u64,
     mut sink: Option<&mut dyn BodySink>,
+    verifying: Option<Verifying<'_>>,
     progress: &dyn Progress,
 ) -> Result<[u8; 32], CopyError> {
     let (free_tx, free_rx) = mpsc::channel::<AlignedBuf>();
@@ -129,6 +157,8 @@ pub fn copy_and_hash(
     }
     let (hash_tx, hash_rx) = mpsc::sync_channel::<(AlignedBuf, u64)>(BUFFERS);
     let (write_tx, write_rx) = mpsc::sync_channel::<(AlignedBuf, u64)>(BUFFERS);
+    let (check_tx, check_rx) = mpsc::sync_channel::<(AlignedBuf, u64)>(BUFFERS);
+    let read_back = verifying.is_some();
 
     std::thread::scope(|s| {
         let hasher = s.spawn(move || {
@@ -141,6 +171,7 @@ pub fn copy_and_hash(
             }
             ctx.finish()
         });
+        let free = free_tx.clone();
         let writer = s.spawn(move || -> Result<(), CopyError> {
             for (buf, offset) in write_rx {
                 if let Some(sink) = sink.as_mut() {
@@ -148,6 +179,34 @@ pub fn copy_and_hash(
                         .map_err(|source| CopyError::Write { offset, source })?;
                 }
                 progress.set(offset + buf.filled().len() as u64);
+                if read_back {
+                    if check_tx.send((buf, offset)).is_err() {
+                        break;
+                    }
+                } else {
+                    let _ = free.send(buf);
+                }
+            }
+            Ok(())
+        });
+        let checker = s.spawn(move || -> Result<(), CopyError> {
+            let Some(Verifying { source, hashes }) = verifying else {
+                return Ok(());
+            };
+            for (mut buf, offset) in check_rx {
+                let n = buf.filled().len();
+                source
+                    .read_chunk(offset, &mut buf.space()[..n])
+                    .map_err(|source| CopyError::ReadBack { offset, source })?;
+                let in_data = hashes.data_size().saturating_sub(offset).min(n as u64) as usize;
+                if in_data > 0 {
+                    hashes
+                        .push(&buf.space()[..in_data])
+                        .map_err(|e| CopyError::ReadBack {
+                            offset,
+                            source: io::Error::other(e.to_string()),
+                        })?;
+                }
                 let _ = free_tx.send(buf);
             }
             Ok(())
@@ -163,7 +222,7 @@ pub fn copy_and_hash(
                     Err(e) => Err(CopyError::Read(e)),
                 };
             }
-            // No free buffer: the writer stopped, and its error is reported below.
+            // No free buffer: the writer or the checker stopped, and its error is reported below.
             let Ok(mut buf) = free_rx.recv() else {
                 break Ok(());
             };
@@ -187,8 +246,10 @@ pub fn copy_and_hash(
         drop(hash_tx);
         let digest = hasher.join().expect("hasher thread");
         let write_result = writer.join().expect("writer thread");
+        let check_result = checker.join().expect("read-back thread");
         read_result?;
         write_result?;
+        check_result?;
         let mut out = [0u8; 32];
         out.copy_from_slice(digest.as_ref());
         Ok(out)
@@ -220,6 +281,99 @@ mod tests {
         }
     }
 
+    /// A disk shared by a sink and a read-back; `flip` is a byte the disk stores wrong.
+    #[derive(Clone)]
+    struct SharedDisk {
+        bytes: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+        flip: Option<usize>,
+    }
+    impl BodySink for SharedDisk {
+        fn write_chunk(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+            let mut disk = self.bytes.lock().unwrap();
+            let at = offset as usize;
+            disk[at..at + data.len()].copy_from_slice(data);
+            if let Some(i) = self.flip.filter(|i| (at..at + data.len()).contains(i)) {
+                disk[i] ^= 1;
+            }
+            Ok(())
+        }
+    }
+    impl ReadBack for SharedDisk {
+        fn read_chunk(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+            let disk = self.bytes.lock().unwrap();
+            let at = offset as usize;
+            buf.copy_from_slice(&disk[at..at + buf.len()]);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn read_back_hashes_what_the_disk_holds() {
+        let salt = [3u8; 32];
+        let data = body(2 * CHUNK + 3 * ALIGN);
+        // The data area ends inside the last chunk; the rest stands for the hash area.
+        let data_size = (2 * CHUNK + ALIGN) as u64;
+        let expected =
+            keel_format::verity::build(&mut &data[..], data_size, &salt, uuid::Uuid::nil(), |_| {})
+                .unwrap();
+        for flip in [None, Some(CHUNK + 5)] {
+            let disk = SharedDisk {
+                bytes: std::sync::Arc::new(std::sync::Mutex::new(vec![0; data.len()])),
+                flip,
+            };
+            let mut sink = disk.clone();
+            let mut source = disk.clone();
+            let mut hashes = DataHashes::new(data_size, &salt).unwrap();
+            let verifying = Verifying {
+                source: &mut source,
+                hashes: &mut hashes,
+            };
+            let digest = copy_and_hash(
+                &mut &data[..],
+                data.len() as u64,
+                Some(&mut sink),
+                Some(verifying),
+                &Silent,
+            )
+            .unwrap();
+            // The stream's hash is of the bytes that arrived, whatever the disk did with them.
+            assert_eq!(&digest[..], ring::digest::digest(&SHA256, &data).as_ref());
+            let tree = hashes.finish(uuid::Uuid::nil()).unwrap();
+            assert_eq!(
+                tree.root_hash == expected.root_hash,
+                flip.is_none(),
+                "flip {flip:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failed_read_back_stops_the_copy() {
+        struct Unreadable;
+        impl ReadBack for Unreadable {
+            fn read_chunk(&mut self, _: u64, _: &mut [u8]) -> io::Result<()> {
+                Err(io::Error::other("medium error"))
+            }
+        }
+        let data = body(3 * CHUNK);
+        let mut hashes = DataHashes::new(data.len() as u64, &[]).unwrap();
+        let err = copy_and_hash(
+            &mut &data[..],
+            data.len() as u64,
+            Some(&mut Collect(Vec::new())),
+            Some(Verifying {
+                source: &mut Unreadable,
+                hashes: &mut hashes,
+            }),
+            &Silent,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, CopyError::ReadBack { offset: 0, .. }),
+            "{err:?}"
+        );
+    }
+
     fn body(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 31 % 253) as u8).collect()
     }
@@ -228,8 +382,14 @@ mod tests {
     fn copies_and_hashes_across_many_chunks() {
         let data = body(3 * CHUNK + 5 * ALIGN);
         let mut sink = Collect(Vec::new());
-        let digest =
-            copy_and_hash(&mut &data[..], data.len() as u64, Some(&mut sink), &Silent).unwrap();
+        let digest = copy_and_hash(
+            &mut &data[..],
+            data.len() as u64,
+            Some(&mut sink),
+            None,
+            &Silent,
+        )
+        .unwrap();
         assert_eq!(sink.0, data);
         assert_eq!(&digest[..], ring::digest::digest(&SHA256, &data).as_ref());
     }
@@ -239,7 +399,13 @@ mod tests {
         let data = body(2 * CHUNK);
         let mut sink = Collect(Vec::new());
         let short = &data[..CHUNK + 100];
-        match copy_and_hash(&mut &short[..], data.len() as u64, Some(&mut sink), &Silent) {
+        match copy_and_hash(
+            &mut &short[..],
+            data.len() as u64,
+            Some(&mut sink),
+            None,
+            &Silent,
+        ) {
             Err(CopyError::Short { got, want }) => {
                 assert_eq!((got, want), (CHUNK as u64 + 100, data.len() as u64))
             }
@@ -248,13 +414,14 @@ mod tests {
         // Only the complete first chunk was written; the torn tail never reached the sink.
         assert_eq!(sink.0.len(), CHUNK);
 
-        let err = copy_and_hash(&mut &data[..], CHUNK as u64, None, &Silent).unwrap_err();
+        let err = copy_and_hash(&mut &data[..], CHUNK as u64, None, None, &Silent).unwrap_err();
         assert!(matches!(err, CopyError::Trailing { .. }), "{err:?}");
 
         let err = copy_and_hash(
             &mut &data[..],
             data.len() as u64,
             Some(&mut FailAt(CHUNK as u64)),
+            None,
             &Silent,
         )
         .unwrap_err();

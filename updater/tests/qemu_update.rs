@@ -502,8 +502,9 @@ const PHASES: [(&str, &str, &str); 4] = [
 ];
 
 /// A phase's length before one was seen, in ms (TCG on this machine: invalidate ~0.2 s, write
-/// and verify 15–25 s, stage ~1.5 s); replaced by what each boot's console shows.
-const FIRST_GUESS_MS: [u64; 4] = [150, 8_000, 8_000, 400];
+/// 15–25 s, verify a fraction of a second since the write reads each chunk back as it lands,
+/// stage ~1.5 s); replaced by what each boot's console shows.
+const FIRST_GUESS_MS: [u64; 4] = [150, 8_000, 200, 400];
 
 /// The guest's kernel timestamp (s) of the console line holding `marker`, if it is there.
 fn stamp_of(console: &str, marker: &str) -> Option<f64> {
