@@ -6,13 +6,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
+use common::cdn::read_head;
 use common::server::{Server, MACHINE};
 use common::*;
 use keel_cli_support::exit;
@@ -170,22 +171,6 @@ fn static_server(status: u16, body: Vec<u8>) -> (String, Arc<Mutex<Vec<String>>>
         }
     });
     (base, seen)
-}
-
-fn read_head(r: &mut impl BufRead) -> (String, Vec<(String, String)>) {
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let mut headers = Vec::new();
-    loop {
-        let mut h = String::new();
-        if r.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
-            break;
-        }
-        if let Some((k, v)) = h.split_once(':') {
-            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-        }
-    }
-    (line.trim().to_string(), headers)
 }
 
 #[test]

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 mod common;
 
+use common::cdn::Cdn;
 use keel_qemu::{BootOptions, ScriptedGuest};
 use keel_testkit::rng::Rng;
 
@@ -316,6 +317,9 @@ fn update_that_never_reaches_the_gate_falls_back_on_its_own() {
     eprintln!("test took {:.0}s", started.elapsed().as_secs_f64());
 }
 
+/// What a captive portal answers an update check with.
+const GARBAGE: &[u8] = b"<html><body>Welcome to the hotel wifi</body></html>";
+
 /// The agent end to end against the real `keel-update-server` on host loopback (the guest
 /// reaches it as 10.0.2.2 over QEMU's user network), with the reboot manager rebooting on its
 /// own (`best-effort` without etcd: at once) and keel-init and the health gate deciding:
@@ -323,7 +327,11 @@ fn update_that_never_reaches_the_gate_falls_back_on_its_own() {
 /// it good (the server shows 2.0.0 and 13/1 14/1 3/1 3/2); in group alpha 3.0.0 fails its
 /// health gate, the machine falls back to 2.0.0 by itself, the next check reports 3/0 and the
 /// server's safe mode pauses alpha; group stable (1.0.0) does not downgrade; a payload signed
-/// by a foreign key is refused with the running slot and the GPT untouched.
+/// by a foreign key is refused with the running slot and the GPT untouched; an Omaha answer
+/// that is garbage and a payload that is not what the server announced (right signature, other
+/// bytes) are refused, quoted, with the running slot untouched; a download the host cuts after
+/// 1 MiB resumes with Range and stages (the reboot manager stopped first: the GPT is read with
+/// 6.0.0 staged, not booted).
 #[test]
 fn agent_updates_through_the_server_falls_back_and_never_downgrades() {
     let im = images();
@@ -356,6 +364,37 @@ fn agent_updates_through_the_server_falls_back_and_never_downgrades() {
     server.cli(&["channel", "create", "edge"]);
     server.cli(&["group", "create", "edge", "--channel", "edge"]);
     server.publish(&foreign_path, "edge", None);
+    // Hosts that misbehave: an "Omaha server" answering a hotel wifi page, a download host
+    // serving other bytes than the server announced (signed, same length), and one that cuts
+    // the first download after 1 MiB.
+    let garbage = Cdn::start(GARBAGE.to_vec(), None);
+    let release_key =
+        keel_signing::Key::load(&keel_testkit::test_key_dir().join(keel_signing::PRIVATE_KEY_FILE))
+            .unwrap();
+    let synthetic = |version: &str, tag: &[u8]| {
+        let usr = common::build_usr_with(
+            version,
+            "qemu-x86_64",
+            &release_key,
+            3 << 20,
+            &[("tag", tag)],
+        );
+        let path = dir
+            .path()
+            .join(format!("usr-{version}-{}.img", tag[0] as char));
+        std::fs::write(&path, usr.payload()).unwrap();
+        path
+    };
+    let (announced, other) = (synthetic("5.0.0", b"a"), synthetic("5.0.0", b"b"));
+    let wrong = Cdn::start(std::fs::read(&other).unwrap(), None);
+    let resumable = synthetic("6.0.0", b"a");
+    let cut = Cdn::start(std::fs::read(&resumable).unwrap(), Some(1 << 20));
+    for (group, payload, cdn) in [("wrong", &announced, &wrong), ("cut", &resumable, &cut)] {
+        server.cli(&["channel", "create", group]);
+        server.cli(&["group", "create", group, "--channel", group]);
+        let url = format!("http://10.0.2.2:{}/usr.img", cdn.port);
+        server.publish(payload, group, Some(&url));
+    }
 
     // Each boot runs the script; ROOT's /var/lib/keel-e2e remembers where the story is.
     let script = r#"S=http://10.0.2.2:PORT/v1/update/
@@ -369,7 +408,9 @@ check() {
   cat /tmp/check.err
   echo "@@$1 $c $(field result) $(field running_version) $(field offered_version)"
 }
-F() { dd if=/dev/vda4 bs=1M count=160 status=none | sha256sum; dd if=/dev/vda bs=512 count=34 status=none | sha256sum; }
+R() { dd if=/dev/vda4 bs=1M count=160 status=none | sha256sum; }
+F() { R; dd if=/dev/vda bs=512 count=34 status=none | sha256sum; }
+same() { [ "$A" = "$B" ] && echo "@@$1 yes" || echo "@@$1 no"; }
 case $V in
 1.0.0) group beta; check STAGE2;;
 2.0.0) if [ ! -e $M/tried3 ]; then
@@ -378,12 +419,16 @@ case $V in
   else
     check AFTERFAIL
     group stable; check STABLE
-    group edge; B=$(F); check FOREIGN; A=$(F)
-    [ "$A" = "$B" ] && echo '@@UNTOUCHED yes' || echo '@@UNTOUCHED no'
+    group edge; B=$(F); check FOREIGN; A=$(F); same UNTOUCHED
+    S0=$S; S=http://10.0.2.2:GPORT/v1/update/; group beta
+    B=$(R); check GARBAGE; cat /tmp/check.json; A=$(R); same GARBAGE_UNTOUCHED; S=$S0
+    group wrong; B=$(R); check WRONGHASH; cat /tmp/check.json; A=$(R); same WRONGHASH_UNTOUCHED
     keel-update status; echo "@@END"
+    systemctl stop keel-reboot-manager.service; group cut; check RESUMED
   fi;;
 esac
 "#
+    .replace("GPORT", &garbage.port.to_string())
     .replace("PORT", &port);
     // The reboot manager stays: it reboots into what the agent staged.
     let script = script_disk_stopping(
@@ -400,12 +445,13 @@ esac
     });
     let mut g = ScriptedGuest::start(opts, BOOT).unwrap();
     // A step's `@@NAME code result running offered` line, split.
-    let step = |g: &mut ScriptedGuest, name: &str| -> Vec<String> {
+    let step_with_output = |g: &mut ScriptedGuest, name: &str| -> (String, Vec<String>) {
         let out = g.until(&format!("@@{name} ")).unwrap();
         let line = g.rest_of_line().unwrap();
         eprintln!("{name}: {line}\n{}", out.trim());
-        line.split_whitespace().map(str::to_string).collect()
+        (out, line.split_whitespace().map(str::to_string).collect())
     };
+    let step = |g: &mut ScriptedGuest, name: &str| step_with_output(g, name).1;
 
     assert_eq!(booted(&mut g), ("USR-A".into(), "1.0.0".into()));
     let machine = g.value("MACHINE").unwrap();
@@ -462,21 +508,84 @@ esac
         "yes",
         "running slot or GPT changed"
     );
+
+    let (out, garbage_step) = step_with_output(&mut g, "GARBAGE");
+    assert_ne!(garbage_step[0], "0", "{garbage_step:?}");
+    assert_eq!(
+        garbage_step[1..3],
+        ["server-error", "2.0.0"],
+        "{garbage_step:?}"
+    );
+    let said = g.until("@@GARBAGE_UNTOUCHED ").unwrap();
+    assert!(
+        said.contains("HTTP 200") && said.contains("Welcome to the hotel wifi"),
+        "the report does not quote the answer:\n{out}{said}"
+    );
+    assert_eq!(
+        g.rest_of_line().unwrap().trim(),
+        "yes",
+        "running slot changed"
+    );
+    let wrong_step = step(&mut g, "WRONGHASH");
+    assert_ne!(wrong_step[0], "0", "{wrong_step:?}");
+    assert_eq!(
+        wrong_step[1..3],
+        ["update-failed", "2.0.0"],
+        "{wrong_step:?}"
+    );
+    let said = g.until("@@WRONGHASH_UNTOUCHED ").unwrap();
+    assert!(said.contains("the update server announced"), "{said}");
+    assert_eq!(
+        g.rest_of_line().unwrap().trim(),
+        "yes",
+        "running slot changed"
+    );
+    assert_eq!(
+        wrong.requests().len(),
+        1,
+        "the download host saw {:?}",
+        wrong.requests()
+    );
+
     let status = g.until("@@END").unwrap();
-    eprintln!("status at the end:\n{status}");
+    eprintln!("status before the resumed download:\n{status}");
     assert!(
         status.contains("3.0.0") && status.contains("failed"),
         "status does not remember that 3.0.0 failed:\n{status}"
     );
+    // USR-A held 3.0.0, which failed its try, then the refused 5.0.0: never bootable.
+    let line = |prefix: &str| {
+        status
+            .lines()
+            .find(|l| l.contains(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line in:\n{status}"))
+            .to_string()
+    };
+    assert!(
+        line("Passive:").contains("USR-A") && line("Passive:").contains("tries 0, not successful"),
+        "USR-A still bootable:\n{status}"
+    );
+    assert!(line("Next boot:").contains("USR-B"), "{status}");
     let inst = server.instance_of(&machine);
     assert_eq!(inst["version"].as_str(), Some("2.0.0"), "{inst}");
+
+    let (out, resumed) = step_with_output(&mut g, "RESUMED");
+    assert_eq!(resumed, ["0", "staged", "2.0.0", "6.0.0"], "{out}");
+    assert!(out.contains("resuming from there"), "{out}");
+    let seen = cut.requests();
+    assert!(
+        seen.len() == 2
+            && seen[0].ends_with("range=None")
+            && seen[1].contains("range=Some(\"bytes="),
+        "the cut download host saw {seen:?}"
+    );
     let (a, b) = gpt_after(&mut g, dir.path());
     eprintln!("GPT after: USR-A {a:?}, USR-B {b:?} (priority, tries, successful)");
+    assert!(b.2, "USR-B (2.0.0) lost its good mark: A {a:?} B {b:?}");
     assert!(
-        b.2 && b.0 > a.0,
-        "USR-B (2.0.0) is not the good first choice: A {a:?} B {b:?}"
+        a.0 > b.0 && a.1 == 1 && !a.2,
+        "USR-A (6.0.0) is not the next boot on trial: A {a:?} B {b:?}"
     );
-    assert!(!a.2 && a.1 == 0, "USR-A (3.0.0) still bootable: {a:?}");
     eprintln!("test took {:.0}s", started.elapsed().as_secs_f64());
 }
 

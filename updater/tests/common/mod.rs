@@ -2,6 +2,7 @@
 //! keel_format::verity, metadata signed with keel_signing) in a temporary directory.
 #![allow(dead_code)]
 
+pub mod cdn;
 pub mod server;
 
 use std::fs;
