@@ -20,6 +20,10 @@ use keel_update_server::server::{self, RunningServer};
 use keel_update_server::store::batched::Batched;
 use keel_update_server::store::{Package, Store};
 
+// As `keel-update-server` runs; the empty handler shares it.
+#[global_allocator]
+static ALLOCATOR: keel_update_server::Allocator = keel_update_server::Allocator;
+
 #[derive(Parser)]
 struct Args {
     /// Concurrent clients (threads, one keep-alive connection each).
