@@ -10,32 +10,31 @@ use crate::error::{Error, Position, MAX_REQUEST_BYTES};
 use crate::types::*;
 use crate::xml::{self, Element};
 
-/// One element being converted: its attributes not yet claimed, and its path for errors.
+/// One element being converted: its attributes not yet claimed, its child elements not yet
+/// taken, and its path for errors. It owns what it was made from: nothing is copied.
 struct Node<'a> {
-    el: &'a Element,
+    children: Vec<Element>,
+    offset: usize,
     path: String,
     body: &'a [u8],
     attrs: Extra,
 }
 
 impl<'a> Node<'a> {
-    fn new(el: &'a Element, path: String, body: &'a [u8]) -> Self {
+    fn new(el: Element, path: String, body: &'a [u8]) -> Self {
         Node {
-            el,
+            children: el.children,
+            offset: el.offset,
             path,
             body,
-            attrs: el.attrs.iter().cloned().collect(),
+            attrs: el.attrs.into_iter().collect(),
         }
-    }
-
-    fn child(&self, el: &'a Element, index: usize) -> Node<'a> {
-        Node::new(el, format!("{}/{}[{index}]", self.path, el.name), self.body)
     }
 
     fn invalid(&self, message: String) -> Error {
         Error::Invalid {
             element: self.path.clone(),
-            at: Position::in_body(self.body, self.el.offset),
+            at: Position::in_body(self.body, self.offset),
             message,
         }
     }
@@ -89,15 +88,24 @@ impl<'a> Node<'a> {
         Some(v)
     }
 
-    fn children(&self, name: &'a str) -> impl Iterator<Item = Node<'a>> + '_ {
-        self.el
-            .children_named(name)
+    /// The child elements called `name`, in document order, taken out of this one.
+    fn children(&mut self, name: &str) -> Vec<Node<'a>> {
+        let (named, rest): (Vec<Element>, Vec<Element>) = std::mem::take(&mut self.children)
+            .into_iter()
+            .partition(|c| c.name == name);
+        self.children = rest;
+        named
+            .into_iter()
             .enumerate()
-            .map(move |(i, c)| self.child(c, i))
+            .map(|(i, c)| {
+                let path = format!("{}/{}[{i}]", self.path, c.name);
+                Node::new(c, path, self.body)
+            })
+            .collect()
     }
 
-    fn first_child(&self, name: &'a str) -> Option<Node<'a>> {
-        self.children(name).next()
+    fn first_child(&mut self, name: &str) -> Option<Node<'a>> {
+        self.children(name).into_iter().next()
     }
 
     fn rest(self) -> Extra {
@@ -105,13 +113,11 @@ impl<'a> Node<'a> {
     }
 }
 
-fn root<'a>(body: &'a [u8], el: &'a Element, expected: &str) -> Result<Node<'a>, Error> {
-    let node = Node::new(el, el.name.clone(), body);
-    if el.name != expected {
-        return Err(node.invalid(format!(
-            "the root element is <{}>, not <{expected}>",
-            el.name
-        )));
+fn root<'a>(body: &'a [u8], el: Element, expected: &str) -> Result<Node<'a>, Error> {
+    let name = el.name.clone();
+    let node = Node::new(el, name.clone(), body);
+    if name != expected {
+        return Err(node.invalid(format!("the root element is <{name}>, not <{expected}>")));
     }
     Ok(node)
 }
@@ -125,9 +131,13 @@ pub fn parse_request(body: &[u8]) -> Result<Request, Error> {
         });
     }
     let doc = xml::parse_document(body)?;
-    let mut n = root(body, &doc, "request")?;
+    let mut n = root(body, doc, "request")?;
     let os = n.first_child("os").map(os).transpose()?;
-    let apps = n.children("app").map(app).collect::<Result<Vec<_>, _>>()?;
+    let apps = n
+        .children("app")
+        .into_iter()
+        .map(app)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Request {
         protocol: n.take("protocol"),
         version: n.take("version"),
@@ -157,6 +167,7 @@ fn app(mut n: Node<'_>) -> Result<App, Error> {
     let ping = n.first_child("ping").map(ping).transpose()?;
     let events = n
         .children("event")
+        .into_iter()
         .map(event)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(App {
@@ -216,13 +227,13 @@ fn event(mut n: Node<'_>) -> Result<Event, Error> {
 /// [`crate::client_outcome`] judges them).
 pub fn parse_response(body: &[u8]) -> Result<Response, Error> {
     let doc = xml::parse_document(body)?;
-    let mut n = root(body, &doc, "response")?;
+    let mut n = root(body, doc, "response")?;
     let daystart = n.first_child("daystart").map(|mut d| DayStart {
         elapsed_seconds: d.lenient("elapsed_seconds"),
         elapsed_days: d.lenient("elapsed_days"),
         extra: d.rest(),
     });
-    let apps = n.children("app").map(app_response).collect();
+    let apps = n.children("app").into_iter().map(app_response).collect();
     Ok(Response {
         protocol: n.take("protocol"),
         server: n.take("server"),
@@ -242,7 +253,7 @@ fn ack(mut n: Node<'_>) -> Ack {
 fn app_response(mut n: Node<'_>) -> AppResponse {
     let ping = n.first_child("ping").map(ack);
     let updatecheck = n.first_child("updatecheck").map(updatecheck);
-    let events = n.children("event").map(ack).collect();
+    let events = n.children("event").into_iter().map(ack).collect();
     AppResponse {
         appid: n.take("appid").unwrap_or_default(),
         status: n.take("status"),
@@ -256,9 +267,10 @@ fn app_response(mut n: Node<'_>) -> AppResponse {
 fn updatecheck(mut n: Node<'_>) -> UpdateCheck {
     let urls = n
         .children("urls")
-        .flat_map(|u| u.children("url").map(url).collect::<Vec<_>>())
+        .into_iter()
+        .flat_map(|mut u| u.children("url").into_iter().map(url))
         .collect();
-    let manifests = n.children("manifest").map(manifest).collect();
+    let manifests = n.children("manifest").into_iter().map(manifest).collect();
     UpdateCheck {
         status: n.take("status").map(|s| UpdateStatus::parse(&s)),
         poll_interval: n.lenient("PollInterval"),
@@ -278,11 +290,13 @@ fn url(mut n: Node<'_>) -> Url {
 fn manifest(mut n: Node<'_>) -> Manifest {
     let packages = n
         .children("packages")
-        .flat_map(|p| p.children("package").map(package).collect::<Vec<_>>())
+        .into_iter()
+        .flat_map(|mut p| p.children("package").into_iter().map(package))
         .collect();
     let actions = n
         .children("actions")
-        .flat_map(|a| a.children("action").map(action).collect::<Vec<_>>())
+        .into_iter()
+        .flat_map(|mut a| a.children("action").into_iter().map(action))
         .collect();
     Manifest {
         version: n.take("version").unwrap_or_default(),

@@ -37,10 +37,6 @@ impl Element {
         }
         self
     }
-
-    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> + 'a {
-        self.children.iter().filter(move |c| c.name == name)
-    }
 }
 
 fn xml_error(body: &[u8], offset: usize, message: impl Into<String>) -> Error {
