@@ -46,6 +46,9 @@ struct Args {
     /// Boots per variant
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Kernel parameters added to keel's command line (experiments)
+    #[arg(long, default_value = "")]
+    keel_append: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -98,7 +101,10 @@ fn main() -> Result<()> {
     }
     std::fs::create_dir_all(args.work.join("logs"))?;
 
-    let keel = direct_boot::keel(&disk, &args.work)?;
+    let mut keel = direct_boot::keel(&disk, &args.work)?;
+    if !args.keel_append.is_empty() {
+        keel.append = format!("{} {}", keel.append, args.keel_append);
+    }
     let tree = rootfs::cached_tree_with_kernel(&keel.kernel)?;
     let debian = direct_boot::debian(&args.work, "debian", &tree, &keel.kernel, |_| Ok(()))?;
     let keel_later = BootSetup {
