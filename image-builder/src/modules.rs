@@ -46,6 +46,18 @@ pub struct ModuleIndex {
     softdep_pre: HashMap<String, Vec<String>>,
     /// exact (wildcard-free) alias → module names, in modules.alias order
     aliases: HashMap<String, Vec<String>>,
+    /// Modules that bind to devices on a bus (an alias such as `pci:…` or `virtio:…`).
+    device_drivers: HashSet<String>,
+}
+
+/// Alias prefixes that name no device on a bus: a device node the module creates, a CPU feature.
+const NOT_A_BUS: &[&str] = &["devname", "cpu"];
+
+/// `pci:v00001AF4d*…` binds devices; `fs-erofs`, `crypto-crc32c`, `devname:mapper/control` do not.
+fn binds_devices(alias: &str) -> bool {
+    alias
+        .split_once(':')
+        .is_some_and(|(bus, _)| !NOT_A_BUS.contains(&bus))
 }
 
 /// What the initramfs needs: modules in load order, what each needs loaded before it, and
@@ -108,6 +120,9 @@ impl ModuleIndex {
             if let (Some("alias"), Some(alias), Some(module)) =
                 (words.next(), words.next(), words.next())
             {
+                if binds_devices(alias) {
+                    idx.device_drivers.insert(normalize(module));
+                }
                 if !alias.contains(['*', '?', '[']) {
                     idx.aliases
                         .entry(normalize(alias))
@@ -128,16 +143,20 @@ impl ModuleIndex {
         let mut order = Vec::new();
         let mut needs = BTreeMap::new();
         let mut builtin = Vec::new();
-        // The modules the board names load in the board's order, each after the one named
-        // before it; only their dependencies load beside each other. A bus driver and a driver
-        // for devices on it (virtio_pci, virtio_blk) share no dependency, and loaded at once they
-        // probe the devices in a racing order: /dev/vda and /dev/vdb swapped between boots.
+        // The device drivers the board names load in the board's order, each after the one
+        // named before it. A bus driver and a driver for devices on it (virtio_pci, virtio_blk)
+        // share no dependency, and loaded at once they probe the devices in a racing order:
+        // /dev/vda and /dev/vdb swapped between boots. Everything else (dependencies,
+        // filesystems, device-mapper targets) loads as soon as what it needs has loaded.
         let mut previous: Option<String> = None;
         for n in names {
             let key = normalize(n);
             if let Some(path) = self.paths.get(&key) {
                 let new = !needs.contains_key(path);
                 self.visit(path, &mut needs, &mut order);
+                if !self.device_drivers.contains(&key) {
+                    continue;
+                }
                 if let (true, Some(before)) = (new, &previous) {
                     let path_needs = needs.get_mut(path).expect("visited");
                     if !path_needs.contains(before) {
@@ -241,7 +260,11 @@ kernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko
 ";
     const BUILTIN: &str = "kernel/fs/ext4/ext4.ko\nkernel/crypto/crc32c_generic.ko\n";
     const SOFTDEP: &str = "# comment\nsoftdep libcrc32c pre: crc32c-intel crypto-crc32c\n";
-    const ALIAS: &str = "alias crypto-crc32c crc32c_intel\nalias crypto-crc32c crc32c_generic\n";
+    const ALIAS: &str = "alias crypto-crc32c crc32c_intel\nalias crypto-crc32c crc32c_generic\n\
+                         alias cpu:type:x86,ven*fea*0094* crc32c_intel\n\
+                         alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\n\
+                         alias virtio:d00000002v* virtio_blk\n\
+                         alias devname:mapper/control dm_mod\nalias fs-erofs erofs\n";
 
     fn idx() -> ModuleIndex {
         ModuleIndex::parse(DEP, BUILTIN, SOFTDEP, ALIAS)
@@ -274,19 +297,19 @@ kernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko
             r.needs["kernel/drivers/md/dm-verity.ko.xz"],
             vec![
                 "kernel/drivers/md/dm-bufio.ko",
-                "kernel/drivers/md/dm-mod.ko",
-                "kernel/drivers/block/virtio_blk.ko"
+                "kernel/drivers/md/dm-mod.ko"
             ],
-            "its dependencies, and the module the board names before it"
+            "its dependencies only: a device-mapper target binds no device"
         );
     }
 
     /// A bus driver and a driver of its devices share no dependency: loaded at once, virtio_blk
-    /// probed the second virtio disk first and named it vda. The board's order holds.
+    /// probed the second virtio disk first and named it vda. The board's order holds among the
+    /// device drivers it names; the others load as soon as their dependencies have.
     #[test]
-    fn modules_the_board_names_load_in_its_order() {
+    fn device_drivers_the_board_names_load_in_its_order() {
         let r = idx()
-            .resolve(&names(&["virtio_pci", "virtio_blk", "erofs"]))
+            .resolve(&names(&["virtio_pci", "erofs", "virtio_blk"]))
             .unwrap();
         assert_eq!(
             r.needs["kernel/drivers/block/virtio_blk.ko"],
@@ -298,10 +321,8 @@ kernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko
         );
         assert_eq!(
             r.needs["kernel/fs/erofs/erofs.ko"],
-            vec![
-                "kernel/lib/libcrc32c.ko",
-                "kernel/drivers/block/virtio_blk.ko"
-            ]
+            vec!["kernel/lib/libcrc32c.ko"],
+            "a filesystem waits for no device driver"
         );
         // Dependencies still load beside each other: nothing is added to them.
         assert!(r.needs["kernel/drivers/virtio/virtio_ring.ko"].is_empty());
@@ -367,6 +388,21 @@ kernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko
             idx().resolve(&names(&["floppy"])),
             Err(ModulesError::Unknown("floppy".into()))
         );
+    }
+
+    #[test]
+    fn device_drivers_are_told_by_their_aliases() {
+        assert!(binds_devices("pci:v00001AF4d*sv*sd*bc*sc*i*"));
+        assert!(binds_devices("virtio:d00000002v*"));
+        assert!(binds_devices("scsi:t-0x00*"));
+        assert!(!binds_devices("devname:mapper/control"));
+        assert!(!binds_devices("cpu:type:x86,ven*fea*0094*"));
+        assert!(!binds_devices("fs-erofs"));
+        assert!(!binds_devices("crypto-crc32c"));
+        let idx = idx();
+        assert!(idx.device_drivers.contains("virtio_pci"));
+        assert!(!idx.device_drivers.contains("crc32c_intel"));
+        assert!(!idx.device_drivers.contains("dm_mod"));
     }
 
     #[test]

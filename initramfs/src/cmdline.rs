@@ -1,6 +1,7 @@
 //! The kernel command line parameters keel-init reads (see README.md), and the command line it
 //! hands to the kernel it kexecs.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use keel_format::layout::{self, Role};
@@ -141,6 +142,36 @@ pub fn parse(cmdline: &str) -> CmdLine {
     c
 }
 
+/// Options for loadable modules, `module.option[=value]` (what modprobe reads from the command
+/// line; the kernel applies them only to built-in code): module name with `-` as `_` → its
+/// options, space-separated, quotes kept, in command-line order.
+pub fn module_options(cmdline: &str) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = BTreeMap::new();
+    for word in words(cmdline) {
+        if word == "--" {
+            break;
+        }
+        let key = word.split('=').next().unwrap_or_default();
+        let Some((module, _)) = key.split_once('.') else {
+            continue;
+        };
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if module.is_empty() || !module.chars().all(valid) {
+            continue;
+        }
+        let option = &word[module.len() + 1..];
+        if option.is_empty() || option.starts_with('=') {
+            continue;
+        }
+        let options = out.entry(module.replace('-', "_")).or_default();
+        if !options.is_empty() {
+            options.push(' ');
+        }
+        options.push_str(option);
+    }
+    out
+}
+
 /// Partition number of a USR slot label (`USR-A`, case-insensitive).
 pub fn slot_number(label: &str) -> Option<u32> {
     Role::by_label(&label.to_ascii_uppercase())
@@ -180,6 +211,25 @@ pub fn second_stage(current: &str, label: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_options_as_modprobe_reads_them() {
+        let o = module_options(
+            "console=ttyS0 dm_verity.prefetch_cluster=4194304 nvme-core.io_timeout=42 \
+             foo.bar=\"a b\" dm_verity.x keel.slot=USR-B .bad=1 x.=2 a/b.c=3 -- late.opt=1",
+        );
+        assert_eq!(o["dm_verity"], "prefetch_cluster=4194304 x");
+        assert_eq!(o["nvme_core"], "io_timeout=42", "a module name's - is _");
+        assert_eq!(
+            o["foo"], "bar=\"a b\"",
+            "quotes go on to the kernel's parser"
+        );
+        assert_eq!(
+            o["keel"], "slot=USR-B",
+            "harmless: no module is called keel"
+        );
+        assert_eq!(o.len(), 4, "{o:?}");
+    }
 
     #[test]
     fn defaults() {

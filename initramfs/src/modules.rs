@@ -4,6 +4,7 @@
 //! and linking it, which two vCPUs do side by side).
 
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +17,13 @@ pub const MODULES_DIR: &str = "/lib/modules";
 /// Load each module; already loaded (EEXIST) is fine. Failures are logged and the boot goes
 /// on: a missing driver shows up later as a missing disk or an unknown filesystem, with a
 /// clearer message than the module loader's.
-pub fn load_all(release: &str, modules: &[String], needs: Option<&BTreeMap<String, Vec<String>>>) {
+/// `options`: module name (`_` for `-`) → options from the kernel command line.
+pub fn load_all(
+    release: &str,
+    modules: &[String],
+    needs: Option<&BTreeMap<String, Vec<String>>>,
+    options: &BTreeMap<String, String>,
+) {
     let base = Path::new(MODULES_DIR).join(release);
     let loaded = AtomicUsize::new(0);
     let waves = waves(modules, needs);
@@ -26,7 +33,11 @@ pub fn load_all(release: &str, modules: &[String], needs: Option<&BTreeMap<Strin
                 let (base, loaded) = (&base, &loaded);
                 s.spawn(move || {
                     let path = base.join(m);
-                    match load(&path) {
+                    let opts = options.get(&module_name(m)).map_or("", String::as_str);
+                    if !opts.is_empty() {
+                        crate::info!("module {m}: options from the command line: {opts}");
+                    }
+                    match load(&path, opts) {
                         Ok(true) => {
                             loaded.fetch_add(1, Ordering::Relaxed);
                         }
@@ -46,10 +57,17 @@ pub fn load_all(release: &str, modules: &[String], needs: Option<&BTreeMap<Strin
     );
 }
 
+/// `kernel/drivers/md/dm-verity.ko` → `dm_verity`, as the kernel and modprobe name it.
+fn module_name(path: &str) -> String {
+    let file = path.rsplit('/').next().unwrap_or(path);
+    file.split(".ko").next().unwrap_or(file).replace('-', "_")
+}
+
 /// `Ok(false)`: it was loaded already.
-fn load(path: &Path) -> Result<bool, String> {
+fn load(path: &Path, options: &str) -> Result<bool, String> {
     let f = File::open(path).map_err(|e| e.to_string())?;
-    match finit_module(&f, c"", ModuleInitFlags::empty()) {
+    let options = CString::new(options).map_err(|e| e.to_string())?;
+    match finit_module(&f, &options, ModuleInitFlags::empty()) {
         Ok(()) => Ok(true),
         Err(Errno::EEXIST) => Ok(false),
         Err(e @ Errno::ENOENT) => Err(format!(
@@ -97,6 +115,13 @@ pub fn waves<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_names_as_the_kernel_has_them() {
+        assert_eq!(module_name("kernel/drivers/md/dm-verity.ko"), "dm_verity");
+        assert_eq!(module_name("kernel/fs/erofs/erofs.ko.xz"), "erofs");
+        assert_eq!(module_name("virtio_pci.ko"), "virtio_pci");
+    }
 
     fn list(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
