@@ -119,6 +119,12 @@ pub struct InitConfig {
     /// (initramfs of an older Keel): each module needs the ones listed before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module_needs: Option<BTreeMap<String, Vec<String>>>,
+    /// The modules the board names (the others in `modules` are their dependencies) → the
+    /// modaliases of the PCI or virtio devices it drives, or none. keel-init loads a driver
+    /// with aliases only when such a device is present, and a dependency only for a module it
+    /// loads. Absent: every module loads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub board_modules: Option<BTreeMap<String, Vec<String>>>,
     /// Disk GUID of the boot disk as built; `keel.disk=` on the command line overrides it.
     pub disk_guid: String,
     /// Program to hand off to as PID 1; `keel.init=` overrides it.

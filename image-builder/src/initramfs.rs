@@ -93,6 +93,13 @@ pub fn build(inp: &Inputs) -> Result<Initramfs> {
                 })
                 .collect(),
         ),
+        board_modules: Some(
+            resolved
+                .named
+                .iter()
+                .map(|(path, aliases)| (modules::uncompressed_path(path), aliases.clone()))
+                .collect(),
+        ),
         disk_guid: inp.disk_guid.clone(),
         hand_off: inp.hand_off.clone(),
         keel_version: inp.keel_version.clone(),

@@ -46,12 +46,34 @@ pub struct ModuleIndex {
     softdep_pre: HashMap<String, Vec<String>>,
     /// exact (wildcard-free) alias → module names, in modules.alias order
     aliases: HashMap<String, Vec<String>>,
-    /// Modules that bind to devices on a bus (an alias such as `pci:…` or `virtio:…`).
-    device_drivers: HashSet<String>,
+    /// Modules that bind to devices on a bus (an alias such as `pci:…` or `virtio:…`) → those
+    /// aliases (wildcards kept).
+    device_drivers: HashMap<String, Vec<String>>,
 }
+
+/// Buses whose devices are all known when keel-init loads modules: PCI is enumerated before
+/// /init runs, and a virtio device's modalias follows from its PCI IDs.
+const ENUMERATED_BUSES: &[&str] = &["pci", "virtio"];
 
 /// Alias prefixes that name no device on a bus: a device node the module creates, a CPU feature.
 const NOT_A_BUS: &[&str] = &["devname", "cpu"];
+
+/// A driver's aliases when every one is on an [`ENUMERATED_BUSES`] bus, else none (load it
+/// whatever is present).
+fn only_enumerated(aliases: Option<&Vec<String>>) -> Vec<String> {
+    let Some(aliases) = aliases else {
+        return Vec::new();
+    };
+    let enumerated = |a: &String| {
+        a.split_once(':')
+            .is_some_and(|(bus, _)| ENUMERATED_BUSES.contains(&bus))
+    };
+    if aliases.iter().all(enumerated) {
+        aliases.clone()
+    } else {
+        Vec::new()
+    }
+}
 
 /// `pci:v00001AF4d*…` binds devices; `fs-erofs`, `crypto-crc32c`, `devname:mapper/control` do not.
 fn binds_devices(alias: &str) -> bool {
@@ -69,6 +91,9 @@ pub struct Resolved {
     /// its `pre:` soft dependencies.
     pub needs: BTreeMap<String, Vec<String>>,
     pub builtin: Vec<String>,
+    /// The modules the board names → the device aliases keel-init checks before loading it:
+    /// empty (always load) unless it drives only PCI and virtio devices.
+    pub named: BTreeMap<String, Vec<String>>,
 }
 
 impl ModuleIndex {
@@ -121,7 +146,10 @@ impl ModuleIndex {
                 (words.next(), words.next(), words.next())
             {
                 if binds_devices(alias) {
-                    idx.device_drivers.insert(normalize(module));
+                    idx.device_drivers
+                        .entry(normalize(module))
+                        .or_default()
+                        .push(alias.to_string());
                 }
                 if !alias.contains(['*', '?', '[']) {
                     idx.aliases
@@ -143,6 +171,7 @@ impl ModuleIndex {
         let mut order = Vec::new();
         let mut needs = BTreeMap::new();
         let mut builtin = Vec::new();
+        let mut named = BTreeMap::new();
         // The device drivers the board names load in the board's order, each after the one
         // named before it. A bus driver and a driver for devices on it (virtio_pci, virtio_blk)
         // share no dependency, and loaded at once they probe the devices in a racing order:
@@ -154,7 +183,9 @@ impl ModuleIndex {
             if let Some(path) = self.paths.get(&key) {
                 let new = !needs.contains_key(path);
                 self.visit(path, &mut needs, &mut order);
-                if !self.device_drivers.contains(&key) {
+                let aliases = self.device_drivers.get(&key);
+                named.insert(path.clone(), only_enumerated(aliases));
+                if aliases.is_none() {
                     continue;
                 }
                 if let (true, Some(before)) = (new, &previous) {
@@ -174,6 +205,7 @@ impl ModuleIndex {
             load_order: order,
             needs,
             builtin,
+            named,
         })
     }
 
@@ -400,9 +432,34 @@ kernel/fs/erofs/erofs.ko: kernel/lib/libcrc32c.ko
         assert!(!binds_devices("fs-erofs"));
         assert!(!binds_devices("crypto-crc32c"));
         let idx = idx();
-        assert!(idx.device_drivers.contains("virtio_pci"));
-        assert!(!idx.device_drivers.contains("crc32c_intel"));
-        assert!(!idx.device_drivers.contains("dm_mod"));
+        assert!(idx.device_drivers.contains_key("virtio_pci"));
+        assert!(!idx.device_drivers.contains_key("crc32c_intel"));
+        assert!(!idx.device_drivers.contains_key("dm_mod"));
+    }
+
+    #[test]
+    fn named_modules_carry_the_devices_they_drive() {
+        let r = idx()
+            .resolve(&names(&["virtio_pci", "virtio_blk", "erofs", "ext4"]))
+            .unwrap();
+        assert_eq!(
+            r.named["kernel/drivers/block/virtio_blk.ko"],
+            vec!["virtio:d00000002v*"]
+        );
+        assert_eq!(
+            r.named["kernel/drivers/virtio/virtio_pci.ko"],
+            vec!["pci:v00001AF4d*sv*sd*bc*sc*i*"]
+        );
+        assert!(
+            r.named["kernel/fs/erofs/erofs.ko"].is_empty(),
+            "always loads"
+        );
+        assert_eq!(r.named.len(), 3, "dependencies and built-ins are not named");
+        let usb = vec!["usb:v*p*d*dc*dsc*dp*ic08isc06ip50in*".to_string()];
+        assert!(
+            only_enumerated(Some(&usb)).is_empty(),
+            "USB enumerates later"
+        );
     }
 
     #[test]

@@ -135,6 +135,7 @@ fn prepare() -> Result<(Settings, Vec<VerifyingKey>, String)> {
             modules_for,
             &settings.modules,
             settings.module_needs.as_ref(),
+            settings.board_modules.as_ref(),
             &cmdline::module_options(&cmdline),
         );
     }

@@ -5,6 +5,7 @@
 
 mod boot;
 mod cmdline;
+mod coldplug;
 mod copytree;
 mod disk;
 mod early;

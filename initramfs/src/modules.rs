@@ -3,7 +3,7 @@
 //! thread each (under emulation most of a module's load is the kernel checking its signature
 //! and linking it, which two vCPUs do side by side).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::path::Path;
@@ -17,15 +17,29 @@ pub const MODULES_DIR: &str = "/lib/modules";
 /// Load each module; already loaded (EEXIST) is fine. Failures are logged and the boot goes
 /// on: a missing driver shows up later as a missing disk or an unknown filesystem, with a
 /// clearer message than the module loader's.
-/// `options`: module name (`_` for `-`) → options from the kernel command line.
+/// `board`: the board's modules and the devices each drives (see [`wanted`]); `options`: module
+/// name (`_` for `-`) → options from the kernel command line.
 pub fn load_all(
     release: &str,
     modules: &[String],
     needs: Option<&BTreeMap<String, Vec<String>>>,
+    board: Option<&BTreeMap<String, Vec<String>>>,
     options: &BTreeMap<String, String>,
 ) {
     let base = Path::new(MODULES_DIR).join(release);
     let loaded = AtomicUsize::new(0);
+    let (modules, absent) = match (board, needs, crate::coldplug::present()) {
+        (Some(board), Some(needs), Some(present)) => wanted(modules, needs, board, &present),
+        _ => (modules.to_vec(), Vec::new()),
+    };
+    if !absent.is_empty() {
+        crate::info!(
+            "no device for {} on this machine: not loaded (udev loads a driver if its device \
+             appears later)",
+            absent.join(", ")
+        );
+    }
+    let modules = &modules[..];
     let waves = waves(modules, needs);
     for wave in &waves {
         std::thread::scope(|s| {
@@ -55,6 +69,46 @@ pub fn load_all(
         waves.iter().map(Vec::len).max().unwrap_or(0),
         waves.len()
     );
+}
+
+/// The modules to load, in their order, and the board's drivers left out: a driver whose
+/// device aliases (`board`'s values; none means always) match none of the `present`
+/// modaliases is left out, and so is a dependency that no module being loaded needs.
+pub fn wanted(
+    modules: &[String],
+    needs: &BTreeMap<String, Vec<String>>,
+    board: &BTreeMap<String, Vec<String>>,
+    present: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let absent: Vec<&String> = board
+        .iter()
+        .filter(|(_, aliases)| {
+            !aliases.is_empty()
+                && !aliases
+                    .iter()
+                    .any(|a| present.iter().any(|p| crate::coldplug::matches(a, p)))
+        })
+        .map(|(path, _)| path)
+        .collect();
+    let mut keep: BTreeSet<&str> = BTreeSet::new();
+    let mut todo: Vec<&str> = board
+        .keys()
+        .filter(|p| !absent.contains(p))
+        .map(String::as_str)
+        .collect();
+    while let Some(m) = todo.pop() {
+        if keep.insert(m) {
+            let next = needs.get(m).into_iter().flatten();
+            todo.extend(next.filter(|n| !absent.contains(n)).map(String::as_str));
+        }
+    }
+    let load = modules
+        .iter()
+        .filter(|m| keep.contains(m.as_str()))
+        .cloned()
+        .collect();
+    let absent = absent.iter().map(|p| module_name(p)).collect();
+    (load, absent)
 }
 
 /// `kernel/drivers/md/dm-verity.ko` → `dm_verity`, as the kernel and modprobe name it.
@@ -115,6 +169,75 @@ pub fn waves<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn needs_of(v: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
+        v.iter().map(|(m, n)| (m.to_string(), list(n))).collect()
+    }
+
+    /// The qemu board on a machine with a virtio-blk disk and no virtio-scsi controller: the
+    /// SCSI driver and the SCSI core it alone needs stay out; the board's order edge from
+    /// virtio_scsi to virtio_blk does not bring it back.
+    #[test]
+    fn drivers_without_their_device_stay_out() {
+        let modules = list(&[
+            "virtio.ko",
+            "virtio_pci.ko",
+            "virtio_blk.ko",
+            "scsi_mod.ko",
+            "virtio_scsi.ko",
+            "dm-mod.ko",
+            "dm-verity.ko",
+        ]);
+        let needs = needs_of(&[
+            ("virtio.ko", &[]),
+            ("virtio_pci.ko", &["virtio.ko"]),
+            ("virtio_blk.ko", &["virtio.ko", "virtio_pci.ko"]),
+            ("scsi_mod.ko", &[]),
+            (
+                "virtio_scsi.ko",
+                &["scsi_mod.ko", "virtio.ko", "virtio_blk.ko"],
+            ),
+            ("dm-mod.ko", &[]),
+            ("dm-verity.ko", &["dm-mod.ko"]),
+        ]);
+        let board: BTreeMap<String, Vec<String>> = [
+            ("virtio_pci.ko", vec!["pci:v00001AF4d*sv*sd*bc*sc*i*"]),
+            ("virtio_blk.ko", vec!["virtio:d00000002v*"]),
+            ("virtio_scsi.ko", vec!["virtio:d00000008v*"]),
+            ("dm-verity.ko", vec![]),
+        ]
+        .into_iter()
+        .map(|(m, a)| (m.to_string(), list(&a)))
+        .collect();
+        let blk_only = list(&[
+            "pci:v00001AF4d00001042sv00001AF4sd00001100bc01sc00i00",
+            "virtio:d00000002v00001AF4",
+        ]);
+        let (load, absent) = wanted(&modules, &needs, &board, &blk_only);
+        assert_eq!(
+            load,
+            list(&[
+                "virtio.ko",
+                "virtio_pci.ko",
+                "virtio_blk.ko",
+                "dm-mod.ko",
+                "dm-verity.ko"
+            ])
+        );
+        assert_eq!(absent, list(&["virtio_scsi"]));
+
+        // No virtio device at all: only what always loads.
+        let (load, absent) = wanted(&modules, &needs, &board, &list(&["pci:v00008086d1"]));
+        assert_eq!(load, list(&["dm-mod.ko", "dm-verity.ko"]));
+        assert_eq!(absent.len(), 3);
+
+        // Both disks: everything, in order.
+        let mut both = blk_only.clone();
+        both.push("virtio:d00000008v00001AF4".into());
+        let (load, absent) = wanted(&modules, &needs, &board, &both);
+        assert_eq!(load, modules);
+        assert!(absent.is_empty());
+    }
 
     #[test]
     fn module_names_as_the_kernel_has_them() {

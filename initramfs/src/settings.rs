@@ -29,6 +29,8 @@ pub struct Settings {
     pub modules: Vec<String>,
     /// What each module needs loaded first ([`InitConfig::module_needs`]).
     pub module_needs: Option<std::collections::BTreeMap<String, Vec<String>>>,
+    /// The board's modules and the devices each drives ([`InitConfig::board_modules`]).
+    pub board_modules: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// Combine the two sources; returns the settings and messages about unusable values.
@@ -64,6 +66,7 @@ pub fn resolve(config: Option<&InitConfig>, cmdline: &CmdLine) -> (Settings, Vec
         kernel_release: config.map(|c| c.kernel_release.clone()),
         modules: config.map(|c| c.modules.clone()).unwrap_or_default(),
         module_needs: config.and_then(|c| c.module_needs.clone()),
+        board_modules: config.and_then(|c| c.board_modules.clone()),
     };
     (settings, problems)
 }
@@ -78,6 +81,7 @@ mod tests {
             kernel_release: "6.1.0-56-cloud-amd64".into(),
             modules: vec!["kernel/drivers/md/dm-mod.ko".into()],
             module_needs: None,
+            board_modules: None,
             disk_guid: "11111111-2222-3333-4444-555555555555".into(),
             hand_off: "/usr/lib/systemd/systemd".into(),
             keel_version: "1.0.0".into(),
