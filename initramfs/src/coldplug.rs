@@ -8,6 +8,7 @@ use std::fs;
 use std::path::Path;
 
 const PCI_DEVICES: &str = "/sys/bus/pci/devices";
+const PLATFORM_DEVICES: &str = "/sys/bus/platform/devices";
 const VIRTIO_VENDOR: u32 = 0x1af4;
 /// PCI device IDs of virtio devices: 0x1000–0x103f transitional (the virtio ID is the
 /// subsystem device ID), 0x1040–0x107f modern (0x1040 + the virtio ID).
@@ -15,9 +16,25 @@ const VIRTIO_IDS: std::ops::RangeInclusive<u32> = 0x1000..=0x107f;
 const VIRTIO_MODERN: u32 = 0x1040;
 
 /// The modaliases of the PCI devices present and of the virtio devices among them; `None` when
-/// PCI cannot be read (then every driver loads).
+/// PCI cannot be read or virtio devices sit on MMIO rather than PCI (then every driver loads).
 pub fn present() -> Option<Vec<String>> {
+    if virtio_mmio_in(Path::new(PLATFORM_DEVICES)) {
+        return None;
+    }
     present_in(Path::new(PCI_DEVICES))
+}
+
+/// virtio-mmio transports (QEMU's microvm, Firecracker: from ACPI as `LNRO0005:NN`, or from
+/// `virtio_mmio.device=` as `virtio-mmio.N`): their devices appear only once the transport's
+/// driver loads, so nothing can be ruled out beforehand.
+fn virtio_mmio_in(platform_devices: &Path) -> bool {
+    fs::read_dir(platform_devices).is_ok_and(|entries| {
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with("LNRO0005") || name.starts_with("virtio-mmio")
+        })
+    })
 }
 
 fn present_in(pci_devices: &Path) -> Option<Vec<String>> {
@@ -147,6 +164,12 @@ mod tests {
         want.sort();
         assert_eq!(got, want);
         assert_eq!(present_in(&t.path().join("none")), None);
+        assert!(!virtio_mmio_in(t.path()));
+        fs::create_dir(t.path().join("virtio-mmio.0")).unwrap();
+        assert!(
+            virtio_mmio_in(t.path()),
+            "MMIO transports: load every driver"
+        );
         assert_eq!(virtio_alias("pci:v00001AF4"), None, "cut short");
         assert_eq!(
             virtio_alias("pci:v00001AF4d00002000sv00001AF4sd00000002bc01sc00i00"),
