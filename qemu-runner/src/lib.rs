@@ -28,7 +28,8 @@ pub use error::{BootError, SessionError, StartError, ToolError};
 pub use firmware::{OVMF_CODE, OVMF_VARS_TEMPLATE};
 pub use lan::{Lan, LanPort};
 pub use options::{
-    default_log_dir, Accel, BootOptions, Firmware, NetOptions, ResolvedAccel, ACCEL_ENV,
+    default_log_dir, default_smp, Accel, BootOptions, Firmware, NetOptions, ResolvedAccel,
+    ACCEL_ENV,
 };
 pub use scripted::{write_script_disk, ScriptedError, ScriptedGuest};
 pub use session::{ConsoleInput, Session, TAIL_LINES};

@@ -265,8 +265,9 @@ fn main() -> Result<()> {
     println!("cloudconfig-vs-cloud-init");
     println!("machine: {}", machine::describe());
     println!(
-        "same kernel (UKI .linux sha256 {}…), QEMU TCG, OVMF, 1 GiB, 2 vCPUs, virtio-net (user, restricted), NoCloud vfat seed on /dev/vdc; {} first boots per tool",
+        "same kernel (UKI .linux sha256 {}…), QEMU TCG, OVMF, 1 GiB, {} vCPU(s), virtio-net (user, restricted), NoCloud vfat seed on /dev/vdc; {} first boots per tool",
         &kernel_hash[..12],
+        keel_qemu::default_smp(),
         args.runs
     );
     for (t, dir) in [(Tool::Keel, &keel_image), (Tool::CloudInit, &ci_image)] {

@@ -1,7 +1,7 @@
 //! container-host: the default Keel image as a container host against the same Debian packages
 //! booted the usual way (initramfs-tools, ext4 root, the packages' own units: Docker enabled at
 //! boot), both running CoreOS's classic hello.service. Same kernel, same QEMU (TCG, direct kernel
-//! boot, 2 GiB, 2 vCPUs), same registry: busybox from Debian's docker-registry on the host's
+//! boot, 2 GiB, 2 vCPUs unless $KEEL_QEMU_SMP says otherwise), same registry: busybox from Debian's docker-registry on the host's
 //! loopback, reached as the mirror 10.0.2.100:5000 (a QEMU guest forward).
 //!
 //! Printed per boot: kernel start to the container's first `Hello World` (printk timestamps on
@@ -165,8 +165,9 @@ fn main() -> Result<()> {
     println!("container-host");
     println!("machine: {}", machine::describe());
     println!(
-        "same kernel, QEMU TCG, direct kernel boot, 2 GiB, 2 vCPUs; {} first boots per machine; \
+        "same kernel, QEMU TCG, direct kernel boot, 2 GiB, {} vCPU(s); {} first boots per machine; \
          busybox from a docker-registry on the host's loopback",
+        keel_qemu::default_smp(),
         args.runs
     );
     let mut keel_marks = Vec::new();

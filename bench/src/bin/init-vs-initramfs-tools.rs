@@ -118,8 +118,9 @@ fn main() -> Result<()> {
     println!("init-vs-initramfs-tools");
     println!("machine: {}", machine::describe());
     println!(
-        "same kernel ({}), QEMU TCG, direct kernel boot, 1 GiB, 2 vCPUs; {} boots per variant",
+        "same kernel ({}), QEMU TCG, direct kernel boot, 1 GiB, {} vCPU(s) ($KEEL_QEMU_SMP, else 2); {} boots per variant",
         rootfs::kernel_in(&tree).map(|(_, r)| r).unwrap_or_default(),
+        keel_qemu::default_smp(),
         args.runs
     );
     println!("keel:   append {:?}", keel.append);

@@ -98,9 +98,10 @@ fn main() -> Result<()> {
     println!("kexec-vs-firmware-reboot");
     println!("machine: {}", machine::describe());
     println!(
-        "images {} and {} (keel build), QEMU TCG with OVMF, 1 GiB, 2 vCPUs; {} updates per reboot kind",
+        "images {} and {} (keel build), QEMU TCG with OVMF, 1 GiB, {} vCPU(s) ($KEEL_QEMU_SMP, else 2); {} updates per reboot kind",
         v1.display(),
         v2.display(),
+        keel_qemu::default_smp(),
         args.runs
     );
 
