@@ -39,6 +39,13 @@ pub enum LiveLoader {
 /// `copies·S + 288` up to the kernel's 128 MiB memory block, which leaves about 20 % spare
 /// (1408 and 1152 MiB there). `keel build --format pxe|iso` prints it; `keel boot --pxe|--iso`
 /// sizes the guest with it.
+/// A module's name as the kernel and modprobe have it, from its path in `modules` (or
+/// modules.dep): `kernel/drivers/md/dm-verity.ko.xz` → `dm_verity`.
+pub fn module_name(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    base.split(".ko").next().unwrap_or(base).replace('-', "_")
+}
+
 pub fn live_min_ram_mib(initramfs_bytes: u64, loader: LiveLoader) -> u32 {
     // Unpacked twice over (the tmpfs cap is half), plus the loaded copies.
     let copies = match loader {
@@ -55,6 +62,13 @@ pub fn live_min_ram_mib(initramfs_bytes: u64, loader: LiveLoader) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_names_as_the_kernel_has_them() {
+        assert_eq!(module_name("kernel/drivers/md/dm-verity.ko"), "dm_verity");
+        assert_eq!(module_name("kernel/fs/erofs/erofs.ko.xz"), "erofs");
+        assert_eq!(module_name("virtio_pci.ko"), "virtio_pci");
+    }
 
     #[test]
     fn live_boot_memory_covers_what_was_measured() {

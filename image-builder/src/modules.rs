@@ -20,9 +20,7 @@ pub fn normalize(name: &str) -> String {
 
 /// `kernel/fs/erofs/erofs.ko.xz` → `erofs`.
 pub fn name_of(path: &str) -> String {
-    let base = path.rsplit('/').next().unwrap_or(path);
-    let stem = base.split(".ko").next().unwrap_or(base);
-    normalize(stem)
+    keel_format::initramfs::module_name(path)
 }
 
 /// The path a module gets in the initramfs: its `modules.dep` path, uncompressed.

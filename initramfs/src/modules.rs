@@ -9,6 +9,7 @@ use std::fs::File;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use keel_format::initramfs::module_name;
 use nix::errno::Errno;
 use nix::kmod::{finit_module, ModuleInitFlags};
 
@@ -109,12 +110,6 @@ pub fn wanted(
         .collect();
     let absent = absent.iter().map(|p| module_name(p)).collect();
     (load, absent)
-}
-
-/// `kernel/drivers/md/dm-verity.ko` → `dm_verity`, as the kernel and modprobe name it.
-fn module_name(path: &str) -> String {
-    let file = path.rsplit('/').next().unwrap_or(path);
-    file.split(".ko").next().unwrap_or(file).replace('-', "_")
 }
 
 /// `Ok(false)`: it was loaded already.
@@ -237,13 +232,6 @@ mod tests {
         let (load, absent) = wanted(&modules, &needs, &board, &both);
         assert_eq!(load, modules);
         assert!(absent.is_empty());
-    }
-
-    #[test]
-    fn module_names_as_the_kernel_has_them() {
-        assert_eq!(module_name("kernel/drivers/md/dm-verity.ko"), "dm_verity");
-        assert_eq!(module_name("kernel/fs/erofs/erofs.ko.xz"), "erofs");
-        assert_eq!(module_name("virtio_pci.ko"), "virtio_pci");
     }
 
     fn list(v: &[&str]) -> Vec<String> {
