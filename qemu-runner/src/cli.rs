@@ -417,7 +417,9 @@ pub fn boot_command(args: &BootArgs) -> anyhow::Result<i32> {
             match error {
                 BootError::Timeout { .. } | BootError::Silent { .. } => exit::TIMEOUT,
                 BootError::KernelPanic { .. } | BootError::Exited { .. } => exit::GUEST_FAILED,
-                BootError::FallbackFailed { .. } => exit::ENVIRONMENT,
+                BootError::FallbackFailed { .. } | BootError::HostIoError { .. } => {
+                    exit::ENVIRONMENT
+                }
             }
         }
     };

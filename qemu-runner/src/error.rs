@@ -97,6 +97,14 @@ pub enum BootError {
         log_path: PathBuf,
         tail: String,
     },
+    #[error("QEMU stopped the guest on a host disk error while waiting for {}: {}\nconsole log: {}\n--- console tail ---\n{tail}", describe(pattern), drives.join("; "), log_path.display())]
+    HostIoError {
+        pattern: Option<String>,
+        /// Each failed drive: its name, file, the error and the space left there.
+        drives: Vec<String>,
+        log_path: PathBuf,
+        tail: String,
+    },
     #[error("QEMU exited ({}) before {} appeared\nconsole log: {}\n--- console tail ---\n{tail}{}", describe_status(status), describe(pattern), log_path.display(), describe_stderr(qemu_stderr))]
     Exited {
         pattern: Option<String>,

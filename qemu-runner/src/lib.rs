@@ -10,6 +10,7 @@ mod console;
 mod disk;
 mod error;
 mod firmware;
+mod host_io;
 mod kvm_watch;
 mod lan;
 mod options;

@@ -17,6 +17,7 @@ use crate::console::{self, find_after, Console};
 use crate::disk::{self, DiskFormat};
 use crate::error::{BootError, SessionError, StartError};
 use crate::firmware;
+use crate::host_io;
 use crate::kvm_watch::{self, Evidence, Judgement, KERNEL_BANNER};
 use crate::options::{default_log_dir, BootOptions, Firmware, ResolvedAccel};
 use crate::qemu_command::{qemu_args, LaunchPlan, PlannedDisk, PlannedFirmware};
@@ -38,6 +39,9 @@ const PANIC_END_MARKER: &[u8] = b"---[ end Kernel panic";
 const QUIT_GRACE: Duration = Duration::from_secs(10);
 /// How often a wait looks at the guest between console changes (KVM watch, silence).
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// How long the console must be quiet before a wait asks QEMU whether a host write error
+/// stopped the machine.
+const HOST_IO_CHECK_AFTER: Duration = Duration::from_secs(2);
 
 /// A QEMU process booting one disk. Dropping it kills QEMU and removes the
 /// overlay; the console log file stays.
@@ -417,6 +421,7 @@ impl Session {
             // Watching the guest (KVM, silence, a firmware stuck after a restart) needs a look
             // now and then, not only on output.
             let watching = self.watching_kvm
+                || self.qmp.is_some()
                 || self.unproven_kvm_failure.is_some()
                 || self.options.silence_limit.is_some()
                 || self.firmware_resets < reset_watch::MAX_RESETS;
@@ -483,6 +488,14 @@ impl Session {
                     });
                 }
                 None => {
+                    if let Some(drives) = self.stopped_on_host_io_error() {
+                        return Err(BootError::HostIoError {
+                            pattern: pattern.map(String::from),
+                            drives,
+                            log_path: self.log_path.clone(),
+                            tail: self.tail(),
+                        });
+                    }
                     if self.watching_kvm && self.kvm_failed_here(false)? {
                         scan_from = 0;
                         continue;
@@ -500,6 +513,26 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// The drives that stopped the machine, when QEMU paused it on a host write error (a
+    /// full host file system, under QEMU's default `werror=enospc`). Asked only once the
+    /// guest has been quiet a while: a stopped guest prints nothing.
+    fn stopped_on_host_io_error(&mut self) -> Option<Vec<String>> {
+        if self.qmp.is_none() || self.silent_for() < HOST_IO_CHECK_AFTER {
+            return None;
+        }
+        let status = self.qmp("query-status", None).ok()?;
+        if !host_io::stopped_on_io_error(&status) {
+            return None;
+        }
+        let blocks = self.qmp("query-block", None).unwrap_or(Value::Null);
+        let drives = host_io::failed_drives(&blocks);
+        Some(if drives.is_empty() {
+            vec!["(query-block named no failed drive)".to_string()]
+        } else {
+            drives
+        })
     }
 
     /// Judges a boot `Auto` put on KVM; when KVM failed it, restarts the boot under TCG and

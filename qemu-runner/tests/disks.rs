@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use keel_qemu::{BootOptions, Session, SessionError};
+use keel_qemu::{BootError, BootOptions, Session, SessionError};
 
 const SECTOR: u64 = 512;
 const MARK_SECTOR: u64 = 100;
@@ -147,4 +147,77 @@ fn parallel_sessions_share_one_read_only_image() {
         assert_eq!(mark_in(&exported), format!("KEEL-GUEST-{n}"));
     }
     assert_eq!(mark_in(&image), "");
+}
+
+/// A tmpfs of `size` mounted on a directory for as long as it lives (the test runs as root,
+/// as CI does).
+struct SmallFileSystem(std::path::PathBuf);
+
+impl SmallFileSystem {
+    fn mount(dir: &Path, size: &str) -> SmallFileSystem {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "keel-test-full",
+            ])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mount -t tmpfs on {} (run as root)",
+            dir.display()
+        );
+        SmallFileSystem(dir.to_path_buf())
+    }
+}
+
+impl Drop for SmallFileSystem {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_host_file_system_that_fills_up_ends_the_wait_naming_the_drive() {
+    let kernel = debian::kernel();
+    let dir = tempfile::tempdir().unwrap();
+    let initramfs = shell_initramfs(dir.path(), &kernel);
+    let image = blank_disk(dir.path(), "disk.raw", 8);
+    let small = SmallFileSystem::mount(&dir.path().join("small"), "4m");
+    // Sparse: 64 MiB that the 4 MiB file system cannot hold once written.
+    let extra = blank_disk(&small.0, "extra.raw", 64);
+    let options = BootOptions {
+        extra_disks: vec![extra.clone()],
+        ..shell_options(&image, &kernel, &initramfs)
+    };
+
+    let mut vm = boot_shell(&options);
+    vm.send_line("dd if=/dev/urandom of=/dev/vdb bs=1M count=16 oflag=direct; echo dd-$((1+1))")
+        .unwrap();
+    // QEMU pauses the guest on ENOSPC: without the check this wait would take its whole minute
+    // and say only that it timed out.
+    let started = std::time::Instant::now();
+    let error = vm
+        .wait_for("dd-2", Duration::from_secs(60))
+        .expect_err("a 16 MiB write onto a 4 MiB file system cannot finish");
+    match &error {
+        BootError::HostIoError { drives, .. } => {
+            assert_eq!(drives.len(), 1, "{error}");
+            assert!(
+                drives[0].contains(&extra.display().to_string())
+                    && drives[0].contains("no space left on the host's file system"),
+                "{error}"
+            );
+        }
+        other => panic!("expected a host I/O stop, got: {other}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("MiB free there"), "{message}");
+    vm.kill().unwrap();
 }
