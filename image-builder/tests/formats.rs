@@ -29,11 +29,7 @@ fn formats_image() -> Image {
         name: format!("formats-{:x}", md5ish(&text)),
         board,
         // A comma list, as most CLIs take one.
-        extra_args: [
-            BuildOpts::default().extra_args,
-            vec!["--format".into(), "qcow2,vmdk,ova,pxe".into()],
-        ]
-        .concat(),
+        formats: vec!["qcow2,vmdk,ova,pxe".into()],
         ..BuildOpts::default()
     })
 }
