@@ -20,6 +20,15 @@ case "${1:-}" in
     exit 2
     ;;
 esac
+# Free space, MiB, on the file system holding $1.
+free_mib() { df --output=avail -B1M "$1" | tail -n 1 | tr -d ' '; }
+# The suite's images, guest overlays and loop-device disks beside a fresh build (measured:
+# see the README's "Disk" line). Too little gives I/O errors far into the run, so say so now.
+need_mib=$((24 * 1024))
+free_at_start=$(free_mib .)
+if [ "$free_at_start" -lt "$need_mib" ]; then
+    echo "ci/test.sh: warning: $((free_at_start / 1024)) GiB free on $(df --output=target . | tail -n 1) where a run from a clean clone needs about $((need_mib / 1024)) GiB: expect I/O errors (EIO, ENOSPC, a guest QEMU stopped) in the tests" >&2
+fi
 ci/install-deps.sh
 ci/build.sh --tests
 export KEEL_TIER="$tier"
@@ -41,6 +50,11 @@ if [ "$tier" = full ]; then
 fi
 started=$SECONDS
 status=0
+# The least free space while the tests run (every 5 s, on the repository's file system and
+# /tmp's), reported at the end: a disk that fills up fails tests in ways that look like bugs.
+disk_log="$(mktemp /tmp/keel-disk.XXXXXX)"
+while sleep 5; do echo "$(date +%T) $(free_mib .) $(free_mib /tmp)"; done >"$disk_log" &
+disk_watch=$!
 # cargo-afl's install and the fuzz targets' instrumented build (its own target directory) run
 # beside the suite at the lowest CPU priority: the suite leaves about half of the 2 cores idle
 # (single-threaded image builds, lone guests, waits), and this takes only what it leaves.
@@ -64,5 +78,15 @@ tail -n 5 "$fuzz_build_log"
 rm -f "$fuzz_build_log"
 cargo afl --version >/dev/null 2>&1 || cargo install --locked cargo-afl || status=$?
 ci/fuzz.sh --seconds "$( [ "$tier" = full ] && echo 60 || echo 10 )" || status=$?
+kill "$disk_watch" 2>/dev/null || true
+least=$(sort -n -k2 "$disk_log" | head -n 1)
+least_tmp=$(sort -n -k3 "$disk_log" | head -n 1)
+rm -f "$disk_log"
+if [ -n "$least" ]; then
+    echo "ci/test.sh: least free space during the tests: $(echo "$least" | cut -d' ' -f2) MiB on the repository's file system at $(echo "$least" | cut -d' ' -f1), $(echo "$least_tmp" | cut -d' ' -f3) MiB on /tmp's at $(echo "$least_tmp" | cut -d' ' -f1) ($((free_at_start)) MiB free before the build)"
+    if [ "$(echo "$least" | cut -d' ' -f2)" -lt 512 ] || [ "$(echo "$least_tmp" | cut -d' ' -f3)" -lt 512 ]; then
+        echo "ci/test.sh: the disk (nearly) filled up: failures with I/O errors, 'No space left on device' or a guest QEMU stopped on a host disk error come from that, not from the code under test" >&2
+    fi
+fi
 echo "ci/test.sh: $tier tier, tests took $(((SECONDS - started) / 60)) min, exit $status"
 exit "$status"
