@@ -50,6 +50,39 @@ pub fn tree_size(dir: &Path) -> Result<(u64, u64)> {
     Ok((bytes, entries))
 }
 
+/// Bytes the files under `dir` take on disk (allocated blocks: sparse disk images count for what
+/// they hold).
+pub fn disk_usage(dir: &Path) -> Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut bytes = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
+            let e = e?;
+            let m = e.metadata()?;
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                bytes += m.blocks() * 512;
+            }
+        }
+    }
+    Ok(bytes)
+}
+
+/// The line a benchmark ends with about the work directory it keeps for its next run: where it
+/// is and how much disk it holds (a few of them filled a CI machine's disk once).
+pub fn work_dir_note(dir: &Path) -> String {
+    match disk_usage(dir) {
+        Ok(bytes) => format!(
+            "work directory {} holds {:.1} GiB, kept for the next run (remove it when done)",
+            dir.display(),
+            bytes as f64 / (1u64 << 30) as f64
+        ),
+        Err(e) => format!("work directory {}: {e:#}", dir.display()),
+    }
+}
+
 /// Read every regular file under `dir` once, so the tools compared afterwards all find it in
 /// the page cache and none pays for the first read.
 pub fn warm_page_cache(dir: &Path) -> Result<()> {
@@ -92,4 +125,25 @@ pub fn partitions(image: &Path) -> Result<Vec<keel_format::gpt::Partition>> {
     let table = keel_format::gpt::DiskTable::read(&mut f)
         .with_context(|| format!("the partition table of {}", image.display()))?;
     Ok(table.partitions())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_usage_counts_what_sparse_files_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let sparse = std::fs::File::create(dir.path().join("sub/disk.raw")).unwrap();
+        sparse.set_len(1 << 30).unwrap();
+        std::fs::write(dir.path().join("data"), vec![1u8; 1 << 20]).unwrap();
+        let used = disk_usage(dir.path()).unwrap();
+        assert!((1 << 20..4 << 20).contains(&used), "{used}");
+        let note = work_dir_note(dir.path());
+        assert!(
+            note.ends_with("holds 0.0 GiB, kept for the next run (remove it when done)"),
+            "{note}"
+        );
+    }
 }

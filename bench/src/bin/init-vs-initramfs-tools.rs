@@ -228,6 +228,7 @@ fn main() -> Result<()> {
         init_size as f64 / MIB
     );
     println!("console logs: {}", args.work.join("logs").display());
+    println!("{}", files::work_dir_note(&args.work));
     Ok(())
 }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use clap::Parser;
 use keel_bench::measure::median;
-use keel_bench::{command, machine};
+use keel_bench::{command, files, machine};
 use keel_qemu::{Accel, BootOptions, Session};
 
 const BOOT: Duration = Duration::from_secs(400);
@@ -188,6 +188,7 @@ fn main() -> Result<()> {
         }
     }
     println!("console logs: {}", args.work.join("logs").display());
+    println!("{}", files::work_dir_note(&args.work));
     Ok(())
 }
 
