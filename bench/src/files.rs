@@ -30,23 +30,31 @@ pub fn range_sha256(path: &Path, offset: u64, len: u64) -> Result<String> {
     Ok(hex::encode(ctx.finish().as_ref()))
 }
 
-/// Total bytes of the regular files under `dir` and how many entries it holds.
-pub fn tree_size(dir: &Path) -> Result<(u64, u64)> {
-    let mut bytes = 0;
-    let mut entries = 0;
+/// Calls `each` with the metadata of every entry under `dir` (directories included).
+fn for_each_entry(dir: &Path, mut each: impl FnMut(&std::fs::Metadata)) -> Result<()> {
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
             let e = e?;
-            let t = e.file_type()?;
-            entries += 1;
-            if t.is_dir() {
+            let m = e.metadata()?;
+            if m.is_dir() {
                 stack.push(e.path());
-            } else if t.is_file() {
-                bytes += e.metadata()?.len();
             }
+            each(&m);
         }
     }
+    Ok(())
+}
+
+/// Total bytes of the regular files under `dir` and how many entries it holds.
+pub fn tree_size(dir: &Path) -> Result<(u64, u64)> {
+    let (mut bytes, mut entries) = (0, 0);
+    for_each_entry(dir, |m| {
+        entries += 1;
+        if m.is_file() {
+            bytes += m.len();
+        }
+    })?;
     Ok((bytes, entries))
 }
 
@@ -55,18 +63,11 @@ pub fn tree_size(dir: &Path) -> Result<(u64, u64)> {
 pub fn disk_usage(dir: &Path) -> Result<u64> {
     use std::os::unix::fs::MetadataExt;
     let mut bytes = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).with_context(|| format!("listing {}", d.display()))? {
-            let e = e?;
-            let m = e.metadata()?;
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                bytes += m.blocks() * 512;
-            }
+    for_each_entry(dir, |m| {
+        if !m.is_dir() {
+            bytes += m.blocks() * 512;
         }
-    }
+    })?;
     Ok(bytes)
 }
 
