@@ -55,6 +55,7 @@ status=0
 disk_log="$(mktemp /tmp/keel-disk.XXXXXX)"
 while sleep 5; do echo "$(date +%T) $(free_mib .) $(free_mib /tmp)"; done >"$disk_log" &
 disk_watch=$!
+trap 'kill "$disk_watch" 2>/dev/null || true' EXIT
 # cargo-afl's install and the fuzz targets' instrumented build (its own target directory) run
 # beside the suite at the lowest CPU priority: the suite leaves about half of the 2 cores idle
 # (single-threaded image builds, lone guests, waits), and this takes only what it leaves.

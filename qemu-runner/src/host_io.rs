@@ -48,7 +48,7 @@ pub fn failed_drives(blocks: &Value) -> Vec<String> {
         .collect()
 }
 
-/// ", N MiB free on its file system" (best effort: empty when the file cannot be looked at).
+/// ", N MiB free there", of the file's file system (best effort: empty when the file cannot be looked at).
 fn free_space_note(file: &Path) -> String {
     let dir = file.parent().unwrap_or(file);
     match free_bytes(dir) {
@@ -58,7 +58,7 @@ fn free_space_note(file: &Path) -> String {
 }
 
 /// Bytes an unprivileged writer may still use on the file system holding `path`.
-pub fn free_bytes(path: &Path) -> Option<u64> {
+fn free_bytes(path: &Path) -> Option<u64> {
     let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
     // SAFETY: statvfs is plain old data; all zeroes is a valid value of it.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
