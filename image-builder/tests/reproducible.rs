@@ -5,9 +5,9 @@ use keel_testkit::*;
 use serde_json::Value;
 
 /// The shipped image (the board's formats, qcow2 among them) is the first build. A second
-/// build of its inputs into a fresh directory (printing its manifest
-/// with --json), making every piece again (`--no-reuse`), gives the same bytes, and leaves
-/// nothing but its outputs behind. A third, reusing what the first two kept, says so and gives
+/// build of its inputs into a fresh directory (printing its manifest with --json), making
+/// every piece again (`--no-reuse`), gives the same bytes, and leaves nothing but its outputs
+/// behind. A third, reusing what the first two kept, says so and gives
 /// the same bytes again.
 #[test]
 fn two_builds_are_bit_identical() {
