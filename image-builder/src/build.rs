@@ -387,7 +387,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
             &UsrFs {
                 epoch,
                 uuid: mkfs::derived_uuid("usr-fs", &fs_seed),
-                compression: board.usr.compression,
+                settings: board.usr.clone(),
             },
             &board,
             describe,
@@ -544,7 +544,7 @@ pub fn build(opts: &BuildOptions, reporter: &Reporter) -> Result<BuildReport> {
 struct UsrFs {
     epoch: u64,
     uuid: uuid::Uuid,
-    compression: crate::definition::board::Compression,
+    settings: crate::definition::board::UsrFilesystem,
 }
 
 /// The USR slot: the tree staged in `work/stage` (left there: it is removed beside the formats),
@@ -591,7 +591,7 @@ fn usr_slot_branch(
         let erofs = if reused {
             Ok(())
         } else {
-            mkfs::erofs(&usr, &body, fs.epoch, fs.uuid, fs.compression)
+            mkfs::erofs(&usr, &body, fs.epoch, fs.uuid, &fs.settings)
                 .and_then(|()| built.keep(Kind::UsrFilesystem, &fs_key, &body))
         };
         let root = root
@@ -614,7 +614,14 @@ fn usr_fs_key(usr: &Path, fs: &UsrFs) -> Result<String> {
     key.add("tree", reuse::tree_digest(usr)?.as_bytes())
         .add("epoch", &fs.epoch.to_le_bytes())
         .add("uuid", fs.uuid.as_bytes())
-        .add("compression", format!("{:?}", fs.compression).as_bytes());
+        .add(
+            "compression",
+            format!("{:?}", fs.settings.compression).as_bytes(),
+        )
+        .add(
+            "physical_cluster_kib",
+            &fs.settings.physical_cluster_kib.to_le_bytes(),
+        );
     key.add_tool("mkfs.erofs")?;
     Ok(key.finish())
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use uuid::Uuid;
 
-use crate::definition::board::Compression;
+use crate::definition::board::{Compression, UsrFilesystem};
 use crate::digest;
 use crate::error::{io_at, Result};
 use crate::tool::Tool;
@@ -18,21 +18,20 @@ pub fn derived_uuid(tag: &str, seed: &str) -> Uuid {
     uuid::Builder::from_random_bytes(d[..16].try_into().expect("16 bytes")).into_uuid()
 }
 
-pub fn erofs(
-    tree: &Path,
-    out: &Path,
-    epoch: u64,
-    uuid: Uuid,
-    compression: Compression,
-) -> Result<()> {
+pub fn erofs(tree: &Path, out: &Path, epoch: u64, uuid: Uuid, fs: &UsrFilesystem) -> Result<()> {
     let mut t = Tool::new("mkfs.erofs")?
         .arg("--quiet")
         .arg(format!("-T{epoch}"))
         .arg(format!("-U{uuid}"));
-    match compression {
-        Compression::Lz4hc => t = t.arg("-zlz4hc"),
-        Compression::Lz4 => t = t.arg("-zlz4"),
-        Compression::None => {}
+    let compressor = match fs.compression {
+        Compression::Lz4hc => Some("-zlz4hc"),
+        Compression::Lz4 => Some("-zlz4"),
+        Compression::None => None,
+    };
+    if let Some(z) = compressor {
+        t = t
+            .arg(z)
+            .arg(format!("-C{}", fs.physical_cluster_kib * 1024));
     }
     t.arg(out).arg(tree).run()?;
     Ok(())
