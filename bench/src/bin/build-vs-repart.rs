@@ -3,8 +3,9 @@
 //! prepared /usr tree by keel's library and by systemd-repart, side by side in one run.
 //!
 //! Variants, each run once per round, the order rotated every round:
-//! * keel/erofs: what `keel build` does (mkfs.erofs -zlz4hc -C65536 with `mkfs::vfat` and `mkfs::ext4`
-//!   beside it on a second thread, `usr_slot::seal`, `disk::write`).
+//! * keel/erofs: what `keel build` does (mkfs.erofs with the board default's compression and
+//!   cluster size, `mkfs::vfat` and `mkfs::ext4` beside it on a second thread,
+//!   `usr_slot::seal`, `disk::write`).
 //! * keel/squashfs: the same, with the USR filesystem made by the very mksquashfs command repart
 //!   252 runs (it has no erofs), so the filesystem kind does not decide the comparison.
 //! * repart: `systemd-repart --empty=create` with repart.d definitions of the same partitions.
@@ -579,7 +580,7 @@ fn report(args: &Args, variants: &[Variant], runs: &[(Variant, Run)]) -> Result<
     for v in variants {
         let m = median(&totals(*v));
         let what = match v {
-            Variant::KeelErofs => "keel, erofs lz4hc, 64 KiB clusters (the board default)",
+            Variant::KeelErofs => "keel, erofs (the board default)",
             Variant::KeelSquashfs => "keel, squashfs gzip (repart's mksquashfs command)",
             Variant::Repart => "systemd-repart, squashfs gzip, 512-byte verity blocks",
         };
@@ -617,8 +618,11 @@ fn report(args: &Args, variants: &[Variant], runs: &[(Variant, Run)]) -> Result<
         )
     };
     println!("the USR filesystem alone (median):");
+    let usr = UsrFilesystem::default();
     println!(
-        "  mkfs.erofs -zlz4hc -C65536 (keel)  {:6.2} s",
+        "  mkfs.erofs {:?}, {} KiB clusters (keel) {:6.2} s",
+        usr.compression,
+        usr.physical_cluster_kib,
         fs(Variant::KeelErofs)
     );
     if variants.contains(&Variant::KeelSquashfs) {
