@@ -281,6 +281,8 @@ enum Check {
     Disk,
     /// An erofs physical cluster in KiB: a power of two within the kernel's bounds.
     ClusterKiB,
+    /// A key that contradicts another: any value fails.
+    Absent,
 }
 
 /// A value as its check sees it.
@@ -364,6 +366,7 @@ const RULES: &[Rule] = &[
     // The whole disk, reported at the first size.
     rule("partitions",               |f| f.partitions.disk(),              Check::Disk,                   ""),
     rule("usr.physical_cluster_kib", |f| f.usr.cluster(),                  Check::ClusterKiB,             ""),
+    rule("usr.physical_cluster_kib", |f| f.usr.cluster_uncompressed(),     Check::Absent,                 "clusters hold compressed data, and usr.compression is none: remove one of the two"),
 ];
 
 impl KernelFile {
@@ -402,6 +405,15 @@ impl UsrFile {
             .iter()
             .map(|c| (at(c), Value::KiB(c.value)))
             .collect()
+    }
+
+    /// The cluster size when it was given for an uncompressed USR, where mkfs.erofs has no use
+    /// for it.
+    fn cluster_uncompressed(&self) -> Vec<(Position, Value<'_>)> {
+        match self.compression {
+            Compression::None => self.cluster(),
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -456,6 +468,7 @@ impl Check {
                      {MAX_PHYSICAL_CLUSTER_KIB}"
                 ))
             }
+            (Check::Absent, _) => fail(),
             _ => Ok(()),
         }
     }
@@ -632,6 +645,15 @@ partitions:
                 "{e}"
             );
         }
+        let (_d, b) = write(&(GOOD.to_string() + "usr:\n  compression: none\n"));
+        assert_eq!(b.unwrap().usr.compression, Compression::None);
+        let (_d, b) =
+            write(&(GOOD.to_string() + "usr:\n  compression: none\n  physical_cluster_kib: 64\n"));
+        let e = b.unwrap_err().to_string();
+        assert!(
+            e.contains(":21:25: usr.physical_cluster_kib: clusters hold compressed data, and usr.compression is none"),
+            "{e}"
+        );
     }
 
     /// Every board in the repository parses (and so the schema fits all of them).
