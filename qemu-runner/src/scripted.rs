@@ -45,9 +45,6 @@ pub struct ScriptedGuest {
     pub session: Session,
     /// How long each wait may take (a boot, a command of the script).
     pub timeout: Duration,
-    options: BootOptions,
-    /// Sessions before a power cycle: their overlays back the current one.
-    earlier: Vec<Session>,
 }
 
 impl ScriptedGuest {
@@ -57,8 +54,6 @@ impl ScriptedGuest {
         Ok(ScriptedGuest {
             session: Session::start(&options).map_err(Box::new)?,
             timeout,
-            options,
-            earlier: Vec::new(),
         })
     }
 
@@ -105,24 +100,13 @@ impl ScriptedGuest {
     }
 
     /// The guest reboots through the firmware: once Linux has reset the machine (its last
-    /// line, after systemd stopped everything and synced), the VM is power-cycled: a new QEMU
-    /// on the same disk state, with fresh firmware. QEMU 7.2's warm reset under TCG wedged
-    /// twice in CI runs right after a guest's reboot (no firmware output for five minutes;
-    /// QMP `system_reset` did not bring it back), while cold starts never did.
+    /// line, after systemd stopped everything and synced), the VM is power-cycled
+    /// ([`Session::power_cycle`]: a new QEMU on the same disk state and firmware variables).
+    /// QEMU 7.2's warm reset under TCG wedged twice in CI runs right after a guest's reboot (no
+    /// firmware output for five minutes; QMP `system_reset` did not bring it back), while cold
+    /// starts never did.
     pub fn power_cycle_on_reset(&mut self) -> Result<(), ScriptedError> {
         self.expect("reboot: machine restart")?;
-        self.session.kill()?;
-        let mut next = self.options.clone();
-        next.image = self.session.disk_path().to_path_buf();
-        // Each boot keeps its own console log.
-        next.log_path = self
-            .options
-            .log_path
-            .as_ref()
-            .map(|p| p.with_extension(format!("boot{}.log", self.earlier.len() + 2)));
-        let next = Session::start(&next).map_err(Box::new)?;
-        self.earlier
-            .push(std::mem::replace(&mut self.session, next));
-        Ok(())
+        Ok(self.session.power_cycle("the guest reset the machine")?)
     }
 }
