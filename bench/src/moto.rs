@@ -31,12 +31,13 @@ pub struct Moto {
 impl Moto {
     pub fn start() -> Result<Moto> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let child = Command::new("python3")
-            .args(["-c", WRAPPER, "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("starting moto_server through python3 (pip install 'moto[server]')")?;
+        let child = keel_blockdev::tied::spawn(
+            Command::new("python3")
+                .args(["-c", WRAPPER, "-H", "127.0.0.1", "-p", &port.to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .context("starting moto_server through python3 (pip install 'moto[server]')")?;
         let moto = Moto { child, port };
         let deadline = Instant::now() + Duration::from_secs(60);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {

@@ -10,23 +10,24 @@ use keel_cloudconfig::boot::etcd_srv;
 use keel_testkit::KillOnDrop;
 
 fn dnsmasq(port: u16, records: &[String]) -> KillOnDrop {
-    let child = Command::new("dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--user=root",
-            "--pid-file=",
-            "--local=/keel.test/",
-        ])
-        .arg(format!("--port={port}"))
-        .args(records)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dnsmasq (Debian's dnsmasq-base)");
+    let child = keel_testkit::spawn_tied(
+        Command::new("dnsmasq")
+            .args([
+                "--keep-in-foreground",
+                "--no-resolv",
+                "--no-hosts",
+                "--bind-interfaces",
+                "--listen-address=127.0.0.1",
+                "--user=root",
+                "--pid-file=",
+                "--local=/keel.test/",
+            ])
+            .arg(format!("--port={port}"))
+            .args(records)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .expect("dnsmasq (Debian's dnsmasq-base)");
     KillOnDrop(child)
 }
 

@@ -231,12 +231,13 @@ fn three_members_from_dns_srv_records_and_a_proxy_that_finds_them_too() {
     let dns_log = dir.path().join("dnsmasq.log");
     // Killed when the test ends, also when it fails (a panic).
     let _dnsmasq = keel_testkit::KillOnDrop(
-        dnsmasq
-            // --log-facility=- writes the query log to stderr.
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&dns_log).unwrap())
-            .spawn()
-            .expect("dnsmasq (Debian's dnsmasq-base)"),
+        keel_testkit::spawn_tied(
+            dnsmasq
+                // --log-facility=- writes the query log to stderr.
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&dns_log).unwrap()),
+        )
+        .expect("dnsmasq (Debian's dnsmasq-base)"),
     );
     let network = "        DNS=192.168.77.2\n        Domains=keel.test\n";
     let started = Instant::now();

@@ -85,11 +85,12 @@ fn a_full_token_is_named_then_etcd_says_cluster_is_full() {
     assert!(put.status.success(), "{put:?}\n{}", d.log());
 
     let dir = tempfile::tempdir().unwrap();
-    let mut child = exec_etcd(dir.path(), &token)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = keel_testkit::spawn_tied(
+        exec_etcd(dir.path(), &token)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap();
     let (tx, rx) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -138,17 +139,18 @@ fn placeholders_take_the_metadata_sources_address() {
         format!("http://$private_ipv4:{}", ports[0]),
         format!("http://$private_ipv4:{}", ports[1]),
     );
-    let mut child = etcd_member(dir.path())
-        .env("COREOS_EC2_IPV4_LOCAL", "127.0.0.1")
-        .env("ETCD_LISTEN_PEER_URLS", &peer)
-        .env("ETCD_INITIAL_ADVERTISE_PEER_URLS", &peer)
-        .env("ETCD_INITIAL_CLUSTER", format!("core-04={peer}"))
-        .env("ETCD_LISTEN_CLIENT_URLS", &client)
-        .env("ETCD_ADVERTISE_CLIENT_URLS", &client)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = keel_testkit::spawn_tied(
+        etcd_member(dir.path())
+            .env("COREOS_EC2_IPV4_LOCAL", "127.0.0.1")
+            .env("ETCD_LISTEN_PEER_URLS", &peer)
+            .env("ETCD_INITIAL_ADVERTISE_PEER_URLS", &peer)
+            .env("ETCD_INITIAL_CLUSTER", format!("core-04={peer}"))
+            .env("ETCD_LISTEN_CLIENT_URLS", &client)
+            .env("ETCD_ADVERTISE_CLIENT_URLS", &client)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
     let endpoint = format!("http://127.0.0.1:{}", ports[1]);
     let deadline = Instant::now() + Duration::from_secs(60);
     let health = loop {

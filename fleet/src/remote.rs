@@ -145,8 +145,8 @@ impl Tunnel {
         .arg(format!("127.0.0.1:{local_port}:{target}"))
         .arg(format!("{}@{host}", ssh.user))
         .stdin(Stdio::null());
-        let mut child = c
-            .spawn()
+        // Tied: a killed `keel-fleet` leaves no tunnel behind.
+        let mut child = keel_blockdev::tied::spawn(&mut c)
             .map_err(|e| format!("starting ssh to {host}:{port}: {e}"))?;
         let deadline = Instant::now() + Duration::from_secs(ssh.timeout_secs.max(1) + 5);
         loop {

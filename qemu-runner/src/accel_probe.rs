@@ -145,8 +145,7 @@ fn run_guest(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = command
-        .spawn()
+    let mut child = keel_blockdev::tied::spawn(&mut command)
         .map_err(|e| format!("cannot run {QEMU_SYSTEM}: {e}"))?;
     let stdout = collect(child.stdout.take());
     let stderr = collect(child.stderr.take());

@@ -992,8 +992,8 @@ fn spawn_qemu(args: &[std::ffi::OsString]) -> Result<Child, StartError> {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    command
-        .spawn()
+    // Tied: a `keel boot` or test binary killed outright takes its guest with it.
+    keel_blockdev::tied::spawn(&mut command)
         .map_err(|source| tool::spawn_error(&command, source).into())
 }
 

@@ -377,20 +377,21 @@ struct Lockd {
 impl Lockd {
     fn start(endpoints: &str, extra: &[&str]) -> Self {
         let port = free_port();
-        let child = Command::new(BIN)
-            .args([
-                "lockd",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--endpoint",
-                endpoints,
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
+        let child = keel_testkit::spawn_tied(
+            Command::new(BIN)
+                .args([
+                    "lockd",
+                    "--listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--endpoint",
+                    endpoints,
+                ])
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit()),
+        )
+        .unwrap();
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(

@@ -3,6 +3,10 @@
 
 use std::process::Child;
 
+/// Spawns a helper that also dies when the test binary is killed outright, before any drop
+/// can run ([`keel_blockdev::tied`]).
+pub use keel_blockdev::tied::spawn as spawn_tied;
+
 pub struct KillOnDrop(pub Child);
 
 impl Drop for KillOnDrop {

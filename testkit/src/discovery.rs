@@ -36,15 +36,16 @@ impl Discovery {
         let port = free_port();
         let log = etcd.dir().join("discovery.log");
         let out = std::fs::File::create(&log).expect("discovery log");
-        let child = Command::new(BINARY)
-            .args(["--addr", &format!("127.0.0.1:{port}")])
-            .args(["--etcd", &etcd.client_url(0)])
-            .args(["--host", prefix])
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("discovery log"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {BINARY}: {e}"));
+        let child = crate::spawn_tied(
+            Command::new(BINARY)
+                .args(["--addr", &format!("127.0.0.1:{port}")])
+                .args(["--etcd", &etcd.client_url(0)])
+                .args(["--host", prefix])
+                .stdin(Stdio::null())
+                .stdout(out.try_clone().expect("discovery log"))
+                .stderr(out),
+        )
+        .unwrap_or_else(|e| panic!("starting {BINARY}: {e}"));
         let d = Discovery {
             port,
             child,

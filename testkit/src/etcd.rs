@@ -99,27 +99,28 @@ impl Cluster {
         let m = &mut self.members[i];
         let client = format!("http://127.0.0.1:{}", m.client_port);
         let peer = format!("http://127.0.0.1:{}", m.peer_port);
-        let child = Command::new(etcd_binary())
-            .args(["--name", &m.name])
-            .arg("--data-dir")
-            .arg(&data)
-            .args(["--listen-client-urls", &client])
-            .args(["--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer])
-            .args(["--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &initial])
-            .args(["--initial-cluster-token", "keel-test"])
-            .args(["--initial-cluster-state", "new"])
-            // The v2 API, off by default in 3.4: the discovery service (discovery.rs) keeps its
-            // tokens there, as locksmith kept its lock.
-            .arg("--enable-v2=true")
-            // Members here share two cores with QEMU guests: be patient before elections.
-            .args(["--heartbeat-interval", "200", "--election-timeout", "2000"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("etcd log"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", etcd_binary().display()));
+        let child = crate::spawn_tied(
+            Command::new(etcd_binary())
+                .args(["--name", &m.name])
+                .arg("--data-dir")
+                .arg(&data)
+                .args(["--listen-client-urls", &client])
+                .args(["--advertise-client-urls", &client])
+                .args(["--listen-peer-urls", &peer])
+                .args(["--initial-advertise-peer-urls", &peer])
+                .args(["--initial-cluster", &initial])
+                .args(["--initial-cluster-token", "keel-test"])
+                .args(["--initial-cluster-state", "new"])
+                // The v2 API, off by default in 3.4: the discovery service (discovery.rs) keeps its
+                // tokens there, as locksmith kept its lock.
+                .arg("--enable-v2=true")
+                // Members here share two cores with QEMU guests: be patient before elections.
+                .args(["--heartbeat-interval", "200", "--election-timeout", "2000"])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("etcd log"))
+                .stderr(log),
+        )
+        .unwrap_or_else(|e| panic!("starting {}: {e}", etcd_binary().display()));
         m.child = Some(child);
     }
 

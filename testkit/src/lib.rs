@@ -30,7 +30,7 @@ pub mod rng;
 pub mod tier;
 pub mod update_server;
 
-pub use child::KillOnDrop;
+pub use child::{spawn_tied, KillOnDrop};
 pub use driver::*;
 pub use files::*;
 pub use image::*;

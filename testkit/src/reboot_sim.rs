@@ -89,28 +89,29 @@ impl Machine {
             .append(true)
             .open(root.join("manager.log"))
             .unwrap();
-        let child = Command::new(&self.bin)
-            .arg("run")
-            .arg("--root")
-            .arg(&root)
-            .arg("--status-command")
-            .arg(format!("cat {}", root.join("status.json").display()))
-            .arg("--reboot-command")
-            .arg(format!("touch {}", root.join("rebooting").display()))
-            .args([
-                "--poll-secs",
-                "1",
-                "--backoff-min-secs",
-                "1",
-                "--backoff-max-secs",
-                "2",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = crate::spawn_tied(
+            Command::new(&self.bin)
+                .arg("run")
+                .arg("--root")
+                .arg(&root)
+                .arg("--status-command")
+                .arg(format!("cat {}", root.join("status.json").display()))
+                .arg("--reboot-command")
+                .arg(format!("touch {}", root.join("rebooting").display()))
+                .args([
+                    "--poll-secs",
+                    "1",
+                    "--backoff-min-secs",
+                    "1",
+                    "--backoff-max-secs",
+                    "2",
+                ])
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        )
+        .unwrap();
         self.child = Some(child);
     }
 

@@ -50,14 +50,15 @@ impl Registry {
         )
         .unwrap();
         let log = fs::File::create(dir.path().join("registry.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let child = crate::spawn_tied(
+            Command::new(bin)
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        )
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
         let mut r = Registry { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !r.answers() {

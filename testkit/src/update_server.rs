@@ -7,13 +7,14 @@ use std::process::{Child, Command, Stdio};
 /// Starts `bin --config CONFIG serve` and waits for its first line on stderr, which names the
 /// address it listens on: (the child, its base URL `http://HOST:PORT`).
 pub fn spawn_update_server(bin: &Path, config: &Path) -> (Child, String) {
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(config)
-        .arg("serve")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let mut child = crate::spawn_tied(
+        Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .stderr(Stdio::piped()),
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
     let mut line = String::new();
     BufReader::new(child.stderr.as_mut().expect("piped stderr"))
         .read_line(&mut line)

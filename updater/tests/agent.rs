@@ -414,19 +414,20 @@ fn the_agent_daemon_stages_and_follows_the_poll_interval() {
     let (p2, v2) = payload_file(m.w.dir.path(), "2.0.0", &key(), b"a");
     server.publish(&p2, "beta", None);
     let log = m.w.dir.path().join("agent.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keel-update"))
-        .arg("--disk")
-        .arg(&m.w.disk)
-        .arg("--state")
-        .arg(m.w.dir.path().join("update-state.json"))
-        .arg("--root")
-        .arg(&m.root)
-        .args(["agent", "--first-check", "0", "--pubkey"])
-        .arg(&m.w.pubkey)
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = keel_testkit::spawn_tied(
+        Command::new(env!("CARGO_BIN_EXE_keel-update"))
+            .arg("--disk")
+            .arg(&m.w.disk)
+            .arg("--state")
+            .arg(m.w.dir.path().join("update-state.json"))
+            .arg("--root")
+            .arg(&m.root)
+            .args(["agent", "--first-check", "0", "--pubkey"])
+            .arg(&m.w.pubkey)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null()),
+    )
+    .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let text = loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();

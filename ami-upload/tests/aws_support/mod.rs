@@ -39,13 +39,14 @@ impl Moto {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("moto.log");
         let port = free_port();
-        let child = Command::new(moto_server())
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .envs(env.iter().copied())
-            .stdout(File::create(&log).unwrap())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("start moto_server (pip install 'moto[server]', see ci/install-deps.sh)");
+        let child = keel_testkit::spawn_tied(
+            Command::new(moto_server())
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+                .envs(env.iter().copied())
+                .stdout(File::create(&log).unwrap())
+                .stderr(File::create(&log).unwrap()),
+        )
+        .expect("start moto_server (pip install 'moto[server]', see ci/install-deps.sh)");
         let moto = Moto {
             child,
             port,
