@@ -644,14 +644,14 @@ impl Session {
             silent_for.as_secs(),
             reset_watch::where_the_cpus_are(&registers)
         );
-        eprintln!(
+        announce(&format!(
             "keel-qemu: {}: {why}; powering the machine off and on ({} of {})",
             self.log_path.display(),
             self.firmware_resets,
             reset_watch::MAX_RESETS,
-        );
+        ));
         if let Err(e) = self.power_cycle(&why) {
-            eprintln!("keel-qemu: {}: {e}", self.log_path.display());
+            announce(&format!("keel-qemu: {}: {e}", self.log_path.display()));
         }
         self.last_firmware_reset = Some(Instant::now());
     }
@@ -983,6 +983,12 @@ fn check_inputs(options: &BootOptions) -> Result<(), StartError> {
         }
     }
     Ok(())
+}
+
+/// A line on standard error that a test harness does not capture (it captures `eprintln!`), so
+/// a CI log shows every power cycle, also in tests that pass.
+fn announce(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn spawn_qemu(args: &[std::ffi::OsString]) -> Result<Child, StartError> {
