@@ -163,6 +163,14 @@ impl Requirements {
                         if k.is_empty() || val.is_empty() {
                             return Err(err(format!("{v:?} has an empty key or value")));
                         }
+                        // `ram>=2048` would otherwise be the key `ram>`, which no machine has:
+                        // a unit that is never scheduled, and nothing saying why.
+                        if k.ends_with(['<', '>', '!']) || val.starts_with('=') {
+                            return Err(err(format!(
+                                "{v:?}: comparison operators are not supported (fleet never \
+                                 released them); give key=value"
+                            )));
+                        }
                         match req.metadata.iter_mut().find(|(key, _)| key == k) {
                             Some((_, vals)) => vals.push(val.to_string()),
                             None => req.metadata.push((k.to_string(), vec![val.to_string()])),
@@ -540,6 +548,18 @@ mod tests {
             ("[X-Fleet]\nMachineOf=a.service\n", "MachineOf itself"),
             ("[X-Fleet]\nGlobal=maybe\n", "not a boolean"),
             ("[X-Fleet]\nMachineMetadata=group\n", "not key=value"),
+            (
+                "[X-Fleet]\nMachineMetadata=ram>=2048\n",
+                "line 2: MachineMetadata: \"ram>=2048\": comparison operators are not supported",
+            ),
+            (
+                "[X-Fleet]\nMachineMetadata=role!=db\n",
+                "comparison operators",
+            ),
+            (
+                "[X-Fleet]\nMachineMetadata=disk==ssd\n",
+                "comparison operators",
+            ),
             ("[X-Fleet]\nConflicts=\n", "has no value"),
         ];
         for (text, says) in cases {
