@@ -9,12 +9,12 @@
 use std::io;
 use std::process::{Child, Command};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 type Answer = (Command, io::Result<Child>);
 type Request = (Command, Sender<Answer>);
 
-static SPAWNER: OnceLock<Mutex<Sender<Request>>> = OnceLock::new();
+static SPAWNER: OnceLock<Sender<Request>> = OnceLock::new();
 
 /// Spawns `command` as [`Command::spawn`] does, with the child killed when this process dies.
 /// `command` is used on the spawner thread and handed back unchanged, so callers can still
@@ -22,17 +22,13 @@ static SPAWNER: OnceLock<Mutex<Sender<Request>>> = OnceLock::new();
 pub fn spawn(command: &mut Command) -> io::Result<Child> {
     let owned = std::mem::replace(command, Command::new(""));
     let (answer_to, answer) = mpsc::channel();
-    let sender = SPAWNER
-        .get_or_init(|| Mutex::new(start_spawner()))
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone();
-    sender
-        .send((owned, answer_to))
-        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
-    let (owned, spawned) = answer
-        .recv()
-        .map_err(|_| io::Error::other("the spawner thread is gone"))?;
+    let gone = || io::Error::other("the spawner thread is gone");
+    let request = (owned, answer_to);
+    if let Err(mpsc::SendError((owned, _))) = SPAWNER.get_or_init(start_spawner).send(request) {
+        *command = owned;
+        return Err(gone());
+    }
+    let (owned, spawned) = answer.recv().map_err(|_| gone())?;
     *command = owned;
     spawned
 }
@@ -56,8 +52,9 @@ fn serve(incoming: Receiver<Request>) {
 fn spawn_here(command: &mut Command) -> io::Result<Child> {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id() as libc::pid_t;
-    // SAFETY: the closure runs in the forked child before exec and only makes async-signal-safe
-    // system calls (prctl, getppid).
+    // SAFETY: the closure runs in the forked child before exec; it makes only async-signal-safe
+    // system calls (prctl, getppid) and allocates nothing (another thread may have held the
+    // allocator's lock at the fork).
     unsafe {
         command.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -65,9 +62,7 @@ fn spawn_here(command: &mut Command) -> io::Result<Child> {
             }
             // The parent died between fork and prctl: the signal will never come.
             if libc::getppid() != parent {
-                return Err(io::Error::other(
-                    "the parent exited while the child started",
-                ));
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         })
